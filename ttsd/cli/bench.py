@@ -1,0 +1,1 @@
+"""`ttsd bench` commands (placeholder until its owner lands it)."""

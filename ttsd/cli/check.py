@@ -1,0 +1,1 @@
+"""`ttsd check` commands (placeholder until its owner lands it)."""

@@ -1,0 +1,1 @@
+"""`ttsd models` commands (placeholder until its owner lands it)."""

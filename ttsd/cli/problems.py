@@ -1,0 +1,1 @@
+"""`ttsd problems` commands (placeholder until its owner lands it)."""

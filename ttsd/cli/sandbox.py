@@ -1,0 +1,1 @@
+"""`ttsd sandbox` commands (placeholder until its owner lands it)."""

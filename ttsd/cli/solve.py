@@ -1,0 +1,1 @@
+"""`ttsd solve` commands (placeholder until its owner lands it)."""

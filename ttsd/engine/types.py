@@ -1,0 +1,37 @@
+"""Shared engine types: what a sampler returns and the protocol both backends implement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel
+
+
+class Sample(BaseModel):
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]  # log-prob of each sampled token under the sampler (after temperature)
+    finish_reason: Literal["stop", "length"]
+
+
+class Sampler(Protocol):
+    backend: str  # "vllm" or "hf"
+
+    def sample(
+        self,
+        prompts: list[list[int]],
+        n: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_tokens: int = 1024,
+        seed: int | None = None,
+    ) -> list[list[Sample]]:
+        """For each prompt (token ids), n samples. Same seed + same weights => same samples."""
+        ...
+
+    def load_adapter(self, adapter_dir: Path | None) -> None:
+        """Serve the PEFT LoRA adapter saved in adapter_dir from now on (None: base weights)."""
+        ...
+
+    def close(self) -> None: ...
