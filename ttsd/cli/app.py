@@ -11,6 +11,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def root() -> None:
+    """Solve one hard coding problem at a time by test-time self-distillation (SDPO)."""
+
+
 @app.command()
 def version() -> None:
     """Print the ttsd version."""
