@@ -1,10 +1,13 @@
-"""The pydantic model of one problem (the `problem.json` format)."""
+"""The pydantic model of one problem (the `problem.json` format, documented in docs/problem-format.md)."""
 
 from __future__ import annotations
 
+import ast
+import json
+from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ProblemKind = Literal["stdin", "functional", "assert"]
 
@@ -14,7 +17,9 @@ class TestCase(BaseModel):
 
     stdin: `input` is fed to the program's stdin, `output` is the expected stdout.
     functional: `input` holds one JSON value per line (one per argument), `output` the JSON result.
-    assert: `input` is Python test code that calls `check(candidate)`; `output` is unused ("").
+    assert: `input` is Python test code defining `check(candidate)` (HumanEval style); the judge runs
+    it after the program, in the same namespace, and calls `check(<entry_point>)`; a failing `assert`
+    fails the test. `output` is unused ("").
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -24,10 +29,17 @@ class TestCase(BaseModel):
     output: str = ""
 
 
+class ProblemIssue(BaseModel):
+    """One thing wrong with a problem beyond its field types: `field` is a path like `tests[2].input`."""
+
+    field: str
+    message: str
+
+
 class Problem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="also the file name: <id>.json")
     title: str = ""
     statement: str = Field(min_length=1)
     starter_code: str = ""
@@ -39,3 +51,65 @@ class Problem(BaseModel):
     memory_limit_mb: int = Field(default=1024, gt=0)
     difficulty: str | None = None
     source: str | None = None
+    contest_date: datetime | None = Field(default=None, description="when the problem was first published (LCB)")
+
+    @property
+    def all_tests(self) -> list[TestCase]:
+        """Visible tests first, then hidden ones: the order the judge runs them in."""
+        return [*self.tests, *self.hidden_tests]
+
+    def semantic_issues(self) -> list[ProblemIssue]:
+        """What makes a well-typed problem unjudgeable: checked on every construction."""
+        issues: list[ProblemIssue] = []
+        if self.kind in ("functional", "assert"):
+            if not self.entry_point:
+                issues.append(ProblemIssue(field="entry_point", message=f"required when kind is '{self.kind}'"))
+            elif not self.entry_point.isidentifier():
+                issues.append(ProblemIssue(field="entry_point", message=f"'{self.entry_point}' is not a Python identifier"))
+        if not self.tests and not self.hidden_tests:
+            issues.append(ProblemIssue(field="tests", message="a problem needs at least one test (in tests or hidden_tests)"))
+        if self.kind == "functional":
+            for group in ("tests", "hidden_tests"):
+                for index, test in enumerate(getattr(self, group)):
+                    issues.extend(_functional_test_issues(f"{group}[{index}]", test))
+        if self.kind == "assert":
+            for group in ("tests", "hidden_tests"):
+                for index, test in enumerate(getattr(self, group)):
+                    issues.extend(_assert_test_issues(f"{group}[{index}]", test))
+        return issues
+
+    @model_validator(mode="after")
+    def _judgeable(self) -> Problem:
+        issues = self.semantic_issues()
+        if issues:
+            # One line per issue, "field: message", so loaders can point at each field.
+            raise ValueError("\n".join(f"{issue.field}: {issue.message}" for issue in issues))
+        return self
+
+
+def _functional_test_issues(where: str, test: TestCase) -> list[ProblemIssue]:
+    """A functional test's input is one JSON value per line and its output one JSON value."""
+    issues = []
+    for line_number, line in enumerate(test.input.split("\n"), start=1):
+        try:
+            json.loads(line)
+        except ValueError as error:
+            issues.append(ProblemIssue(field=f"{where}.input", message=f"line {line_number} is not one JSON value ({error})"))
+            break
+    try:
+        json.loads(test.output)
+    except ValueError as error:
+        issues.append(ProblemIssue(field=f"{where}.output", message=f"not one JSON value ({error})"))
+    return issues
+
+
+def _assert_test_issues(where: str, test: TestCase) -> list[ProblemIssue]:
+    """An assert test's input is Python code that defines `check(candidate)`."""
+    try:
+        tree = ast.parse(test.input)
+    except SyntaxError as error:
+        return [ProblemIssue(field=f"{where}.input", message=f"not valid Python (line {error.lineno}: {error.msg})")]
+    defines_check = any(isinstance(node, ast.FunctionDef) and node.name == "check" for node in tree.body)
+    if not defines_check:
+        return [ProblemIssue(field=f"{where}.input", message="the test code must define check(candidate)")]
+    return []

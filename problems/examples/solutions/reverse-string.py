@@ -1,0 +1,3 @@
+class Solution:
+    def reverseString(self, s: str) -> str:
+        return s[::-1]
