@@ -1,1 +1,138 @@
-"""`ttsd check` commands (placeholder until its owner lands it)."""
+"""`ttsd check PROBLEM SOLUTION`: judge one solution file the way attempts are judged.
+
+Exit codes: 0 accepted, 1 judged and not accepted, 2 bad input (missing or malformed files, an
+unusable problem, a sandbox that cannot run).
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ttsd.cli.app import app
+
+EXIT_ACCEPTED = 0
+EXIT_REJECTED = 1
+EXIT_BAD_INPUT = 2
+
+
+class SandboxChoice(str, Enum):
+    local = "local"
+    docker = "docker"
+
+
+def _fail(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _read_solution(path: Path) -> str:
+    if not path.exists():
+        _fail(f"{path}: no such file")
+    if path.is_dir():
+        _fail(f"{path}: is a directory, expected a Python program or a model response")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        _fail(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})")
+    except OSError as error:
+        _fail(f"{path}: cannot read: {error.strerror or error}")
+    raise AssertionError("unreachable")
+
+
+_VERDICT_STYLE = {"accepted": "bold green", "wrong_answer": "bold red", "format_error": "bold yellow", "truncated": "bold yellow"}
+
+
+@app.command()
+def check(
+    problem: Annotated[
+        str,
+        typer.Argument(help="The problem: a problem.json file, or the id of a problem under ./problems or the bundled examples."),
+    ],
+    solution: Annotated[
+        Path,
+        typer.Argument(
+            help="The solution: a bare Python program, or a whole model response (its longest ```python block is judged).",
+            show_default=False,
+        ),
+    ],
+    sandbox: Annotated[
+        SandboxChoice,
+        typer.Option(help="Where the program runs: 'local' (bubblewrap + rlimits) or 'docker' (a hardened container)."),
+    ] = SandboxChoice.local,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print only {"passed", "verdict", "tests_passed", "tests_total", "feedback", "wall_s"} as JSON.',
+        ),
+    ] = False,
+    suite_time_limit: Annotated[
+        float | None,
+        typer.Option(
+            help="Wall-clock seconds for the whole test suite (default: the larger of 60 s and twice the problem's per-test limit).",
+            min=0.1,
+        ),
+    ] = None,
+) -> None:
+    """Judge SOLUTION on PROBLEM's visible and hidden tests: verdict, tests passed / total, and the
+    feedback a model would get. Exit code 0 only when accepted, 1 when not, 2 for bad input."""
+    from ttsd.cli.problems import load_problem_or_exit
+    from ttsd.judge import Judge
+    from ttsd.sandbox import make_sandbox
+    from ttsd.sandbox.base import SandboxUnavailable
+
+    loaded = load_problem_or_exit(problem)
+    text = _read_solution(solution)
+    try:
+        box = make_sandbox(sandbox.value)
+    except SandboxUnavailable as error:
+        _fail(str(error))
+    try:
+        judgement = Judge(box, max_workers=1, suite_time_limit_s=suite_time_limit).judge_program(loaded, text)
+    except SandboxUnavailable as error:
+        _fail(str(error))
+    except ValueError as error:  # a problem whose tests cannot be used (e.g. non-JSON functional input)
+        _fail(str(error))
+    finally:
+        box.close()
+
+    if json_output:
+        report = {
+            "passed": judgement.passed,
+            "verdict": judgement.verdict.value,
+            "tests_passed": judgement.tests_passed,
+            "tests_total": judgement.tests_total,
+            "feedback": judgement.feedback,
+            "wall_s": round(judgement.wall_s, 3),
+        }
+        typer.echo(json.dumps(report))
+    else:
+        _print_judgement(loaded.id, solution, judgement)
+    raise typer.Exit(EXIT_ACCEPTED if judgement.passed else EXIT_REJECTED)
+
+
+def _print_judgement(problem_id: str, solution: Path, judgement) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    verdict = judgement.verdict.value
+    style = _VERDICT_STYLE.get(verdict, "bold red")
+    headline = Text.assemble(
+        (verdict.replace("_", " ").upper(), style),
+        f"   {judgement.tests_passed}/{judgement.tests_total} tests passed   {judgement.wall_s:.2f} s",
+    )
+    console.print(f"[dim]{escape(problem_id)} ← {escape(str(solution))}[/dim]")
+    console.print(headline)
+    if judgement.feedback:
+        console.print(Panel(Text(judgement.feedback), title="feedback (as the model sees it)", title_align="left"))

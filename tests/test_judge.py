@@ -1,0 +1,643 @@
+"""The judge: extraction, LiveCodeBench comparison, feedback text, and real runs in the sandboxes."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from ttsd import judge_harness
+from ttsd.judge import (
+    CUT_MARK,
+    FEEDBACK_MAX_CHARS,
+    HIDDEN_FAILURE_FEEDBACK,
+    Judge,
+    TestRun,
+    Verdict,
+    clip_field,
+    clip_total,
+    decode_value,
+    extract_code,
+    feedback_text,
+    lines_match,
+    program_from_text,
+    values_match,
+)
+from ttsd.problems import load_problem
+from ttsd.problems.model import Problem, TestCase
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "problems" / "examples"
+
+
+def fence(code: str, language: str = "python") -> str:
+    return f"```{language}\n{code}\n```"
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("language", ["python", "py", "Python", "python3", ""])
+def test_extract_python_fences(language):
+    response = f"Here is my answer.\n{fence('print(1)', language)}\nDone."
+    extraction = extract_code(response, "stop")
+    assert extraction.verdict is None
+    assert extraction.code == "print(1)"
+
+
+def test_extract_takes_the_longest_python_block_and_ignores_other_languages():
+    long_program = "import sys\nprint(sum(map(int, sys.stdin.read().split())))"
+    response = "\n".join(
+        [fence("x = 1"), "and the full program:", fence(long_program), fence("int main() { return 0; /* long */ }", "cpp")]
+    )
+    assert extract_code(response).code == long_program
+
+
+def test_extract_without_a_block_is_a_format_error():
+    for response in ["print(1)  # no fences", "```cpp\nint x;\n```", "```python\nprint(1)\n", "```python\n\n```"]:
+        extraction = extract_code(response, "stop")
+        assert extraction.verdict == Verdict.format_error, response
+        assert extraction.code is None
+
+
+def test_extract_truncated_response_is_truncated_even_with_a_complete_block():
+    response = fence("print(1)") + "\nNow let me also explain in great detail why"
+    extraction = extract_code(response, "length")
+    assert extraction.verdict == Verdict.truncated
+    assert extraction.code == "print(1)"  # kept for logs, not judged
+    assert extract_code("```python\nprint(", "length").verdict == Verdict.truncated
+
+
+def test_extract_longer_fence_holds_triple_backticks():
+    code = 's = "```"\nprint(s)'
+    assert extract_code(f"````python\n{code}\n````").code == code
+
+
+def test_solution_file_bare_program_or_response():
+    bare = "a, b = map(int, input().split())\nprint(a + b)\n"
+    assert program_from_text(bare).code == bare
+    assert program_from_text("Sure!\n" + fence("print(2)") + "\nbye").code == "print(2)"
+    assert program_from_text("   \n").verdict == Verdict.format_error
+    documented = 'def f():\n    """Use it like this:\n\n```python\nf()\n```\n"""\n    return 1\n'
+    assert program_from_text(documented).code == documented  # valid Python: the file is the program
+    broken = "print(1 +)\n"
+    assert program_from_text(broken).code == broken  # judged (a syntax error), not a format error
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "output, expected, same",
+    [
+        ("3\n", "3", True),
+        ("  3  \n\n\n", "3\n", True),  # outer whitespace and trailing blank lines are stripped
+        ("1 2\n3\n", "1 2\r\n3", True),  # each line is stripped (\r included)
+        ("1.0\n", "1", True),  # exact Decimal fallback
+        ("0.10 0.20", "0.1 0.2", True),
+        ("1e2", "100", True),
+        ("1  2", "1 2", True),  # numbers: fields are whitespace-split
+        ("a  b", "a b", False),  # text: no fallback (LCB)
+        ("0.1000001", "0.1", False),  # exact, not approximate
+        ("3\n4", "3", False),  # line counts differ
+        ("YES", "yes", False),
+        ("", "0", False),
+        ("nan", "nan", True),  # equal as text before any Decimal comparison
+    ],
+)
+def test_lines_match(output, expected, same):
+    assert lines_match(output, expected) is same
+
+
+def test_values_match_lcb_semantics():
+    assert values_match((1, 2), [1, 2])  # a top-level tuple becomes a list
+    assert not values_match([(1, 2)], [[1, 2]])  # nested tuples are not converted (LCB)
+    assert values_match(1, 1.0) and values_match(True, 1)  # Python ==
+    assert not values_match(frozenset({1, 2}), [1, 2])
+    assert not values_match("1", 1)
+    assert values_match({"a": [1]}, {"a": [1]})
+
+
+def test_returned_values_round_trip_through_the_harness_encoding():
+    class AlwaysEqual:
+        def __eq__(self, other):
+            return True
+
+    class SneakyInt(int):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = int.__hash__
+
+    def round_trip(value):
+        return decode_value(json.loads(json.dumps(judge_harness._encode(value))))
+
+    assert round_trip((1, "a")) == (1, "a") and isinstance(round_trip((1, "a")), tuple)
+    assert round_trip({1: [2, (3,)]}) == {1: [2, (3,)]}  # int keys survive (JSON would make them str)
+    assert round_trip({3, 4}) == {3, 4}
+    assert round_trip(2**200) == 2**200 and round_trip(0.1) == 0.1
+    assert round_trip(SneakyInt(5)) == 5 and round_trip(SneakyInt(5)) != 6  # the plain value only
+    assert round_trip(AlwaysEqual()) != 5 and round_trip(AlwaysEqual()) != round_trip(AlwaysEqual())
+    with pytest.raises(TypeError):
+        judge_harness._plain([1, AlwaysEqual()])
+
+
+def test_classify_from_raw_results():
+    from ttsd.judge import classify
+    from ttsd.sandbox.base import ExecResult
+
+    nonce = "n0nce"
+    ok = ExecResult(stdout="3\n", exit_code=0)
+    assert classify("stdin", ok, nonce, "3").verdict == Verdict.accepted
+    # a memory flag does not fail a program that ended cleanly with the right answer...
+    noisy = ExecResult(stdout="3\n", stderr="out of memory? no\n", exit_code=0, memory_exceeded=True)
+    assert classify("stdin", noisy, nonce, "3").verdict == Verdict.accepted
+    # ...but explains one that died
+    assert classify("stdin", ExecResult(exit_code=None, memory_exceeded=True), nonce, "3").verdict == Verdict.memory_limit
+    assert classify("stdin", ExecResult(stdout="3\n", exit_code=None, timed_out=True), nonce, "3").verdict == Verdict.time_limit
+    assert classify("stdin", ExecResult(stdout="3", exit_code=0, output_truncated=True), nonce, "3").verdict == Verdict.output_limit
+    segfault = classify("stdin", ExecResult(stdout="3\n", exit_code=-11), nonce, "3")
+    assert segfault.verdict == Verdict.runtime_error and "SIGSEGV" in segfault.detail
+    # functional: the value comes only from the report carrying this run's nonce
+    report = f'debug\n{nonce} {{"status": "returned", "value": {{"$tuple": [1, 2]}}}}\n'
+    returned = classify("functional", ExecResult(stdout=report, exit_code=0), nonce, "[1, 2]", [1, 2])
+    assert returned.verdict == Verdict.accepted and returned.stdout.strip() == "debug"
+    forged = 'other {"status": "returned", "value": [1, 2]}\n'
+    assert classify("functional", ExecResult(stdout=forged, exit_code=0), nonce, "[1, 2]", [1, 2]).verdict == Verdict.runtime_error
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback
+# ---------------------------------------------------------------------------------------------
+
+
+def test_clip_field_cuts_at_250_characters_or_8_lines():
+    assert clip_field("short") == "short"
+    cut = clip_field("x" * 1000)
+    assert cut == "x" * 250 + CUT_MARK
+    lines = clip_field("\n".join(str(i) for i in range(20)))
+    assert lines == "\n".join(str(i) for i in range(8)) + CUT_MARK
+    assert clip_field("\n".join(["y" * 40] * 8)).endswith(CUT_MARK)  # 8 lines but 327 characters
+
+
+def test_clip_total_keeps_at_most_2000_characters():
+    assert clip_total("a" * 5000) == "a" * (FEEDBACK_MAX_CHARS - len(CUT_MARK)) + CUT_MARK
+    assert len(clip_total("a" * 5000)) == FEEDBACK_MAX_CHARS
+    assert clip_total("ok") == "ok"
+
+
+def _wrong(index, input_text, output, expected, hidden=False):
+    return TestRun(index=index, hidden=hidden, verdict=Verdict.wrong_answer, input=input_text, output=output, expected=expected)
+
+
+def test_feedback_shows_two_wrong_answers_shortest_first():
+    runs = [
+        _wrong(0, "10 20 30 40\n", "99\n", "100\n"),
+        TestRun(index=1, hidden=False, verdict=Verdict.accepted, input="1\n", expected="1\n"),
+        _wrong(2, "1\n", "0\n", "2\n"),
+        _wrong(3, "5 5\n", "9\n", "10\n"),
+    ]
+    text = feedback_text(runs)
+    assert text.startswith("Wrong Answer (3 of 4 visible tests failed)")
+    first, second = text.index("Input:\n1\n"), text.index("Input:\n5 5\n")
+    assert first < second
+    assert "10 20 30 40" not in text  # only two shown: the longest is left out
+    assert "Output:\n0\nExpected:\n2" in text
+
+
+def test_feedback_each_field_and_the_whole_are_cut():
+    huge = "\n".join("9" * 300 for _ in range(50))
+    runs = [_wrong(0, huge, huge, huge), _wrong(1, huge + "1", huge, huge)]
+    text = feedback_text(runs)
+    assert len(text) <= FEEDBACK_MAX_CHARS
+    for field in re.findall(r"(?:Input|Output|Expected):\n(.*?)(?=\n[A-Z][a-z]+:\n|\n\n|$)", text, re.DOTALL):
+        assert len(field) <= 250 + len(CUT_MARK) and field.count("\n") < 8
+    many = [_wrong(i, "x" * 240, "y" * 240, "z" * 240) for i in range(2)]
+    assert feedback_text(many).count(CUT_MARK) == 0  # 240 characters fit a field uncut
+
+
+def test_feedback_prefers_a_runtime_error_then_a_timeout():
+    from ttsd.judge import ErrorInfo
+
+    error = ErrorInfo(type="IndexError", message="list index out of range", line=7, function="solve", source="return a[i]")
+    runs = [
+        _wrong(0, "1\n", "2\n", "3\n"),
+        TestRun(index=1, hidden=False, verdict=Verdict.time_limit, input="big\n", time_limit_s=6),
+        TestRun(index=2, hidden=False, verdict=Verdict.runtime_error, input="4 5\n", error=error, stdout="partial\n"),
+    ]
+    text = feedback_text(runs)
+    assert text.splitlines()[:3] == ["Runtime Error", "IndexError: list index out of range", "Line 7 in solve: return a[i]"]
+    assert "Last Executed Input:\n4 5" in text and "Printed Output:\npartial" in text
+    timeout_text = feedback_text(runs[:2])
+    assert timeout_text.startswith("Time Limit Exceeded\nThe program did not finish within 6 s")
+    assert "big" in timeout_text
+
+
+def test_feedback_on_hidden_failure_says_only_that():
+    secret_input, secret_output = "31337 424242\n", "SECRET-EXPECTED\n"
+    runs = [
+        TestRun(index=0, hidden=False, verdict=Verdict.accepted, input="1 2\n", expected="3\n"),
+        _wrong(0, secret_input, "nope\n", secret_output, hidden=True),
+    ]
+    assert feedback_text(runs) == HIDDEN_FAILURE_FEEDBACK
+    assert feedback_text(runs[:1]) == ""  # everything passed: no feedback
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end through the local sandbox
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_judge():
+    from ttsd.sandbox import make_sandbox
+
+    sandbox = make_sandbox("local")
+    judge = Judge(sandbox, max_workers=2)
+    yield judge
+    judge.close()
+    sandbox.close()
+
+
+def stdin_problem(tests, hidden=(), **fields) -> Problem:
+    return Problem(
+        id="t",
+        statement="test problem",
+        kind="stdin",
+        tests=[TestCase(input=i, output=o) for i, o in tests],
+        hidden_tests=[TestCase(input=i, output=o) for i, o in hidden],
+        **fields,
+    )
+
+
+def functional_problem(tests, entry_point="f", **fields) -> Problem:
+    return Problem(
+        id="t",
+        statement="test problem",
+        kind="functional",
+        entry_point=entry_point,
+        tests=[TestCase(input=i, output=o) for i, o in tests],
+        **fields,
+    )
+
+
+SUM = stdin_problem([("1 2\n", "3\n"), ("0 5\n", "5\n")], hidden=[("10 20\n", "30\n")], time_limit_s=2)
+
+
+def _examples() -> list[tuple[Path, Path]]:
+    pairs = []
+    for problem_file in sorted(EXAMPLES.glob("*.json")):
+        for solution in sorted((EXAMPLES / "solutions").glob(problem_file.stem + "*.py")):
+            if solution.stem.split(".")[0] == problem_file.stem:
+                pairs.append((problem_file, solution))
+    return pairs
+
+
+def test_examples_reference_solutions_accepted_wrong_ones_rejected(local_judge):
+    pairs = _examples()
+    assert any(s.name.endswith(".wrong.py") for _, s in pairs) and len(pairs) >= 4
+    by_problem: dict[Path, list[Path]] = {}
+    for problem_file, solution in pairs:
+        by_problem.setdefault(problem_file, []).append(solution)
+    for problem_file, solutions in by_problem.items():
+        problem = load_problem(problem_file)
+        judgements = local_judge.judge_many(problem, [fence(s.read_text()) for s in solutions])
+        for solution, judgement in zip(solutions, judgements):
+            if solution.name.endswith(".wrong.py"):
+                assert judgement.verdict != Verdict.accepted, solution
+                assert judgement.feedback
+            else:
+                assert judgement.verdict == Verdict.accepted, (solution, judgement.feedback)
+                assert judgement.tests_passed == judgement.tests_total == len(problem.tests) + len(problem.hidden_tests)
+                assert judgement.feedback == ""
+
+
+def test_runtime_error_names_type_line_function_and_input(local_judge):
+    program = textwrap.dedent(
+        """\
+        import sys
+        def solve(a, b):
+            print("dividing", a, b, file=sys.stderr)
+            return a // b
+
+        a, b = map(int, input().split())
+        print(solve(a, b))
+        """
+    )
+    problem = stdin_problem([("6 3\n", "2\n"), ("7 0\n", "0\n")])
+    judgement = local_judge.judge(problem, fence(program))
+    assert judgement.verdict == Verdict.runtime_error
+    assert judgement.tests_passed == 1 and judgement.tests_total == 2
+    lines = judgement.feedback.splitlines()
+    assert lines[0] == "Runtime Error"
+    assert lines[1] == "ZeroDivisionError: integer division or modulo by zero"
+    assert lines[2] == "Line 4 in solve: return a // b"
+    assert "Last Executed Input:\n7 0" in judgement.feedback
+    assert "Stderr:\ndividing 7 0" in judgement.feedback
+    assert "Traceback" not in judgement.feedback
+
+
+def test_functional_runtime_error_line_in_method(local_judge):
+    program = "class Solution:\n    def f(self, nums):\n        total = 0\n        return nums[len(nums)]\n"
+    judgement = local_judge.judge(functional_problem([("[1, 2]", "3")]), fence(program))
+    assert judgement.verdict == Verdict.runtime_error
+    assert "IndexError: list index out of range" in judgement.feedback
+    assert "Line 4 in f: return nums[len(nums)]" in judgement.feedback
+    assert "Last Executed Input:\n[1, 2]" in judgement.feedback
+
+
+def test_syntax_error_is_a_runtime_error_with_its_line(local_judge):
+    judgement = local_judge.judge(SUM, fence("x = 1\nprint(x +)\n"))
+    assert judgement.verdict == Verdict.runtime_error
+    assert judgement.feedback.splitlines()[1].startswith("SyntaxError: invalid syntax")
+    assert "Line 2: print(x +)" in judgement.feedback
+
+
+def test_time_limit(local_judge):
+    judgement = local_judge.judge(SUM.model_copy(update={"time_limit_s": 1.0}), fence("while True:\n    pass\n"))
+    assert judgement.verdict == Verdict.time_limit
+    assert judgement.tests_passed == 0
+    assert judgement.wall_s < 8  # stops after the first time limit instead of paying one per test
+    assert judgement.feedback.startswith("Time Limit Exceeded\nThe program did not finish within 1 s")
+    assert "Last Executed Input:\n1 2" in judgement.feedback
+
+
+def test_suite_time_limit():
+    from ttsd.sandbox import make_sandbox
+
+    problem = stdin_problem([(f"{i} 1\n", f"{i + 1}\n") for i in range(6)], time_limit_s=5)
+    program = "import time\ntime.sleep(0.5)\na, b = map(int, input().split())\nprint(a + b)\n"
+    with Judge(make_sandbox("local"), max_workers=1, suite_time_limit_s=1.2) as judge:
+        judgement = judge.judge(problem, fence(program))
+    assert judgement.verdict == Verdict.time_limit
+    assert 1 <= judgement.tests_passed < 6
+    assert "The whole test suite did not finish within 1.2 s" in judgement.feedback
+
+
+def test_memory_limit(local_judge):
+    problem = SUM.model_copy(update={"memory_limit_mb": 256})
+    judgement = local_judge.judge(problem, fence("data = bytearray(10 * 1024**3)\nprint(len(data))\n"))
+    assert judgement.verdict == Verdict.memory_limit
+    assert judgement.feedback.startswith("Memory Limit Exceeded")
+    assert "Line 1: data = bytearray(10 * 1024**3)" in judgement.feedback
+
+
+def test_output_limit():
+    from ttsd.sandbox import make_sandbox
+
+    with Judge(make_sandbox("local"), max_workers=1, output_limit_bytes=64 << 10) as judge:
+        judgement = judge.judge(SUM, fence("while True:\n    print('spam' * 100)\n"))
+    assert judgement.verdict == Verdict.output_limit
+    assert judgement.feedback.startswith("Output Limit Exceeded")
+    assert len(judgement.feedback) <= FEEDBACK_MAX_CHARS
+
+
+def test_format_error_and_truncated_are_not_run(local_judge):
+    no_block = local_judge.judge(SUM, "I think the answer is to add the numbers.")
+    assert no_block.verdict == Verdict.format_error and no_block.tests_total == 3 and no_block.feedback
+    cut = local_judge.judge(SUM, fence("a, b = map(int, input().split())\nprint(a + b)") + "\nAlso", "length")
+    assert cut.verdict == Verdict.truncated and cut.tests_passed == 0 and cut.code is not None
+    assert "length limit" in cut.feedback
+
+
+def test_wrong_answer_shows_output_expected_and_stderr(local_judge):
+    program = "import sys\na, b = map(int, input().split())\nprint('debug', a, file=sys.stderr)\nprint(a * b)\n"
+    judgement = local_judge.judge(SUM, fence(program))
+    assert judgement.verdict == Verdict.wrong_answer
+    assert judgement.tests_passed == 0  # hidden tests are not run after a visible failure
+    assert "Input:\n1 2\nOutput:\n2\nExpected:\n3\nStderr:\ndebug 1" in judgement.feedback
+
+
+def test_hidden_failure_feedback_has_no_content(local_judge):
+    program = "a, b = map(int, input().split())\nprint(a + b if a < 10 else 'SECRET?')\n"
+    judgement = local_judge.judge(SUM, fence(program))
+    assert judgement.verdict == Verdict.wrong_answer
+    assert judgement.tests_passed == 2 and judgement.tests_total == 3
+    assert judgement.feedback == HIDDEN_FAILURE_FEEDBACK
+    assert [r.hidden for r in judgement.test_results] == [False, False, True]
+
+
+def test_expected_outputs_never_enter_the_sandbox(local_judge):
+    # The program prints every file it can see plus its stdin; it passes only if the expected
+    # output (a token that is nowhere else) was somewhere inside the sandbox.
+    program = textwrap.dedent(
+        """\
+        import os, sys
+        seen = sys.stdin.read()
+        for root, _, files in os.walk("."):
+            for name in files:
+                seen += open(os.path.join(root, name), errors="replace").read()
+        token = "TOKEN-" + "7f3a9c"  # never whole in this file, which the walk reads too
+        print(token if token in seen else "not found")
+        """
+    )
+    problem = stdin_problem([("x\n", "TOKEN-7f3a9c\n")])
+    judgement = local_judge.judge(problem, fence(program))
+    assert judgement.verdict == Verdict.wrong_answer
+    assert "Output:\nnot found" in judgement.feedback
+
+
+def test_stdin_exit_is_graded_on_output_like_lcb(local_judge):
+    program = "import sys\na, b = map(int, input().split())\nprint(a + b)\nsys.exit(1)\n"
+    assert local_judge.judge(SUM, fence(program)).verdict == Verdict.accepted
+    crash = local_judge.judge(SUM, fence("import os\nprint(3)\nos._exit(3)\n"))
+    assert crash.verdict == Verdict.runtime_error
+    assert "The program exited with code 3." in crash.feedback
+
+
+def test_stdin_has_the_lcb_prelude(local_judge):
+    program = "a, b = map(int, input().split())\nq = deque([a, b])\nprint(reduce(add, q))\n"
+    assert local_judge.judge(SUM, fence(program)).verdict == Verdict.accepted
+
+
+# -- functional ------------------------------------------------------------------------------
+
+
+def test_functional_solution_class_and_top_level_function(local_judge):
+    problem = functional_problem([("[1, 2, 3]\n2", "[1, 2]"), ("[]\n0", "[]")])
+    method = "class Solution:\n    def f(self, nums: List[int], k: int) -> List[int]:\n        return nums[:k]\n"
+    function = "def f(nums, k):\n    return tuple(nums[:k])\n"  # a top-level tuple counts as a list
+    nested = "def f(nums, k):\n    return [x for x in nums[:k]] if k == 0 else list(map(lambda x: (x,), nums[:k]))\n"
+    judgements = local_judge.judge_many(problem, [fence(method), fence(function), fence(nested)])
+    assert [j.verdict for j in judgements] == [Verdict.accepted, Verdict.accepted, Verdict.wrong_answer]
+    assert "Output:\n[(1,), (2,)]" in judgements[2].feedback and "Expected:\n[1, 2]" in judgements[2].feedback
+
+
+def test_functional_missing_entry_point(local_judge):
+    judgement = local_judge.judge(functional_problem([("1", "1"), ("2", "2")]), fence("def g(x):\n    return x\n"))
+    assert judgement.verdict == Verdict.runtime_error
+    assert "no function 'f'" in judgement.feedback
+    assert len(judgement.test_results) == 1  # a load error stops judging: every test would fail alike
+
+
+def test_functional_prints_are_shown_separately(local_judge):
+    program = "def f(x):\n    print('thinking about', x)\n    return x + 1\n"
+    judgement = local_judge.judge(functional_problem([("41", "43")]), fence(program))
+    assert judgement.verdict == Verdict.wrong_answer
+    assert "Output:\n42\nExpected:\n43\nPrinted Output:\nthinking about 41" in judgement.feedback
+
+
+@pytest.mark.parametrize(
+    "cheat",
+    [
+        # exiting "successfully" before returning anything
+        "import sys\ndef f(x):\n    sys.exit(0)\n",
+        "import os\ndef f(x):\n    os._exit(0)\n",
+        # an object that equals everything
+        "class Eq:\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return Eq()\n",
+        "class I(int):\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return I(0)\n",
+        # printing a fake result report: the nonce is unknown and the judge compares values itself
+        'import json\ndef f(x):\n    print(json.dumps({"status": "returned", "value": 43}))\n    return 0\n',
+        # patching the comparison helpers it might guess at
+        "import builtins\nbuiltins.isinstance = lambda *a: True\ndef f(x):\n    return None\n",
+    ],
+)
+def test_functional_cheats_do_not_pass(local_judge, cheat):
+    judgement = local_judge.judge(functional_problem([("41", "43")]), fence(cheat))
+    assert judgement.verdict in (Verdict.wrong_answer, Verdict.runtime_error), judgement
+
+
+# -- assert (HumanEval) ------------------------------------------------------------------------
+
+HUMANEVAL_TEST = textwrap.dedent(
+    """\
+    METADATA = {}
+
+
+    def check(candidate):
+        assert candidate([1, 2, 3]) == 6
+        assert candidate([]) == 0
+        assert candidate([-1, 1]) == 0
+    """
+)
+ASSERT_PROBLEM = Problem(
+    id="he", statement="sum a list", kind="assert", entry_point="total", tests=[TestCase(input=HUMANEVAL_TEST)]
+)
+
+
+def test_assert_kind(local_judge):
+    right = "def total(xs):\n    return sum(xs)\n"
+    wrong = "def total(xs):\n    return sum(xs) if xs else 1\n"
+    good, bad = local_judge.judge_many(ASSERT_PROBLEM, [fence(right), fence(wrong)])
+    assert good.verdict == Verdict.accepted and good.tests_passed == 1
+    assert bad.verdict == Verdict.wrong_answer
+    assert "Input:\ntotal([])\nOutput:\n1\nExpected:\nthe assertion to hold: assert candidate([]) == 0" in bad.feedback
+
+
+@pytest.mark.parametrize(
+    "cheat",
+    [
+        "import sys\nsys.exit(0)\n",
+        "import os\nos._exit(0)\n",
+        "def total(xs):\n    raise SystemExit(0)\n",
+        "class Eq:\n    def __eq__(self, other):\n        return True\ndef total(xs):\n    return Eq()\n",
+        "import atexit, os\natexit.register(lambda: os.write(1, b'passed'))\ndef total(xs):\n    return 1\n",
+        "def total(xs):\n    print('\\n{\"status\": \"passed\"}')\n    return -1\n",
+    ],
+)
+def test_assert_cheats_do_not_pass(local_judge, cheat):
+    assert local_judge.judge(ASSERT_PROBLEM, fence(cheat)).verdict != Verdict.accepted
+
+
+# -- the pool ------------------------------------------------------------------------------------
+
+
+class CountingSandbox:
+    """The real local sandbox, counting how many jobs run at once."""
+
+    name = "counting-local"
+
+    def __init__(self):
+        from ttsd.sandbox import make_sandbox
+
+        self.inner = make_sandbox("local")
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+
+    def run(self, job):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return self.inner.run(job)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def close(self):
+        self.inner.close()
+
+
+def test_judge_many_is_bounded_and_keeps_order():
+    sandbox = CountingSandbox()
+    problem = stdin_problem([("1 2\n", "3\n")], time_limit_s=5)
+    right = "import time\ntime.sleep(0.3)\na, b = map(int, input().split())\nprint(a + b)\n"
+    wrong = "import time\ntime.sleep(0.3)\nprint(0)\n"
+    responses = [fence(right), fence(wrong), "no code", fence(right), fence(wrong), fence(right)]
+    with Judge(sandbox, max_workers=2) as judge:
+        judgements = judge.judge_many(problem, responses, ["stop", "stop", "stop", "stop", "stop", "length"])
+    assert [j.verdict for j in judgements] == [
+        Verdict.accepted,
+        Verdict.wrong_answer,
+        Verdict.format_error,
+        Verdict.accepted,
+        Verdict.wrong_answer,
+        Verdict.truncated,
+    ]
+    assert sandbox.most == 2  # concurrent, and never more than max_workers
+    sandbox.close()
+
+
+def test_judge_many_checks_lengths(local_judge):
+    with pytest.raises(ValueError):
+        local_judge.judge_many(SUM, ["a", "b"], ["stop"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Docker backend (CI starts dockerd and builds the image; these are never skipped there)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def docker_judge():
+    from ttsd.sandbox import make_sandbox
+
+    sandbox = make_sandbox("docker", pool_size=2)
+    judge = Judge(sandbox, max_workers=2)
+    yield judge
+    judge.close()
+    sandbox.close()
+
+
+@pytest.mark.docker
+def test_docker_examples_and_verdicts(docker_judge):
+    problem = load_problem(EXAMPLES / "sum-two-numbers.json")
+    programs = {
+        Verdict.accepted: (EXAMPLES / "solutions" / "sum-two-numbers.py").read_text(),
+        Verdict.wrong_answer: (EXAMPLES / "solutions" / "sum-two-numbers.wrong.py").read_text(),
+        Verdict.runtime_error: "def solve():\n    return 1 // 0\nsolve()\n",
+    }
+    judgements = docker_judge.judge_many(problem, [fence(p) for p in programs.values()])
+    assert [j.verdict for j in judgements] == list(programs), judgements
+    assert "Line 2 in solve: return 1 // 0" in judgements[2].feedback
+
+
+@pytest.mark.docker
+def test_docker_functional_and_limits(docker_judge):
+    problem = load_problem(EXAMPLES / "bounded-range-subarrays.json")
+    solution = (EXAMPLES / "solutions" / "bounded-range-subarrays.py").read_text()
+    accepted = docker_judge.judge(problem, fence(solution))
+    assert accepted.verdict == Verdict.accepted, accepted
+    quick = SUM.model_copy(update={"time_limit_s": 1.0, "memory_limit_mb": 256})
+    spin = docker_judge.judge(quick, fence("while True:\n    pass\n"))
+    assert spin.verdict == Verdict.time_limit, spin
+    memory = docker_judge.judge(quick, fence("data = bytearray(10 * 1024**3)\n"))
+    assert memory.verdict == Verdict.memory_limit, memory

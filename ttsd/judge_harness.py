@@ -1,0 +1,341 @@
+"""The program that runs INSIDE the sandbox, around the candidate's code (copied in as a file).
+
+It is plain Python with no ttsd imports, run by the sandbox's `python3 -I` (Debian's python3, here
+and in the Docker image), so it must work on any Python 3.8+. It never sees an expected answer: it
+only receives inputs, and reports raw results (the value a function returned, or how the program
+failed) for the judge to compare OUTSIDE the sandbox. That is what keeps a candidate from faking
+a pass for `stdin` and `functional` problems: whatever it prints, whatever it patches, the verdict
+is decided from outputs against expectations it never had. (For `assert` problems the test code holds the expectations and must run in the same
+process; see `_run_assert` for what is defended there.)
+
+Usage (argv[1] is the kind; the program is in ./solution.py):
+
+    python3 -I _ttsd_harness.py stdin NONCE          stdin is the program's stdin
+    python3 -I _ttsd_harness.py functional ENTRY     stdin: NONCE line, then {"args": [...]}
+    python3 -I _ttsd_harness.py assert ENTRY         stdin: NONCE line, then {"test": "<code>"}
+
+Reports are single lines `NONCE <json>` at the end of stdout (results) or stderr (errors); the
+per-run random NONCE tells them apart from anything the program itself prints. For `functional` and
+`assert` the nonce arrives on stdin, is read before any candidate code runs, and is in no file,
+argument or environment variable.
+
+Semantics follow LiveCodeBench's `testing_util.py`: the same import prelude before the program,
+`sys.setrecursionlimit(50000)`, `SystemExit` in a stdin program ends it normally (the output is
+graded), `Solution().<entry>` when a class `Solution` is defined, else the top-level function, and a
+top-level tuple result becomes a list.
+"""
+
+import builtins
+import json
+import os
+import sys
+import traceback
+
+SOLUTION_FILE = "solution.py"
+TEST_FILE = "test.py"
+
+# LiveCodeBench's `import_string`, prepended to stdin and functional programs (not to HumanEval's
+# `assert` programs, whose official harness runs the program as written).
+LCB_PRELUDE = (
+    "from string import *\nfrom re import *\nfrom datetime import *\nfrom collections import *\n"
+    "from heapq import *\nfrom bisect import *\nfrom copy import *\nfrom math import *\n"
+    "from random import *\nfrom statistics import *\nfrom itertools import *\n"
+    "from functools import *\nfrom operator import *\nfrom io import *\nfrom sys import *\n"
+    "from json import *\nfrom builtins import *\nfrom typing import *\nimport string\nimport re\n"
+    "import datetime\nimport collections\nimport heapq\nimport bisect\nimport copy\nimport math\n"
+    "import random\nimport statistics\nimport itertools\nimport functools\nimport operator\n"
+    "import io\nimport sys\nimport json\nsys.setrecursionlimit(50000)\n"
+)
+
+REPR_LIMIT = 1000  # characters of a repr kept in a report (the judge cuts further for feedback)
+
+
+class _LoadError(Exception):
+    """The program could not be loaded (syntax error, error at import, missing entry point)."""
+
+    def __init__(self, cause):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _short_repr(value):
+    try:
+        text = repr(value)
+    except BaseException as exc:  # a hostile or broken __repr__
+        text = f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+    return text if len(text) <= REPR_LIMIT else text[:REPR_LIMIT] + "..."
+
+
+def _message(exc):
+    try:
+        return str(exc)[:REPR_LIMIT]
+    except BaseException:
+        return "<unprintable message>"
+
+
+def _error_record(exc, phase, source_lines, test_lines=None, state=None):
+    """Describe an exception, or at least its type when describing it fails (out of memory...)."""
+    try:
+        return _describe(exc, phase, source_lines, test_lines, state)
+    except BaseException:
+        return {"status": "error", "phase": phase, "type": type(exc).__name__, "message": "",
+                "line": None, "function": None, "source": None, "where": None, "traceback": ""}
+
+
+def _describe(exc, phase, source_lines, test_lines=None, state=None):
+    """Describe an exception: type, message, and the innermost line of the program (or test)."""
+    if isinstance(exc, SyntaxError) and exc.filename == SOLUTION_FILE:
+        line = exc.lineno
+        return {
+            "status": "error",
+            "phase": phase,
+            "type": type(exc).__name__,
+            "message": exc.msg,
+            "line": line,
+            "function": None,
+            "source": (exc.text or "").rstrip("\n"),
+            "where": "solution",
+            "traceback": "".join(traceback.format_exception_only(type(exc), exc)),
+        }
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in (SOLUTION_FILE, TEST_FILE)]
+    record = {
+        "status": "error",
+        "phase": phase,
+        "type": type(exc).__name__,
+        "message": _message(exc),
+        "line": None,
+        "function": None,
+        "source": None,
+        "where": None,
+        "traceback": "",
+    }
+    if frames:
+        innermost = frames[-1]
+        lines = source_lines if innermost.filename == SOLUTION_FILE else (test_lines or [])
+        record["where"] = "solution" if innermost.filename == SOLUTION_FILE else "test"
+        record["line"] = innermost.lineno
+        record["function"] = innermost.name
+        if innermost.lineno and 0 < innermost.lineno <= len(lines):
+            record["source"] = lines[innermost.lineno - 1].strip()
+        shown = []
+        for frame in frames:
+            own = source_lines if frame.filename == SOLUTION_FILE else (test_lines or [])
+            text = own[frame.lineno - 1].strip() if frame.lineno and 0 < frame.lineno <= len(own) else ""
+            shown.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n    {text}\n')
+        record["traceback"] = "Traceback (most recent call last):\n" + "".join(shown) + "".join(
+            traceback.format_exception_only(type(exc), exc)
+        )
+    if state:
+        record.update(state)
+    return record
+
+
+def _report(fd, nonce, record):
+    data = f"\n{nonce} {json.dumps(record)}\n".encode("utf-8", "replace")
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _flush_std_streams():
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+def _encode(value, depth=0):
+    """A JSON form of a returned value that keeps what JSON would blur (tuples, sets, dict keys).
+
+    Only the underlying builtin value is kept: a subclass of int/float/str is reduced to its plain
+    value (so an overridden __eq__ cannot make a wrong answer compare equal), and any other object
+    becomes an opaque marker that equals nothing.
+    """
+    if depth > 200:
+        raise ValueError("the returned value is nested too deeply")
+    kind = type(value)
+    if value is None or kind is bool or kind is str or kind is int or kind is float:
+        return value
+    if kind is list:
+        return [_encode(item, depth + 1) for item in value]
+    if kind is tuple:
+        return {"$tuple": [_encode(item, depth + 1) for item in value]}
+    if kind is set or kind is frozenset:
+        return {"$set": [_encode(item, depth + 1) for item in value]}
+    if kind is dict:
+        return {"$dict": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
+    if isinstance(value, bool):
+        return bool.__bool__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    return {"$opaque": kind.__name__, "repr": _short_repr(value)}
+
+
+def _plain(value, depth=0):
+    """The value rebuilt from exact builtin types, or TypeError (for `assert` problems).
+
+    An object with an overridden __eq__ ("always equal") would pass `assert f(x) == y` without
+    computing anything; the check sees only plain builtin values instead.
+    """
+    if depth > 200:
+        raise TypeError("the returned value is nested too deeply")
+    kind = type(value)
+    if value is None or kind in (bool, int, float, str, bytes, complex):
+        return value
+    if kind in (list, tuple, set, frozenset):
+        return kind(_plain(item, depth + 1) for item in value)
+    if kind is dict:
+        return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in value.items()}
+    raise TypeError(f"the function returned a {kind.__name__}, not a plain builtin value")
+
+
+def _read_source():
+    with open(SOLUTION_FILE, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _load(source, module_name, prelude):
+    """Run the program's top level in a fresh namespace; a failure is a _LoadError."""
+    namespace = {"__name__": module_name, "__builtins__": builtins}
+    if prelude:
+        exec(compile(prelude, "<prelude>", "exec"), namespace)
+    try:
+        exec(compile(source, SOLUTION_FILE, "exec"), namespace)
+    except BaseException as exc:
+        raise _LoadError(exc) from None
+    return namespace
+
+
+def _entry(namespace, entry_point):
+    """`Solution().<entry>` when a class Solution defines it, else the top-level function."""
+    solution_class = namespace.get("Solution")
+    if isinstance(solution_class, type) and hasattr(solution_class, entry_point):
+        try:
+            return getattr(solution_class(), entry_point)
+        except BaseException as exc:
+            raise _LoadError(exc) from None
+    function = namespace.get(entry_point)
+    if callable(function):
+        return function
+    raise _LoadError(
+        NameError(f"the program defines no function {entry_point!r} (nor a method of class Solution)")
+    )
+
+
+def _run_stdin(nonce):
+    """Run the program as a script on the real stdin; errors go to stderr as a report."""
+    source = _read_source()
+    lines = source.split("\n")
+    try:
+        _load(source, "__main__", LCB_PRELUDE)
+    except _LoadError as failure:
+        exc = failure.cause
+        if isinstance(exc, SystemExit):  # LiveCodeBench: exit() ends the program; output is graded
+            _flush_std_streams()
+            return 0
+        _flush_std_streams()
+        _report(2, nonce, _error_record(exc, "run", lines))
+        return 1
+    _flush_std_streams()
+    return 0
+
+
+def _read_payload():
+    nonce = sys.stdin.readline().strip()
+    payload = json.loads(sys.stdin.read())
+    return nonce, payload
+
+
+def _run_functional(entry_point):
+    nonce, payload = _read_payload()
+    result_fd = os.dup(1)  # the program may close or replace stdout; the report still gets out
+    source = _read_source()
+    lines = source.split("\n")
+    try:
+        function = _entry(_load(source, "solution", LCB_PRELUDE), entry_point)
+        value = function(*payload["args"])
+        if isinstance(value, tuple):
+            value = list(value)
+        record = {"status": "returned", "value": _encode(value)}
+        text = json.dumps(record)  # may fail (e.g. NaN inside is fine, recursion is not)
+    except _LoadError as failure:
+        record = _error_record(failure.cause, "load", lines)
+        text = None
+    except BaseException as exc:
+        record = _error_record(exc, "call", lines)
+        text = None
+    _flush_std_streams()
+    if text is None:
+        _report(2, nonce, record)
+        return 1
+    _report(result_fd, nonce, record)
+    return 0
+
+
+def _run_assert(entry_point):
+    """HumanEval: the program, then the test code, then `check(<entry>)`.
+
+    The test code holds the expectations and runs in this process, so a program written to subvert
+    the harness from inside could in principle forge the pass report. Defended: exiting early
+    (no report → failure), printing a fake report (needs the nonce, which only ever lived in this
+    process's memory), catching the check's exceptions (the check runs after the program's code),
+    and "always equal" return values (the candidate's results are rebuilt from plain builtins).
+    """
+    nonce, payload = _read_payload()
+    result_fd = os.dup(1)
+    source = _read_source()
+    lines = source.split("\n")
+    test_source = payload["test"]
+    test_lines = test_source.split("\n")
+    state = {"last_call": None, "last_result": None}
+    try:
+        namespace = _load(source, "solution", None)
+        function = _entry(namespace, entry_point)
+
+        def candidate(*args, **kwargs):
+            shown = [_short_repr(a) for a in args] + [f"{k}={_short_repr(v)}" for k, v in kwargs.items()]
+            state["last_call"] = f"{entry_point}({', '.join(shown)})"
+            state["last_result"] = None
+            result = _plain(function(*args, **kwargs))
+            state["last_result"] = _short_repr(result)
+            return result
+
+        exec(compile(test_source, TEST_FILE, "exec"), namespace)
+        check = namespace.get("check")
+        if not callable(check):
+            raise _LoadError(NameError("the test code defines no check(candidate) function"))
+        check(candidate)
+        record = {"status": "passed"}
+    except _LoadError as failure:
+        record = _error_record(failure.cause, "load", lines, test_lines, state)
+    except BaseException as exc:
+        record = _error_record(exc, "call", lines, test_lines, state)
+    _flush_std_streams()
+    if record["status"] != "passed":
+        _report(2, nonce, record)
+        return 1
+    _report(result_fd, nonce, record)
+    return 0
+
+
+def main(argv):
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)  # LiveCodeBench raises the 3.11 limit too; big ints are common
+    kind = argv[1]
+    if kind == "stdin":
+        return _run_stdin(argv[2])
+    if kind == "functional":
+        return _run_functional(argv[2])
+    if kind == "assert":
+        return _run_assert(argv[2])
+    raise SystemExit(f"unknown kind {kind!r}")
+
+
+if __name__ == "__main__":
+    _status = main(sys.argv)
+    _flush_std_streams()
+    os._exit(_status)  # skip interpreter teardown: atexit hooks the program registered do not run

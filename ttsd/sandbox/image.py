@@ -1,0 +1,142 @@
+"""The Docker sandbox image, built from the repository's `sandbox/` folder without any registry.
+
+    mmdebstrap --variant=extract --include=python3 bookworm rootfs.tar   (Debian's mirrors only)
+    + sandbox/runner.py at /opt/ttsd/runner.py
+    → docker import (USER, WORKDIR, CMD from sandbox/image.json)
+    → tagged ttsd-sandbox:<hash of the files in sandbox/>
+
+The tag changes whenever a file in `sandbox/` changes, so a stale image is never used and
+`build(if_missing=True)` is instant when the current one exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ttsd.sandbox.base import SandboxUnavailable
+
+REPOSITORY = "ttsd-sandbox"
+RUNNER_PATH = "/opt/ttsd/runner.py"
+RECIPE_VERSION = "2"  # bump when `build` changes what goes into the image
+
+
+class ImageSpec(BaseModel):
+    """sandbox/image.json: what goes into the image."""
+
+    suite: str = "bookworm"
+    variant: str = "extract"
+    packages: list[str] = ["python3"]
+    user: str = "65534:65534"
+    workdir: str = "/work"
+    cmd: list[str] = ["python3", "-I", RUNNER_PATH]
+
+
+def sandbox_dir() -> Path:
+    """The `sandbox/` folder of the checkout ttsd runs from."""
+    here = Path(__file__).resolve().parent.parent.parent / "sandbox"
+    if not (here / "runner.py").is_file():
+        raise SandboxUnavailable(
+            f"the sandbox image sources are missing ({here}/runner.py): run ttsd from its checkout"
+        )
+    return here
+
+
+def image_tag(directory: Path | None = None) -> str:
+    """`ttsd-sandbox:<12 hex digits>`, a hash of every file's name and content in `sandbox/`."""
+    directory = directory or sandbox_dir()
+    digest = hashlib.sha256(f"recipe {RECIPE_VERSION}\0".encode())
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return f"{REPOSITORY}:{digest.hexdigest()[:12]}"
+
+
+def load_spec(directory: Path | None = None) -> ImageSpec:
+    directory = directory or sandbox_dir()
+    return ImageSpec.model_validate_json((directory / "image.json").read_text())
+
+
+def image_exists(client, tag: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def build(client, if_missing: bool = False, log=print) -> tuple[str, bool]:
+    """Build the image; returns (tag, built). With `if_missing`, does nothing when it exists."""
+    directory = sandbox_dir()
+    tag = image_tag(directory)
+    if if_missing and image_exists(client, tag):
+        return tag, False
+    spec = load_spec(directory)
+    mmdebstrap = shutil.which("mmdebstrap")
+    if mmdebstrap is None:
+        raise SandboxUnavailable("mmdebstrap is not installed: apt-get install mmdebstrap")
+    with tempfile.TemporaryDirectory(prefix="ttsd-image-") as tmp:
+        rootfs = Path(tmp) / "rootfs.tar"
+        start = time.monotonic()
+        log(f"mmdebstrap {spec.suite} ({spec.variant}, {', '.join(spec.packages)})…")
+        proc = subprocess.run(
+            [mmdebstrap, "--quiet", f"--variant={spec.variant}", f"--include={','.join(spec.packages)}",
+             "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
+             spec.suite, str(rootfs)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise SandboxUnavailable(f"mmdebstrap failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        with tarfile.open(rootfs, "a") as tar:
+            _add_dir(tar, "opt/ttsd")
+            # Docker copies an image directory's mode onto the tmpfs mounted over it (and ignores
+            # the tmpfs `mode=` option then): both must be writable for the sandbox uid.
+            for name in ("work", "tmp"):
+                _add_dir(tar, name, mode=0o1777)
+            info = tar.gettarinfo(str(directory / "runner.py"), arcname=RUNNER_PATH.lstrip("/"))
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mode = 0o644
+            with open(directory / "runner.py", "rb") as f:
+                tar.addfile(info, f)
+        log(f"rootfs ready in {time.monotonic() - start:.1f}s; docker import as {tag}…")
+        changes = [
+            f"USER {spec.user}",
+            f"WORKDIR {spec.workdir}",
+            f"CMD {json.dumps(spec.cmd)}",
+            "ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8",
+        ]
+        repository, version = tag.split(":")
+        with open(rootfs, "rb") as f:
+            client.api.import_image(src=f, repository=repository, tag=version, changes=changes)
+    if not image_exists(client, tag):
+        raise SandboxUnavailable(f"docker import did not produce {tag}")
+    for old in client.images.list(name=REPOSITORY):  # images of earlier sandbox/ files
+        if tag not in old.tags:
+            try:
+                client.images.remove(old.id)
+            except Exception:  # still used by a container: leave it
+                pass
+    return tag, True
+
+
+def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
+    names = set(tar.getnames())
+    if name in names or f"./{name}" in names:
+        return  # mmdebstrap made it (its /tmp is 1777 already)
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = mode
+    info.mtime = int(time.time())
+    tar.addfile(info)

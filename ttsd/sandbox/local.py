@@ -1,0 +1,504 @@
+"""The local sandbox: bubblewrap namespaces + rlimits + a dedicated uid + a wall-clock kill.
+
+Layers, outermost first (each one closes a hole the others leave open):
+
+1. A dedicated, otherwise unused uid per concurrent job (when ttsd runs as root), entered by
+   exec'ing `setpriv` so that Popen keeps using vfork (a fork of a process holding a model costs
+   hundreds of milliseconds): RLIMIT_NPROC is never enforced for root, so a fork bomb is only
+   stopped by running as someone else. bubblewrap then runs unprivileged, in a user namespace.
+2. bubblewrap: new user, pid, network, ipc, uts and cgroup namespaces (`--unshare-all`); only the
+   read-only system (`/usr` and the loader cache) is mounted; the work directory, `/tmp` and
+   `/dev/shm` are size-capped tmpfs that vanish with the sandbox; the root is remounted read-only;
+   a clean environment; `--new-session` (no terminal injection); `--die-with-parent`. The program
+   is pid 2 of its own pid namespace, so when it exits or is killed every process it started
+   (daemons included) is killed by the kernel.
+3. rlimits, applied with `prlimit` just before the program (so the sandbox machinery itself is not
+   limited): CPU seconds, address space, processes, file size, open files, no core dumps.
+4. The wall-clock limit and the output cap are enforced here: on either, the whole process group
+   is killed with SIGKILL (which takes the pid namespace down with it).
+
+The job's files and its stdin travel as memfds (`bwrap --file FD DEST`, stdin = a memfd), so
+nothing is written to the host's disk and nothing is left behind.
+
+Where bubblewrap or unprivileged user namespaces are unavailable the sandbox falls back to rlimits
+and the dedicated uid only, and says loudly what is then not isolated.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ttsd.sandbox.base import ExecResult, Job, SandboxUnavailable
+
+WORK_DIR = "/work"  # the program's current directory inside the sandbox
+SANDBOX_UID = 1000  # the uid the program sees inside its user namespace
+DEFAULT_UID_BASE = 1_650_000_000  # far above any uid a distribution hands out
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+# Text in stderr that means the program ran out of (address) space.
+_MEMORY_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
+
+_FALLBACK_WARNING = (
+    "WARNING: ttsd local sandbox is running WITHOUT bubblewrap ({reason}). Untrusted programs are "
+    "limited by rlimits{uid_note} only: they can read every world-readable host file, open network "
+    "connections, see other processes, and write to the host's temporary directory (file size is "
+    "capped, the total is not). Install bubblewrap (apt-get install bubblewrap) and allow user "
+    "namespaces, or use --sandbox docker."
+)
+_probe_lock = threading.Lock()
+_probe_cache: dict[tuple[str, int | None], str | None] = {}
+
+
+class _UidPool:
+    """Hands out dedicated uids, one per running job, unique across every process on the host.
+
+    A uid is held by binding an abstract unix socket named after it: the kernel releases it when
+    the holder dies, so a crashed ttsd never leaks a uid and there is no lock file to clean up.
+    """
+
+    def __init__(self, base: int, size: int = 4096):
+        self.base = base
+        self.size = size
+        self._lock = threading.Lock()
+        self._held: dict[int, socket.socket] = {}
+
+    def acquire(self) -> int:
+        with self._lock:
+            for uid in range(self.base, self.base + self.size):
+                if uid in self._held:
+                    continue
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                try:
+                    sock.bind(f"\0ttsd-sandbox-uid-{uid}")
+                except OSError:
+                    sock.close()
+                    continue
+                self._held[uid] = sock
+                return uid
+        raise SandboxUnavailable(f"all {self.size} sandbox uids from {self.base} are in use")
+
+    def release(self, uid: int) -> None:
+        with self._lock:
+            sock = self._held.pop(uid, None)
+        if sock is not None:
+            sock.close()
+
+    @contextmanager
+    def hold(self) -> Iterator[int]:
+        uid = self.acquire()
+        try:
+            yield uid
+        finally:
+            self.release(uid)
+
+
+_uid_pools: dict[int, _UidPool] = {}
+_uid_pools_lock = threading.Lock()
+
+
+def _uid_pool(base: int) -> _UidPool:
+    with _uid_pools_lock:
+        return _uid_pools.setdefault(base, _UidPool(base))
+
+
+def _memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding `data`, positioned at its start (close-on-exec)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _is_memory_failure(stderr: str) -> bool:
+    tail = stderr[-4000:]
+    return any(marker in tail for marker in _MEMORY_MARKERS)
+
+
+def _safe_relative(name: str) -> str:
+    """A job file name as a path inside the work dir; refuses absolute paths and `..`."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or name.startswith("/"):
+        raise ValueError(f"job file name {name!r} must be a relative path inside the work dir")
+    return "/".join(parts)
+
+
+class LocalSandbox:
+    """Run jobs under bubblewrap + rlimits as a dedicated uid. Thread-safe; no pooled state.
+
+    isolation: "auto" (bubblewrap when it works here, else rlimits with a loud warning),
+    "bwrap" (fail with SandboxUnavailable when bubblewrap cannot run), or "rlimits".
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        isolation: str = "auto",
+        max_processes: int = 64,
+        max_open_files: int = 256,
+        disk_limit_mb: int = 256,
+        file_size_limit_mb: int = 64,
+        uid_base: int = DEFAULT_UID_BASE,
+        bwrap: str | None = None,
+    ):
+        if isolation not in ("auto", "bwrap", "rlimits"):
+            raise ValueError(f"isolation must be 'auto', 'bwrap' or 'rlimits', not {isolation!r}")
+        self.max_processes = max_processes
+        self.max_open_files = max_open_files
+        self.disk_limit_mb = disk_limit_mb
+        self.file_size_limit_mb = file_size_limit_mb
+        self.as_root = os.geteuid() == 0
+        self._uids = _uid_pool(uid_base) if self.as_root else None
+        self.prlimit = shutil.which("prlimit", path=SYSTEM_PATH)
+        if self.prlimit is None:
+            raise SandboxUnavailable("`prlimit` (util-linux) is missing: apt-get install util-linux")
+        self.setpriv = shutil.which("setpriv", path=SYSTEM_PATH)
+        if self.as_root and self.setpriv is None:
+            raise SandboxUnavailable("`setpriv` (util-linux) is missing: apt-get install util-linux")
+        self.bwrap = bwrap if bwrap is not None else shutil.which("bwrap")
+        problem = None if isolation == "rlimits" else self._probe_bwrap()
+        if isolation == "bwrap" and problem:
+            raise SandboxUnavailable(f"bubblewrap cannot run here: {problem}")
+        self.isolation = "rlimits" if (isolation == "rlimits" or problem) else "bwrap"
+        self.fallback_reason = problem if isolation == "auto" else None
+        if self.isolation == "rlimits" and isolation == "auto":
+            _warn_fallback(problem or "", self.as_root)
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _probe_bwrap(self) -> str | None:
+        """None when bubblewrap runs a program here with all our options, else why it does not."""
+        if self.bwrap is None or not os.access(self.bwrap, os.X_OK):
+            return f"bwrap is not installed (apt-get install bubblewrap){'' if self.bwrap is None else ': ' + self.bwrap}"
+        key = (self.bwrap, self._uids.base if self._uids else None)
+        with _probe_lock:
+            if key not in _probe_cache:
+                _probe_cache[key] = self._run_probe()
+            return _probe_cache[key]
+
+    def _run_probe(self) -> str | None:
+        try:
+            result = self.run(Job(argv=["true"], time_limit_s=10), _force="bwrap")
+        except OSError as exc:
+            return f"bwrap failed to start: {exc}"
+        if result.exit_code != 0:
+            return f"bwrap failed (user namespaces disabled?): {result.stderr.strip()[:300]}"
+        return None
+
+    def _setpriv_argv(self, uid: int) -> list[str]:
+        return [self.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+    def _rlimit_argv(self, job: Job) -> list[str]:
+        cpu = math.ceil(job.time_limit_s) + 1  # the wall clock should fire first; this is a backstop
+        return [
+            self.prlimit,
+            f"--cpu={cpu}:{cpu + 1}",
+            f"--as={job.memory_limit_mb << 20}",
+            f"--nproc={self.max_processes}",
+            f"--fsize={self.file_size_limit_mb << 20}",
+            f"--nofile={self.max_open_files}",
+            "--core=0",
+            "--",
+        ]
+
+    def _bwrap_argv(self, job: Job, file_fds: dict[str, int]) -> list[str]:
+        tmpfs_bytes = str(self.disk_limit_mb << 20)
+        argv = [
+            self.bwrap,
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--uid", str(SANDBOX_UID),
+            "--gid", str(SANDBOX_UID),
+            "--hostname", "sandbox",
+            "--ro-bind", "/usr", "/usr",
+        ]
+        for link in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
+            host = f"/{link}"
+            if os.path.islink(host):
+                argv += ["--symlink", os.readlink(host), host]
+            elif os.path.isdir(host):
+                argv += ["--ro-bind", host, host]
+        for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
+                    "/etc/localtime"):
+            if os.path.exists(etc):
+                argv += ["--ro-bind", etc, etc]
+        argv += [
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--size", tmpfs_bytes, "--tmpfs", "/dev/shm",
+            "--size", tmpfs_bytes, "--tmpfs", "/tmp",
+            "--size", tmpfs_bytes, "--perms", "0755", "--tmpfs", WORK_DIR,
+        ]
+        made_dirs: set[str] = set()
+        for rel, fd in file_fds.items():
+            parent = os.path.dirname(rel)
+            if parent and parent not in made_dirs:
+                argv += ["--dir", f"{WORK_DIR}/{parent}"]
+                made_dirs.add(parent)
+            argv += ["--perms", "0644", "--file", str(fd), f"{WORK_DIR}/{rel}"]
+        argv += [
+            "--remount-ro", "/dev",
+            "--remount-ro", "/",
+            "--chdir", WORK_DIR,
+            "--clearenv",
+            "--setenv", "PATH", SYSTEM_PATH,
+            "--setenv", "HOME", WORK_DIR,
+            "--setenv", "TMPDIR", "/tmp",
+            "--setenv", "LANG", "C.UTF-8",
+            "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+            "--",
+        ]
+        return argv
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(self, job: Job, _force: str | None = None) -> ExecResult:
+        isolation = _force or self.isolation
+        if self._uids is None:
+            return self._run_as(job, isolation, uid=None)
+        with self._uids.hold() as uid:
+            return self._run_as(job, isolation, uid=uid)
+
+    def _run_as(self, job: Job, isolation: str, uid: int | None) -> ExecResult:
+        start = time.monotonic()
+        files = {_safe_relative(name): content.encode() for name, content in job.files.items()}
+        fds: list[int] = []
+        host_dir: str | None = None
+        try:
+            stdin_fd = _memfd("stdin", job.stdin.encode())
+            fds.append(stdin_fd)
+            popen_kwargs: dict = {}
+            if isolation == "bwrap":
+                file_fds = {rel: _memfd("file", data) for rel, data in files.items()}
+                fds.extend(file_fds.values())
+                argv = self._bwrap_argv(job, file_fds) + self._rlimit_argv(job) + job.argv
+                popen_kwargs.update(pass_fds=tuple(file_fds.values()), cwd="/")
+                env = {}
+            else:
+                host_dir = tempfile.mkdtemp(prefix="ttsd-job-")
+                _write_host_files(host_dir, files, uid)
+                argv = self._rlimit_argv(job) + job.argv
+                popen_kwargs.update(cwd=host_dir)
+                env = {"PATH": SYSTEM_PATH, "HOME": host_dir, "TMPDIR": host_dir, "LANG": "C.UTF-8",
+                       "PYTHONDONTWRITEBYTECODE": "1"}
+            if uid is not None:
+                # Drop to the job's uid by exec'ing setpriv rather than with Popen(user=...): that
+                # keeps Popen on vfork, whose cost does not grow with the memory of this process
+                # (a loaded model makes a plain fork take tens of milliseconds).
+                argv = self._setpriv_argv(uid) + argv
+            proc = subprocess.Popen(
+                argv,
+                stdin=stdin_fd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+                **popen_kwargs,
+            )
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            if host_dir:
+                _remove_host_dir(host_dir, uid)
+            raise
+        for fd in fds:  # the child holds its own copies now
+            os.close(fd)
+        result: ExecResult | None = None
+        try:
+            result = self._supervise(proc, job, start, isolation)
+            return result
+        finally:
+            if proc.returncode is None:  # an exception escaped `_supervise`
+                _kill_group(proc)
+                proc.wait()
+            killed = result is None or result.exit_code is None
+            if uid is not None and (isolation != "bwrap" or killed):
+                # Without a pid namespace daemons escape the process group; with one, a killed
+                # sandbox's processes may still be dying when bwrap has gone. Either way the uid
+                # is released only once nothing runs under it.
+                _kill_uid(uid)
+            if host_dir:
+                _remove_host_dir(host_dir, uid)
+
+    def _supervise(self, proc: subprocess.Popen, job: Job, start: float, isolation: str) -> ExecResult:
+        """Collect output until the program ends, the wall clock runs out or the output overflows.
+
+        The process is watched through a pidfd (readable once it has exited, without reaping it),
+        so the end is seen at once rather than by polling.
+        """
+        limit = job.output_limit_bytes
+        deadline = start + job.time_limit_s
+        buffers = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+        timed_out = truncated = False
+        exited_at: float | None = None
+        # Without a pid namespace an escaped daemon may hold the pipes open: once the program has
+        # exited, its output gets this long to drain.
+        drain_s = 0.2 if isolation != "bwrap" else float("inf")
+        pidfd = _pidfd_open(proc.pid)
+        with selectors.DefaultSelector() as sel:
+            for stream in buffers:
+                os.set_blocking(stream.fileno(), False)
+                sel.register(stream, selectors.EVENT_READ)
+            if pidfd is not None:
+                sel.register(pidfd, selectors.EVENT_READ, data="exited")
+            open_streams = len(buffers)
+            while not truncated:
+                now = time.monotonic()
+                if exited_at is None and pidfd is None and _has_exited(proc):
+                    exited_at = now
+                if exited_at is not None and (open_streams == 0 or now - exited_at > drain_s):
+                    break
+                if now >= deadline:
+                    timed_out = True
+                    break
+                wait = deadline - now
+                if exited_at is not None:
+                    wait = min(wait, exited_at + drain_s - now)
+                if pidfd is None:
+                    wait = min(wait, 0.01)
+                for key, _ in sel.select(timeout=max(wait, 0.0005)):
+                    if key.data == "exited":
+                        exited_at = time.monotonic()
+                        sel.unregister(pidfd)
+                        continue
+                    try:
+                        chunk = os.read(key.fd, 1 << 16)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                        open_streams -= 1
+                        continue
+                    buf = buffers[key.fileobj]
+                    buf += chunk
+                    if len(buf) > limit:
+                        truncated = True
+        if pidfd is not None:
+            os.close(pidfd)
+        # Kill while the leader is a zombie at most, so its pid cannot be reused as a group id.
+        _kill_group(proc)
+        exit_status = proc.wait()
+        for stream in buffers:
+            stream.close()
+        stdout = bytes(buffers[proc.stdout][:limit]).decode("utf-8", errors="replace")
+        stderr = bytes(buffers[proc.stderr][:limit]).decode("utf-8", errors="replace")
+        exit_code = None if (timed_out or truncated) else _program_exit_code(exit_status, isolation)
+        cpu_killed = exit_code in (-signal.SIGXCPU, -signal.SIGKILL) and isolation == "bwrap"
+        return ExecResult(
+            stdout=stdout,
+            stderr=stderr,
+            exit_code=exit_code,
+            timed_out=timed_out or exit_code == -signal.SIGXCPU,
+            memory_exceeded=_is_memory_failure(stderr) and not cpu_killed,
+            output_truncated=truncated,
+            wall_s=time.monotonic() - start,
+        )
+
+    def close(self) -> None:
+        """Nothing is pooled: every job's processes and files are gone when `run` returns."""
+
+
+def _program_exit_code(status: int, isolation: str) -> int:
+    """The program's exit code; negative signal numbers for a program killed by a signal.
+
+    bubblewrap reports a child killed by signal N as exit code 128 + N.
+    """
+    if status < 0:
+        return status
+    if isolation == "bwrap" and 128 < status <= 128 + 64:
+        return -(status - 128)
+    return status
+
+
+def _pidfd_open(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):  # kernels before 5.3: poll instead
+        return None
+
+
+def _has_exited(proc: subprocess.Popen) -> bool:
+    """Whether the process has exited, without reaping it (its pid stays reserved)."""
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_uid(uid: int, timeout_s: float = 5.0) -> None:
+    """Kill every process owned by `uid`, and wait until there is none left.
+
+    `kill -9 -1` run as that uid signals exactly the processes that uid owns (in every pid
+    namespace below ours) and fails once there is none.
+    """
+    setpriv = shutil.which("setpriv", path=SYSTEM_PATH) or "setpriv"
+    argv = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", "kill", "-9", "-1"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={"PATH": SYSTEM_PATH}).returncode == 0
+        if not found:
+            return
+        time.sleep(0.01)
+
+
+def _write_host_files(host_dir: str, files: dict[str, bytes], uid: int | None) -> None:
+    os.chmod(host_dir, 0o700)
+    for rel, data in files.items():
+        path = os.path.join(host_dir, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    if uid is not None:
+        for root, dirs, names in os.walk(host_dir):
+            for name in [*dirs, *names]:
+                os.chown(os.path.join(root, name), uid, uid)
+        os.chown(host_dir, uid, uid)
+
+
+def _remove_host_dir(host_dir: str, uid: int | None) -> None:
+    def retry_writable(func, path, _exc):  # the program may have made its files read-only
+        try:
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            func(path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+
+    shutil.rmtree(host_dir, onerror=retry_writable)
+
+
+def _warn_fallback(reason: str, as_root: bool) -> None:
+    uid_note = " and a dedicated uid" if as_root else " (and NOT a dedicated uid: ttsd is not root)"
+    print(_FALLBACK_WARNING.format(reason=reason, uid_note=uid_note), file=sys.stderr, flush=True)
