@@ -1,0 +1,114 @@
+"""The scorer against a naive full-logits computation, on the tiny random model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ttsd.engine.policy import LoraSettings, Policy
+from ttsd.engine.scorer import _micro_batches, score_tokens
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_model_dir):
+    torch.manual_seed(0)
+    policy = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu")
+    # Non-zero LoRA B so the adapter actually changes the function (peft initializes B = 0).
+    with torch.no_grad():
+        for parameter in policy.trainable_parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return policy
+
+
+def _batch(vocab: int):
+    generator = torch.Generator().manual_seed(1)
+    shapes = [(5, 7), (3, 1), (9, 4), (2, 0), (6, 11)]  # (prompt, response) lengths; one empty response
+    prompts = [torch.randint(3, vocab, (p,), generator=generator).tolist() for p, _ in shapes]
+    responses = [torch.randint(3, vocab, (r,), generator=generator).tolist() for _, r in shapes]
+    return prompts, responses
+
+
+def _naive(model, prompts, responses, temperature):
+    """One sequence at a time, full logits: log_softmax(z / T) at every response position."""
+    rows = []
+    for prompt, response in zip(prompts, responses):
+        ids = torch.tensor([prompt + response])
+        logits = model(input_ids=ids).logits[0].float() / temperature
+        rows.append(torch.log_softmax(logits, dim=-1)[len(prompt) - 1 : len(prompt) + len(response) - 1])
+    return rows
+
+
+@pytest.mark.parametrize("chunk_tokens,max_batch_tokens", [(1024, 16384), (3, 16384), (2, 12)])
+def test_scores_equal_naive_full_logits(policy, chunk_tokens, max_batch_tokens):
+    prompts, responses = _batch(policy.model.config.vocab_size)
+    temperature = 0.7
+    given = [torch.randint(0, policy.model.config.vocab_size, (len(r), 3)) for r in responses]
+    with torch.no_grad():
+        naive = _naive(policy.model, prompts, responses, temperature)
+    scores = score_tokens(
+        policy, prompts, responses, temperature=temperature, top_k=5, given_ids=given,
+        chunk_tokens=chunk_tokens, max_batch_tokens=max_batch_tokens,
+    )
+    width = max(len(r) for r in responses)
+    assert scores.response_logprobs.shape == (len(responses), width)
+    assert scores.topk_logprobs.shape == scores.topk_ids.shape == (len(responses), width, 5)
+    assert scores.given_logprobs.shape == (len(responses), width, 3)
+    for i, (full, response) in enumerate(zip(naive, responses)):
+        n = len(response)
+        assert scores.mask[i].sum().item() == n and scores.mask[i, :n].all()
+        expected = full.gather(1, torch.tensor(response)[:, None]).squeeze(1)
+        torch.testing.assert_close(scores.response_logprobs[i, :n], expected, atol=1e-5, rtol=0)
+        top_values, top_ids = full.topk(5, dim=-1)
+        torch.testing.assert_close(scores.topk_logprobs[i, :n], top_values, atol=1e-5, rtol=0)
+        assert torch.equal(scores.topk_ids[i, :n], top_ids)
+        torch.testing.assert_close(scores.given_logprobs[i, :n], full.gather(1, given[i]), atol=1e-5, rtol=0)
+        assert (scores.response_logprobs[i, n:] == 0).all()
+
+
+def test_base_weights_differ_from_adapter(policy):
+    prompts, responses = _batch(policy.model.config.vocab_size)
+    with policy.using_adapter(None):
+        base = score_tokens(policy, prompts, responses, top_k=0)
+    adapted = score_tokens(policy, prompts, responses, top_k=0)
+    assert base.topk_ids is None
+    assert not torch.allclose(base.response_logprobs[0, :7], adapted.response_logprobs[0, :7])
+
+
+def test_student_gradients_equal_naive_and_teacher_has_none(policy):
+    prompts, responses = _batch(policy.model.config.vocab_size)
+    teacher = score_tokens(policy, prompts, responses, top_k=4, grad=False)
+    assert not teacher.response_logprobs.requires_grad and not teacher.topk_logprobs.requires_grad
+
+    student = score_tokens(policy, prompts, responses, top_k=4, grad=True, chunk_tokens=4, max_batch_tokens=20)
+    assert student.response_logprobs.requires_grad and student.topk_logprobs.requires_grad
+    loss = (student.response_logprobs * student.mask).sum() + (student.topk_logprobs.exp().square() * student.mask[..., None]).sum()
+    policy.model.zero_grad()
+    loss.backward()
+    got = [p.grad.clone() for p in policy.trainable_parameters()]
+    assert all(g is not None for g in got) and any(g.abs().sum() > 0 for g in got)
+    assert all(p.grad is None for n, p in policy.model.named_parameters() if "lora_" not in n)
+
+    policy.model.zero_grad()
+    naive = _naive(policy.model, prompts, responses, 1.0)
+    expected_loss = sum(
+        full.gather(1, torch.tensor(r)[:, None]).sum() + full.topk(4, dim=-1).values.exp().square().sum()
+        for full, r in zip(naive, responses)
+    )
+    expected_loss.backward()
+    torch.testing.assert_close(loss.detach(), expected_loss.detach(), atol=1e-4, rtol=1e-6)
+    for g, p in zip(got, policy.trainable_parameters()):
+        torch.testing.assert_close(g, p.grad, atol=1e-5, rtol=1e-4)
+    policy.model.zero_grad()
+    assert not policy.model.training  # the scorer restores eval mode
+
+
+def test_micro_batches_respect_padded_budget():
+    assert _micro_batches([4, 4, 4, 10, 1], 12) == [[0, 1, 2], [3], [4]]
+    assert _micro_batches([50], 10) == [[0]]  # a sequence longer than the budget still runs alone
+
+
+def test_bad_input_is_rejected(policy):
+    with pytest.raises(ValueError):
+        score_tokens(policy, [[1, 2]], [[3], [4]])
+    with pytest.raises(ValueError):
+        score_tokens(policy, [[]], [[3]])

@@ -1,0 +1,278 @@
+"""The Hugging Face sampler: batched `generate` (left padding) with an optional PEFT LoRA adapter.
+
+Log-prob convention (shared with the scorer and the vLLM backend): the log-prob of a sampled token is
+taken under the temperature-scaled distribution over the full vocabulary,
+
+    log p(y_t) = log_softmax(z_t / T)[y_t]        (z_t: the model's raw logits; T = 1 when T = 0)
+
+i.e. *before* top-p truncation (with top_p = 1, the default, this is exactly the distribution sampled
+from; it equals vLLM's `logprobs_mode="processed_logprobs"` when top_p = 1).
+
+Token ids of a sample that stopped include the stop (EOS) token, and its log-prob: the teacher must
+score the decision to stop too. The text is decoded without special tokens.
+
+Two ways to hold weights:
+- own model: `HFSampler(model_path)`; `load_adapter(dir)` loads a PEFT adapter from disk.
+- shared with the trainer: `HFSampler(policy=policy)` samples from the policy's in-memory model and its
+  live "default" adapter: weight sync is free (nothing is copied). `load_adapter(None)` switches to the
+  base weights, `load_adapter(dir)` serves an adapter loaded from disk into a separate slot (the
+  trainer's adapter is never overwritten), `use_policy_adapter(name)` returns to a live adapter.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ttsd.engine.types import Sample
+
+
+def _top_p_mask(scaled: Any, top_p: float) -> Any:
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches top_p."""
+    import torch
+
+    sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs
+    drop_sorted = mass_before >= top_p
+    drop_sorted[..., 0] = False
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return scaled.masked_fill(drop, float("-inf"))
+
+
+class _LogprobRecorder:
+    """Logits processor (the only one): applies temperature and top-p, records the log-prob of each
+    sampled token under log_softmax(z / T).
+
+    At step t it sees the token sampled at step t-1 as input_ids[:, -1], so it keeps only one (B, V)
+    log-prob matrix alive, never the full (steps, B, V) history.
+    """
+
+    def __init__(self, temperature: float, top_p: float) -> None:
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.top_p = top_p
+        self.pending = None
+        self.collected: list[Any] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.pending is not None:
+            self.collected.append(self.pending.gather(1, input_ids[:, -1:]).squeeze(1))
+        scaled = scores.float() / self.temperature
+        self.pending = torch.log_softmax(scaled, dim=-1)
+        if self.top_p < 1.0:
+            scaled = _top_p_mask(scaled, self.top_p)
+        return scaled
+
+    def finish(self, last_tokens: Any) -> Any:
+        import torch
+
+        if self.pending is not None:
+            self.collected.append(self.pending.gather(1, last_tokens[:, None]).squeeze(1))
+            self.pending = None
+        return torch.stack(self.collected, dim=1)
+
+
+@contextmanager
+def _keep_requires_grad(model: Any) -> Iterator[None]:
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    try:
+        yield
+    finally:
+        for name, p in model.named_parameters():
+            if name in flags:
+                p.requires_grad_(flags[name])
+
+
+class HFSampler:
+    """Implements `ttsd.engine.types.Sampler` with transformers' `generate`."""
+
+    backend = "hf"
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        policy: Any = None,
+        adapter: str | None = "default",
+        device: str = "auto",
+        dtype: str = "auto",
+        max_batch_size: int = 64,
+    ) -> None:
+        from ttsd.engine.policy import pick_device, pick_dtype
+
+        self.max_batch_size = max_batch_size
+        self._loaded_count = 0
+        self._loaded_name: str | None = None
+        if policy is not None:
+            self.policy = policy
+            self.tokenizer = policy.tokenizer
+            self._peft = policy.model
+            self._base = None
+            self._active: str | None = adapter
+            self.device = policy.device
+        else:
+            if model_path is None:
+                raise ValueError("HFSampler needs a model_path or a policy")
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            self.policy = None
+            self.device = pick_device(device)
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+            self._base = AutoModelForCausalLM.from_pretrained(model_path, dtype=pick_dtype(dtype, self.device))
+            self._base.to(self.device).eval().requires_grad_(False)
+            self._peft = None
+            self._active = None
+        self.eos_ids = self._stop_ids()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    def _stop_ids(self) -> list[int]:
+        model = self._peft if self._peft is not None else self._base
+        configured = model.generation_config.eos_token_id
+        ids = configured if isinstance(configured, list) else ([configured] if configured is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids = [*ids, self.tokenizer.eos_token_id]
+        if not ids:
+            raise ValueError("the model defines no EOS token; cannot tell when a sample stops")
+        return sorted(set(ids))
+
+    # ----- weights ----------------------------------------------------------------------------
+    def load_adapter(self, adapter_dir: Path | None) -> None:
+        """Serve the PEFT adapter in adapter_dir from now on (None: base weights)."""
+        if adapter_dir is None:
+            self._active = None
+            return
+        from peft import PeftModel
+
+        name = f"sampler_{self._loaded_count}"
+        self._loaded_count += 1
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self._base, str(adapter_dir), adapter_name=name)
+            self._peft.eval().requires_grad_(False)
+        else:
+            with _keep_requires_grad(self._peft):
+                self._peft.load_adapter(str(adapter_dir), adapter_name=name)
+                for param_name, parameter in self._peft.named_parameters():
+                    if f".{name}." in param_name:
+                        parameter.requires_grad_(False)
+        previous = self._loaded_name
+        self._loaded_name = name
+        self._active = name
+        if previous is not None:
+            with _keep_requires_grad(self._peft):
+                if self._peft.active_adapter == previous:
+                    self._peft.set_adapter(name)
+                self._peft.delete_adapter(previous)
+
+    def use_policy_adapter(self, name: str = "default") -> None:
+        """Shared mode: sample from the policy's live adapter `name` (no copy)."""
+        if self.policy is None:
+            raise ValueError("this sampler does not share a policy's model")
+        self._active = name
+
+    @contextmanager
+    def _serving(self) -> Iterator[Any]:
+        model = self._peft if self._peft is not None else self._base
+        was_training = model.training
+        model.eval()  # eval: no gradient checkpointing, so the KV cache is used
+        try:
+            with _keep_requires_grad(model):
+                if self._peft is None:
+                    yield model
+                elif self._active is None:
+                    with self._peft.disable_adapter():
+                        yield model
+                else:
+                    previous = self._peft.active_adapter
+                    self._peft.set_adapter(self._active)
+                    try:
+                        yield model
+                    finally:
+                        self._peft.set_adapter(previous)
+        finally:
+            model.train(was_training)
+
+    # ----- sampling ---------------------------------------------------------------------------
+    def sample(
+        self,
+        prompts: list[list[int]],
+        n: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_tokens: int = 1024,
+        seed: int | None = None,
+    ) -> list[list[Sample]]:
+        """For each prompt, n samples (rows batched up to max_batch_size). Same seed => same samples."""
+        import torch
+
+        if n < 1 or max_tokens < 1:
+            raise ValueError("n and max_tokens must be at least 1")
+        if not 0 < top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("empty prompt")
+        rows = [index for index in range(len(prompts)) for _ in range(n)]
+        results: list[list[Sample]] = [[] for _ in prompts]
+        devices = [torch.cuda.current_device()] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), self._serving() as model:
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(rows), self.max_batch_size):
+                batch = rows[start : start + self.max_batch_size]
+                for index, sample in zip(
+                    batch, self._generate(model, [prompts[i] for i in batch], temperature, top_p, max_tokens)
+                ):
+                    results[index].append(sample)
+        return results
+
+    def _generate(self, model: Any, prompts: list[list[int]], temperature: float, top_p: float, max_tokens: int) -> list[Sample]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            attention_mask[row, width - len(prompt) :] = 1
+        recorder = _LogprobRecorder(temperature, top_p)
+        config = GenerationConfig(
+            do_sample=temperature > 0,
+            temperature=1.0,  # applied by the recorder, which is the only logits processor
+            top_p=1.0,
+            top_k=0,
+            max_new_tokens=max_tokens,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.pad_id,
+        )
+        output = model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            generation_config=config,
+            logits_processor=LogitsProcessorList([recorder]),
+        )
+        new_tokens = output[:, width:].cpu()
+        logprobs = recorder.finish(output[:, -1]).cpu()
+        stops = set(self.eos_ids)
+        samples = []
+        for row in range(len(prompts)):
+            ids = new_tokens[row].tolist()
+            end = next((i + 1 for i, token in enumerate(ids) if token in stops), None)
+            finish = "stop" if end is not None else "length"
+            ids = ids[:end] if end is not None else ids[:max_tokens]
+            samples.append(
+                Sample(
+                    text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                    token_ids=ids,
+                    logprobs=logprobs[row, : len(ids)].tolist(),
+                    finish_reason=finish,
+                )
+            )
+        return samples
+
+    def close(self) -> None:
+        self._peft = None
+        self._base = None
+        self.policy = None

@@ -1,0 +1,190 @@
+"""The token scorer: log-probabilities of given response tokens under the training model.
+
+For a prompt x and response y (token ids), at every response position t the scorer returns
+
+    log p(y_t | x, y_<t) = log_softmax(z_t / T)[y_t]              (response_logprobs)
+    the K largest entries of log_softmax(z_t / T) and their ids  (topk_logprobs, topk_ids)
+    log_softmax(z_t / T)[v] for given ids v                      (given_logprobs, e.g. the teacher
+                                                                  evaluated at the student's top-K)
+
+with z_t the model's logits, normalized over the full vocabulary (the convention the samplers use,
+see `ttsd.engine.hf_sampler`). The student is scored with gradients (`grad=True`), the teacher without.
+
+Memory: the backbone produces hidden states (B, L, H) per micro-batch of sequences; only the response
+positions are gathered, and `lm_head` + `log_softmax` run over chunks of `chunk_tokens` positions, so
+at most a (chunk_tokens, V) float32 logits block exists at a time. With gradients each chunk runs
+under `torch.utils.checkpoint`, so its logits are recomputed in backward instead of stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+
+class TokenScores(BaseModel):
+    """Padded per-position results, shape (B, Lmax[, K]); `mask` is True at real response positions."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    response_logprobs: Any  # (B, L) float32
+    topk_logprobs: Any | None  # (B, L, K) float32
+    topk_ids: Any | None  # (B, L, K) int64
+    given_logprobs: Any | None  # (B, L, K') float32, at the given ids
+    mask: Any  # (B, L) bool
+
+
+def causal_lm_parts(model: Any) -> tuple[Any, Any]:
+    """(backbone, lm_head) of a causal LM, through a PEFT wrapper if there is one (LoRA stays active)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(inner, inner.base_model_prefix, None)
+    if backbone is None:
+        backbone = inner.get_decoder()
+    return backbone, inner.get_output_embeddings()
+
+
+def _chunk_scores(lm_head: Any, hidden: Any, targets: Any, given: Any, temperature: float, top_k: int) -> tuple:
+    """Log-probs for one chunk of positions: hidden (N, H), targets (N,), given (N, K') or empty."""
+    import torch
+
+    logp = torch.log_softmax(lm_head(hidden).float() / temperature, dim=-1)
+    target_logp = logp.gather(1, targets[:, None]).squeeze(1)
+    if top_k > 0:
+        top_vals, top_ids = logp.topk(top_k, dim=-1)
+    else:
+        top_vals = logp.new_zeros((hidden.shape[0], 0))
+        top_ids = targets.new_zeros((hidden.shape[0], 0))
+    given_logp = logp.gather(1, given) if given.shape[1] > 0 else logp.new_zeros((hidden.shape[0], 0))
+    return target_logp, top_vals, top_ids, given_logp
+
+
+def _micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Consecutive groups of sequences whose padded size (count x longest) stays under max_tokens."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index, length in enumerate(lengths):
+        if current and max(longest, length) * (len(current) + 1) > max_tokens:
+            groups.append(current)
+            current, longest = [], 0
+        current.append(index)
+        longest = max(longest, length)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def score_tokens(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    *,
+    temperature: float = 1.0,
+    top_k: int = 20,
+    given_ids: Any = None,
+    grad: bool = False,
+    chunk_tokens: int = 1024,
+    max_batch_tokens: int = 16384,
+) -> TokenScores:
+    """Score response tokens (see the module docstring for the equations).
+
+    model: a transformers causal LM or a PEFT model (scored with its active adapter), or a Policy.
+    prompts, responses: ragged lists of token ids, one prompt per response (a response may be empty).
+    given_ids: (B, L, K') int tensor, or a list of (len(response_i), K') tensors: ids to score at.
+    grad: True keeps the graph (student; the model runs in train mode so gradient checkpointing, if
+        enabled, applies); False runs under torch.no_grad (teacher).
+    chunk_tokens: positions per lm_head/log_softmax chunk. max_batch_tokens: padded tokens per forward.
+    """
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+    from torch.utils.checkpoint import checkpoint
+
+    from ttsd.engine.policy import Policy
+
+    if isinstance(model, Policy):
+        model = model.model
+    if len(prompts) != len(responses):
+        raise ValueError("one prompt per response")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("empty prompt: the first response token needs a context")
+    if temperature <= 0:
+        raise ValueError("temperature must be positive")
+    backbone, lm_head = causal_lm_parts(model)
+    device = lm_head.weight.device
+    lengths = [len(r) for r in responses]
+    width = max(lengths, default=0)
+    given_rows: list[Any] | None = None
+    if given_ids is not None:
+        given_rows = [torch.as_tensor(given_ids[i])[: lengths[i]].long() for i in range(len(responses))]
+        given_width = given_rows[0].shape[-1] if given_rows else 0
+    else:
+        given_width = 0
+
+    was_training = model.training
+    model.train(grad)
+    outputs: list[list[Any]] = [[], [], [], []]  # per sequence: target, topk vals, topk ids, given
+    order: list[int] = []
+    try:
+        with torch.set_grad_enabled(grad):
+            for group in _micro_batches([len(prompts[i]) + lengths[i] for i in range(len(prompts))], max_batch_tokens):
+                group = [i for i in group if lengths[i] > 0]
+                order.extend(group)
+                if not group:
+                    continue
+                sequences = [list(prompts[i]) + list(responses[i]) for i in group]
+                seq_width = max(len(s) for s in sequences)
+                input_ids = torch.zeros((len(group), seq_width), dtype=torch.long)
+                attention_mask = torch.zeros((len(group), seq_width), dtype=torch.long)
+                for row, sequence in enumerate(sequences):  # right padding: positions start at 0
+                    input_ids[row, : len(sequence)] = torch.tensor(sequence)
+                    attention_mask[row, : len(sequence)] = 1
+                hidden = backbone(
+                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False
+                ).last_hidden_state
+                # Position p predicts token p + 1: response token j of row r is predicted at P_r - 1 + j.
+                rows = torch.cat([torch.full((lengths[i],), r) for r, i in enumerate(group)])
+                cols = torch.cat([torch.arange(lengths[i]) + len(prompts[i]) - 1 for i in group])
+                packed_hidden = hidden[rows.to(device), cols.to(device)]
+                targets = torch.cat([torch.as_tensor(list(responses[i]), dtype=torch.long) for i in group]).to(device)
+                if given_rows is not None:
+                    given = torch.cat([given_rows[i] for i in group]).to(device)
+                else:
+                    given = targets.new_zeros((len(targets), 0))
+                pieces: list[list[Any]] = [[], [], [], []]
+                for start in range(0, len(targets), chunk_tokens):
+                    part = slice(start, start + chunk_tokens)
+                    args = (lm_head, packed_hidden[part], targets[part], given[part], temperature, top_k)
+                    result = checkpoint(_chunk_scores, *args, use_reentrant=False) if grad else _chunk_scores(*args)
+                    for bucket, value in zip(pieces, result):
+                        bucket.append(value)
+                sizes = [lengths[i] for i in group]
+                for bucket, values in zip(outputs, pieces):
+                    bucket.extend(torch.cat(values).split(sizes))
+    finally:
+        model.train(was_training)
+
+    by_index = {index: position for position, index in enumerate(order)}
+
+    def padded(k: int, trailing: tuple[int, ...], dtype: Any) -> Any:
+        rows = [
+            outputs[k][by_index[i]] if i in by_index else torch.zeros((0, *trailing), dtype=dtype, device=device)
+            for i in range(len(responses))
+        ]
+        if not rows:
+            return torch.zeros((0, 0, *trailing), dtype=dtype, device=device)
+        result = pad_sequence(rows, batch_first=True)
+        if result.shape[1] < width:  # all rows empty
+            result = torch.zeros((len(rows), width, *trailing), dtype=dtype, device=device)
+        return result
+
+    mask = torch.zeros((len(responses), width), dtype=torch.bool, device=device)
+    for i, length in enumerate(lengths):
+        mask[i, :length] = True
+    return TokenScores(
+        response_logprobs=padded(0, (), torch.float32),
+        topk_logprobs=padded(1, (top_k,), torch.float32) if top_k > 0 else None,
+        topk_ids=padded(2, (top_k,), torch.long) if top_k > 0 else None,
+        given_logprobs=padded(3, (given_width,), torch.float32) if given_rows is not None else None,
+        mask=mask,
+    )

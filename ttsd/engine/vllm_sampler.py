@@ -1,0 +1,382 @@
+"""vLLM sampler with LoRA hot-swap: many samples fast, the trainer's newest adapter on every call.
+
+Log-prob convention (shared with the HF sampler and the scorer)
+---------------------------------------------------------------
+`Sample.logprobs[t]` is the log-prob of the sampled token under the distribution the token was
+actually drawn from, i.e. after temperature (and top-p truncation, renormalised):
+
+    logprob_t = log softmax(z_t / T)[y_t]            (top_p = 1)
+    logprob_t = log softmax(mask_p(z_t / T))[y_t]     (top_p < 1, nucleus renormalised)
+
+where z_t are the model's logits at step t. vLLM 0.32 calls this ``logprobs_mode =
+"processed_logprobs"`` (its default, ``raw_logprobs``, ignores the temperature); the engine is
+started in that mode. `score_prompt_logprobs` returns plain T = 1 log-probs, log softmax(z_t)[y_t]
+— the same quantity as `ttsd.engine.scorer` — because prompt tokens go through no sampling
+processor.
+
+Weight updates
+--------------
+Every call to `load_adapter` registers the adapter under a NEW ``lora_int_id``: vLLM caches
+adapters by id, and a reused id silently keeps serving the old weights. The adapter must be in
+PEFT format (``adapter_config.json`` + ``adapter_model.safetensors``); a directory outside tmpfs
+is copied to /dev/shm first so the engine reads it from memory. `write_lora_adapter` writes such
+a directory straight from a peft model in a few milliseconds (no model card, no hub look-ups,
+tensors in the serving dtype), which is what the SDPO loop should use for each step.
+
+Prefix caching stays on: vLLM keys its KV blocks by LoRA id, so a new id never reuses KV computed
+with old weights (tests/test_vllm_sampler.py checks that log-probs follow an update).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ttsd.engine.types import Sample
+
+_VLLM_ENV_DEFAULTS = {
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def set_vllm_env_defaults() -> None:
+    """Environment vLLM needs offline on a CPU box; values the user set win."""
+    for key, value in _VLLM_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def tmpfs_root() -> Path:
+    """Where adapters live for the engine to read: /dev/shm when the machine has it."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm
+    return Path(tempfile.gettempdir())
+
+
+def write_lora_adapter(model: Any, directory: Path, adapter_name: str = "default", dtype: Any = None) -> Path:
+    """Write a peft model's LoRA adapter as a PEFT directory that vLLM loads, fast.
+
+    Same files as ``PeftModel.save_pretrained`` minus the model card and hub look-ups:
+    ``adapter_model.safetensors`` (the LoRA A/B tensors, optionally cast to ``dtype``, the
+    dtype the engine serves in) and ``adapter_config.json``. The weights are written to a
+    temporary name and renamed, so a reader never sees a half-written file.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for key, tensor in _adapter_tensors(model, adapter_name).items():
+        tensor = tensor.detach()
+        if dtype is not None:
+            tensor = tensor.to(dtype)
+        tensors[key] = tensor.to("cpu").contiguous()
+    tmp_weights = directory / (ADAPTER_WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
+    os.replace(tmp_weights, directory / ADAPTER_WEIGHTS)
+    config = model.peft_config[adapter_name].to_dict()
+    config["inference_mode"] = True
+    (directory / ADAPTER_CONFIG).write_text(json.dumps(config, default=_json_default))
+    return directory
+
+
+# id(model), adapter name -> [(saved key, parameter name)]: peft's state-dict walk over the whole
+# model costs ~80 ms for SmolLM2; the mapping never changes, so it is learnt once per model.
+_KEY_CACHE: dict[tuple[int, str], list[tuple[str, str]]] = {}
+
+
+def _adapter_tensors(model: Any, adapter_name: str) -> dict[str, Any]:
+    """The adapter's tensors under the keys ``get_peft_model_state_dict`` gives them."""
+    from peft import get_peft_model_state_dict
+
+    params = dict(model.named_parameters())
+    cache_key = (id(model), adapter_name)
+    mapping = _KEY_CACHE.get(cache_key)
+    if mapping is None or any(name not in params for _, name in mapping):
+        state = get_peft_model_state_dict(model, adapter_name=adapter_name)
+        by_storage = {p.data_ptr(): name for name, p in params.items()}
+        mapping = []
+        for key, tensor in state.items():
+            name = by_storage.get(tensor.data_ptr())
+            if name is None or params[name].shape != tensor.shape:
+                return state  # not a plain parameter view: keep peft's own answer
+            mapping.append((key, name))
+        _KEY_CACHE[cache_key] = mapping
+    return {key: params[name] for key, name in mapping}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, set):
+        return sorted(value)
+    return str(value)
+
+
+def _on_tmpfs(path: Path) -> bool:
+    root = tmpfs_root()
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+class VLLMSampler:
+    """`Sampler` backed by an in-process vLLM engine with LoRA enabled.
+
+    On a GPU the engine shares the card with the trainer: `gpu_memory_utilization` caps its
+    share, and `sleep()` / `wake()` free and restore its memory around training steps when the
+    engine was started with ``enable_sleep_mode`` (GPU only; on CPU they do nothing).
+    """
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        model_path: Path | str,
+        *,
+        max_lora_rank: int = 16,
+        max_loras: int = 2,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.5,
+        max_model_len: int = 4096,
+        seed: int = 0,
+        enable_sleep_mode: bool | None = None,
+        max_logprobs: int = 20,
+        enable_prefix_caching: bool = True,
+        in_process: bool | None = None,
+    ) -> None:
+        set_vllm_env_defaults()
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+        if in_process is None:
+            in_process = not has_gpu
+        if in_process:
+            # One process: no engine-core subprocess to spawn (seconds on CPU) or to leak.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if enable_sleep_mode is None:
+            enable_sleep_mode = has_gpu
+        enable_sleep_mode = bool(enable_sleep_mode and has_gpu)
+
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = dict(
+            model=str(model_path),
+            enable_lora=True,
+            max_lora_rank=max_lora_rank,
+            max_loras=max_loras,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            max_logprobs=max_logprobs,
+            logprobs_mode="processed_logprobs",
+            enable_prefix_caching=enable_prefix_caching,
+        )
+        if has_gpu:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            kwargs["enable_sleep_mode"] = enable_sleep_mode
+        if in_process:
+            kwargs["distributed_executor_backend"] = "uni"
+        self.llm = LLM(**kwargs)
+        self.model_path = Path(model_path)
+        self.max_model_len = max_model_len
+        self.sleep_enabled = enable_sleep_mode
+        self.asleep = False
+        self._next_lora_id = itertools.count(1)
+        self._lora_request: Any = None
+        self._adapter_dir = Path(tempfile.mkdtemp(prefix="ttsd-vllm-lora-", dir=tmpfs_root()))
+        self._copies: list[Path] = []
+        self._updates = 0
+
+    # ------------------------------------------------------------------ adapters
+    @property
+    def lora_request(self) -> Any:
+        """The `LoRARequest` now served, or None for the base weights."""
+        return self._lora_request
+
+    def load_adapter(self, adapter_dir: Path | None) -> None:
+        """Serve the PEFT adapter in adapter_dir from the next call on (None: base weights).
+
+        Registers it under a fresh ``lora_int_id`` (a reused id would keep the old weights) and
+        loads it into the engine now, so a broken adapter fails here and the time is paid here;
+        the adapter it replaces is dropped from the engine.
+        """
+        from vllm.lora.request import LoRARequest
+
+        previous = self._lora_request
+        if adapter_dir is None:
+            self._lora_request = None
+        else:
+            adapter_dir = Path(adapter_dir)
+            if not (adapter_dir / ADAPTER_CONFIG).is_file():
+                raise FileNotFoundError(
+                    f"no {ADAPTER_CONFIG} in {adapter_dir}: not a PEFT adapter directory"
+                )
+            lora_id = next(self._next_lora_id)
+            if not _on_tmpfs(adapter_dir):
+                adapter_dir = self._copy_to_tmpfs(adapter_dir, lora_id)
+            request = LoRARequest(
+                lora_name=f"ttsd-{lora_id}", lora_int_id=lora_id, lora_path=str(adapter_dir)
+            )
+            self.llm.llm_engine.add_lora(request)
+            self._lora_request = request
+        if previous is not None:
+            self.llm.llm_engine.remove_lora(previous.lora_int_id)
+
+    def load_adapter_from_model(self, model: Any, adapter_name: str = "default") -> Path:
+        """Fast path for a weight update: write the peft model's adapter to tmpfs and serve it.
+
+        Writes rotate over a few directories: vLLM has read the files by the time `load_adapter`
+        returns, so rewriting an old directory later is safe.
+        """
+        target = self._adapter_dir / f"update-{self._updates % 2}"
+        self._updates += 1
+        write_lora_adapter(model, target, adapter_name=adapter_name, dtype=self._serving_dtype())
+        self.load_adapter(target)
+        return target
+
+    def loaded_lora_ids(self) -> set[int]:
+        """The adapter ids the engine holds now (for tests and diagnostics)."""
+        return set(self.llm.llm_engine.list_loras())
+
+    def _serving_dtype(self) -> Any:
+        return self.llm.llm_engine.model_config.dtype
+
+    def _copy_to_tmpfs(self, adapter_dir: Path, lora_id: int) -> Path:
+        target = self._adapter_dir / f"copy-{lora_id}"
+        target.mkdir()
+        for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, "adapter_model.bin"):
+            source = adapter_dir / name
+            if source.is_file():
+                shutil.copyfile(source, target / name)
+        # vLLM has read the previous copies already (loading is eager): only the newest stays.
+        for stale in self._copies:
+            shutil.rmtree(stale, ignore_errors=True)
+        self._copies = [target]
+        return target
+
+    # ------------------------------------------------------------------ sampling
+    def sample(
+        self,
+        prompts: list[list[int]],
+        n: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_tokens: int = 1024,
+        seed: int | None = None,
+    ) -> list[list[Sample]]:
+        """For each prompt (token ids), n samples with the log-prob of every sampled token.
+
+        Prompt i draws with seed ``seed + i * n`` (vLLM gives its j-th child ``+ j``), so the
+        same seed and weights reproduce the same samples, and no two attempts share a stream.
+        """
+        from vllm import SamplingParams, TokensPrompt
+
+        if not prompts:
+            return []
+        params = [
+            SamplingParams(
+                n=n,
+                temperature=temperature,
+                top_p=top_p,
+                max_tokens=max_tokens,
+                seed=None if seed is None else seed + i * n,
+                logprobs=0,
+                # Decoded below in one go: vLLM's incremental detokenizer holds back a trailing
+                # partial UTF-8 character, so its text would disagree with the token ids.
+                detokenize=False,
+            )
+            for i in range(len(prompts))
+        ]
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+            params,
+            lora_request=self._lora_request,
+            use_tqdm=False,
+        )
+        tokenizer = self.llm.get_tokenizer()
+        return [[_to_sample(c, tokenizer) for c in out.outputs] for out in outputs]
+
+    def score_prompt_logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
+        """log p(response_ids[t] | prompt_ids, response_ids[:t]) at T = 1, under the served weights.
+
+        Uses vLLM's ``prompt_logprobs`` over prompt + response: the trainer-vs-sampler gap on the
+        same tokens is the stale-weights alarm, and the backend-agreement test compares it to HF.
+        """
+        return self.score_many([(prompt_ids, response_ids)])[0]
+
+    def score_many(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+        """`score_prompt_logprobs` for many (prompt_ids, response_ids) pairs in one engine call."""
+        from vllm import SamplingParams, TokensPrompt
+
+        if not pairs:
+            return []
+        for prompt_ids, response_ids in pairs:
+            if not prompt_ids or not response_ids:
+                raise ValueError("score_prompt_logprobs needs a non-empty prompt and response")
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p) + list(r)) for p, r in pairs],
+            SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False),
+            lora_request=self._lora_request,
+            use_tqdm=False,
+        )
+        scores = []
+        for (prompt_ids, response_ids), out in zip(pairs, outputs):
+            per_position = out.prompt_logprobs
+            start = len(prompt_ids)
+            scores.append(
+                [per_position[start + t][tok].logprob for t, tok in enumerate(response_ids)]
+            )
+        return scores
+
+    # ------------------------------------------------------------------ memory
+    def sleep(self) -> None:
+        """Free the engine's GPU memory (weights offloaded, KV cache dropped) for a training step."""
+        if self.sleep_enabled and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake(self) -> None:
+        """Restore what `sleep` freed; sampling works again."""
+        if self.sleep_enabled and self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
+    def close(self) -> None:
+        """Stop the engine and delete the adapter copies on tmpfs."""
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            self.llm = None
+        shutil.rmtree(getattr(self, "_adapter_dir", ""), ignore_errors=True)
+        import gc
+
+        gc.collect()
+
+    def __enter__(self) -> VLLMSampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _to_sample(completion: Any, tokenizer: Any) -> Sample:
+    token_ids = list(completion.token_ids)
+    text = tokenizer.decode(token_ids, skip_special_tokens=True)
+    logprobs = [step[tok].logprob for tok, step in zip(token_ids, completion.logprobs)]
+    finish = "length" if completion.finish_reason == "length" else "stop"
+    return Sample(text=text, token_ids=token_ids, logprobs=logprobs, finish_reason=finish)
