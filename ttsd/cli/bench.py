@@ -1,1 +1,276 @@
-"""`ttsd bench` commands (placeholder until its owner lands it)."""
+"""`ttsd bench`, `ttsd compare` and `ttsd splits calibrate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ttsd.cli.app import app
+
+EXIT_BAD_INPUT = 2
+
+splits_app = typer.Typer(
+    help="Named problem splits by difficulty for a model (problems/splits/*.json).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.add_typer(splits_app, name="splits")
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(part) for part in _csv(text)]
+    except ValueError:
+        _fail(f"{what} must be comma-separated integers, got {text!r}")
+    if not values or any(v < 1 for v in values):
+        _fail(f"{what} must be positive integers, got {text!r}")
+    return values
+
+
+def _warn_if_provisional(split) -> None:
+    if not split.measured:
+        note = split.calibration.note if split.calibration else "it records no calibration"
+        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] split {split.name!r} was not measured: {escape(note)}")
+
+
+def _load_problem_set(spec: str):
+    """(split name, problems, id -> file) from a split name, a split file, a problem file or a directory."""
+    from ttsd.problems import ProblemFileError, ProblemFilesError, find_problem, load_problem, load_problems
+    from ttsd.problems.loading import problem_files
+    from ttsd.splits import SplitFile, SplitNotFound, find_split, split_problems
+
+    path = Path(spec)
+    try:
+        if path.is_dir():
+            problems = load_problems(path)
+            files = {p.id: str(f.resolve()) for p, f in zip(problems, problem_files(path))}
+            if not problems:
+                _fail(f"no problem files in {path}")
+            return path.resolve().name, problems, files
+        if path.is_file():
+            try:
+                split = SplitFile.model_validate_json(path.read_text())
+            except ValueError:
+                problem = load_problem(path)
+                return problem.id, [problem], {problem.id: str(path.resolve())}
+            _warn_if_provisional(split)
+            return split.name, split_problems(split, path), {}
+        try:
+            split, split_path = find_split(spec)
+        except SplitNotFound:
+            try:  # a bare problem id is a one-problem bench
+                problem = find_problem(spec)
+            except ProblemFileError:
+                raise SplitNotFound(f"no split or problem {spec!r}") from None
+            return problem.id, [problem], {}
+        if not split.problem_ids:
+            _fail(f"split {split.name!r} ({split_path}) has no problems")
+        _warn_if_provisional(split)
+        return split.name, split_problems(split, split_path), {}
+    except (ProblemFileError, ProblemFilesError, SplitNotFound, FileNotFoundError) as error:
+        _fail(str(error))
+
+
+def _solve_options(
+    budget: int | None,
+    model: str | None,
+    backend: str | None,
+    sandbox: str | None,
+    batch_size: int | None,
+    max_tokens: int | None,
+    settings: list[str],
+) -> dict[str, Any]:
+    import json
+
+    options: dict[str, Any] = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set takes KEY=VALUE, got {setting!r}")
+        try:
+            options[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip().replace("-", "_")] = value
+    given = dict(budget=budget, model=model, backend=backend, sandbox=sandbox, batch_size=batch_size, max_tokens=max_tokens)
+    options.update({k: v for k, v in given.items() if v is not None})
+    if options.get("model") and Path(str(options["model"])).exists():
+        options["model"] = str(Path(str(options["model"])).resolve())  # workers may run elsewhere
+    return options
+
+
+@app.command()
+def bench(
+    split: Annotated[str, typer.Option("--split", help="A split name (problems/splits/<name>.json, e.g. very_hard), a split .json file, a problem file, a problem id, or a directory of problem files.")] = "very_hard",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods to run on every problem.")] = "sdpo,best-of-k,multi-turn",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per problem and method (seeds seed-start .. seed-start+seeds-1).")] = 5,
+    seed_start: Annotated[int, typer.Option(min=0, help="First seed.")] = 0,
+    budget: Annotated[int | None, typer.Option(min=1, help="Attempt budget of every run (default: solve's default).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Runs in parallel on this machine (separate processes, each loads the model).")] = 1,
+    out: Annotated[Path, typer.Option("--out", help="The bench directory; rerunning with the same one skips finished runs and resumes unfinished ones.")] = Path("bench"),
+    ray: Annotated[str | None, typer.Option("--ray", help="Submit each run as a Ray task to this cluster: an address, 'auto' (a running cluster) or 'local' (start one here). One GPU per run when the cluster has GPUs. --out must be on a filesystem every node sees at the same path.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model alias, folder or hub id (passed to every run).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Sampling backend: auto, vllm or hf.")] = None,
+    sandbox: Annotated[str | None, typer.Option(help="Sandbox: local or docker.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Attempts sampled per step.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Max new tokens per attempt.")] = None,
+    settings: Annotated[list[str] | None, typer.Option("--set", help="Any other solve option as KEY=VALUE (JSON values), e.g. --set learning_rate=1e-5. Repeatable.")] = None,
+) -> None:
+    """Run every problem × method × seed of a split into one bench directory, with a live table."""
+    from rich.live import Live
+
+    from ttsd.bench import BenchBoard, run_bench, solve_config
+
+    method_list = _csv(methods)
+    if not method_list:
+        _fail("--methods is empty")
+    if ray and workers > 1:
+        _fail("use either --workers or --ray, not both (Ray schedules runs over its own workers)")
+    if ray:
+        try:
+            import ray as _ray  # noqa: F401
+        except ImportError:
+            _fail("--ray needs Ray: pip install 'ttsd[ray]'")
+    split_name, problems, files = _load_problem_set(split)
+    options = _solve_options(budget, model, backend, sandbox, batch_size, max_tokens, settings or [])
+    try:
+        for method in method_list:
+            solve_config(options, method, seed_start)
+    except ImportError as error:
+        _fail(f"solve is not available in this installation: {error}")
+    except ValueError as error:  # pydantic ValidationError: a bad method or option
+        _fail(f"bad solve options: {error}")
+    seed_list = list(range(seed_start, seed_start + seeds))
+    board = BenchBoard([p.id for p in problems], method_list, seed_list)
+    console = Console()
+    with Live(board.render(), console=console, refresh_per_second=2, transient=False) as live:
+
+        def on_update(key, state, summary) -> None:
+            board.update(key, state, summary)
+            live.update(board.render())
+
+        result = run_bench(
+            out, problems, split=split_name, methods=method_list, seeds=seed_list, solve_options=options,
+            workers=workers, ray_address=ray, problem_files=files, on_update=on_update,
+        )
+        live.update(board.render())
+    console.print(
+        f"{len(result.outcomes) - len(result.failed)} runs done, {len(result.skipped)} already finished, "
+        f"{len(result.failed)} failed → {out}"
+    )
+    for failure in result.failed:
+        console.print(f"[red]{failure.key.problem_id} {failure.key.method} seed {failure.key.seed}:[/red] {escape(failure.error or '')}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def compare(
+    bench_dir: Annotated[Path, typer.Argument(help="A bench directory made by `ttsd bench`.")] = Path("bench"),
+    baselines: Annotated[str, typer.Option(help="Comma-separated baseline methods to compare sdpo against.")] = "best-of-k,multi-turn",
+    method: Annotated[str, typer.Option(help="The method the ratios are relative to.")] = "sdpo",
+    k: Annotated[str, typer.Option("--k", help="Comma-separated attempt counts k for discovery@k columns.")] = "1,4,16,64,256",
+    p: Annotated[str, typer.Option("--p", help="Comma-separated discovery probabilities p for the 'attempts to reach p' columns.")] = "0.5",
+    out: Annotated[Path | None, typer.Option("--out", help="Where compare.md, compare.json and plots/*.png go (default: BENCH_DIR/compare).")] = None,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Confidence of the bootstrap bands.")] = 0.9,
+    resamples: Annotated[int, typer.Option(min=50, help="Bootstrap resamples.")] = 1000,
+) -> None:
+    """Tables (markdown + JSON) and discovery@k plots from a bench: per problem and per split."""
+    from rich.table import Table
+
+    from ttsd.compare import compare_bench, table_header, table_rows, write_outputs
+
+    if not (bench_dir / "runs").is_dir():
+        _fail(f"{bench_dir} is not a bench directory (no runs/ inside); make one with `ttsd bench`")
+    ks = _ints(k, "--k")
+    try:
+        probabilities = [float(part) for part in _csv(p)]
+    except ValueError:
+        _fail(f"--p must be comma-separated probabilities, got {p!r}")
+    if any(not 0 < value <= 1 for value in probabilities):
+        _fail(f"--p values must be in (0, 1], got {p!r}")
+    report = compare_bench(
+        bench_dir, baselines=_csv(baselines), ks=ks, probabilities=probabilities, main_method=method,
+        confidence=confidence, resamples=resamples,
+    )
+    if not report.scopes:
+        _fail(f"no finished runs in {bench_dir}")
+    written = write_outputs(report, out or bench_dir / "compare")
+    console = Console()
+    table = Table(title=f"{method} vs {baselines} — split {report.split}", show_lines=True)
+    for column in table_header(report):
+        table.add_column(column)
+    for scope in report.scopes:
+        for row in table_rows(report, scope):
+            table.add_row(*(escape(cell) for cell in row))
+    console.print(table)
+    console.print(escape(report.censoring), style="dim")
+    console.print(f"wrote {written['markdown']}, {written['json']} and {len(written) - 2} plots in {written['markdown'].parent / 'plots'}")
+
+
+@splits_app.command("calibrate")
+def calibrate(
+    problems: Annotated[Path, typer.Argument(help="A directory of problem files (or one problem file).")],
+    model: Annotated[str, typer.Option(help="Model alias, folder or hub id to calibrate against.")] = "smollm2-135m-instruct",
+    samples: Annotated[int, typer.Option(min=1, help="Samples per problem (the paper uses 64).")] = 64,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the split files hard.json and very_hard.json.")] = Path("problems/splits"),
+    backend: Annotated[str, typer.Option(help="Sampling backend: auto, vllm or hf.")] = "auto",
+    sandbox: Annotated[str, typer.Option(help="Sandbox: local or docker.")] = "local",
+    max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per sample.")] = 1024,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples drawn at once.")] = 16,
+    note: Annotated[str, typer.Option(help="A note stored in the split files.")] = "",
+) -> None:
+    """Estimate each problem's per-sample success rate from SAMPLES draws, then write the splits
+    `hard` (rate < 0.5) and `very_hard` (rate < 0.03), as the SDPO paper defines them with pass@64."""
+    import os
+
+    from rich.table import Table
+
+    from ttsd.engine.models import ModelNotFound
+    from ttsd.problems import ProblemFileError, ProblemFilesError, load_problem, load_problems
+    from ttsd.splits import calibrate as run_calibration
+    from ttsd.splits import make_split_files, save_split
+
+    try:
+        problem_list = load_problems(problems) if problems.is_dir() else [load_problem(problems)]
+    except (ProblemFileError, ProblemFilesError, FileNotFoundError) as error:
+        _fail(str(error))
+    if not problem_list:
+        _fail(f"no problem files in {problems}")
+    console = Console()
+
+    def report(problem, rate) -> None:
+        console.print(f"{problem.id}: {rate.passed}/{rate.samples} passed (rate {rate.rate:.3f})")
+
+    try:
+        rates, calibration = run_calibration(
+            problem_list, model, samples=samples, backend=backend, sandbox=sandbox, max_tokens=max_tokens,
+            temperature=temperature, batch_size=batch_size, on_problem=report,
+        )
+    except ModelNotFound as error:
+        _fail(str(error))
+    calibration.note = note
+    problems_dir = problems if problems.is_dir() else problems.parent
+    relative = os.path.relpath(problems_dir.resolve(), out.resolve())
+    table = Table(title=f"splits for {model} ({samples} samples per problem)")
+    table.add_column("split")
+    table.add_column("threshold")
+    table.add_column("problems")
+    table.add_column("file")
+    for split in make_split_files(rates, calibration, problems_dir=relative):
+        path = save_split(split, out)
+        table.add_row(split.name, f"rate < {calibration.thresholds[split.name]}", ", ".join(split.problem_ids) or "–", str(path))
+    console.print(table)

@@ -50,6 +50,17 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def serving_lora_rank(rank: int) -> int:
+    """vLLM accepts only these maximum ranks; an adapter of a smaller rank is served within one."""
+    for allowed in VLLM_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]})")
+
+
 def set_vllm_env_defaults() -> None:
     """Environment vLLM needs offline on a CPU box; values the user set win."""
     for key, value in _VLLM_ENV_DEFAULTS.items():
@@ -174,7 +185,7 @@ class VLLMSampler:
         kwargs: dict[str, Any] = dict(
             model=str(model_path),
             enable_lora=True,
-            max_lora_rank=max_lora_rank,
+            max_lora_rank=serving_lora_rank(max_lora_rank),
             max_loras=max_loras,
             dtype=dtype,
             max_model_len=max_model_len,

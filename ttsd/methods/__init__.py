@@ -1,0 +1,36 @@
+"""The three methods behind one interface: `solve(problem, config, run_dir, resume=False, progress=None)`.
+
+`sdpo` (ttsd.methods.sdpo), `best-of-k` (ttsd.methods.best_of_k), `multi-turn` (ttsd.methods.multi_turn).
+All write the same run directory (ttsd.runs) and return its `Summary`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ttsd.config import SolveConfig
+from ttsd.problems import Problem
+from ttsd.runs import RunDir, Summary
+
+
+def solve(problem: Problem, config: SolveConfig, run_dir: Path, resume: bool = False, progress=None) -> Summary:
+    """Run `config.method` on `problem` into `run_dir` (continuing it when `resume`)."""
+    from ttsd.engine.models import resolve_model
+    from ttsd.methods.base import run_method
+
+    model_path = resolve_model(config.model)
+    if resume:
+        run = RunDir.open(run_dir)
+        if run.is_finished():
+            return run.summary()
+    else:
+        run = RunDir.create(run_dir, config, problem, model_path=str(model_path))
+    if config.method == "sdpo":
+        from ttsd.methods.sdpo import Sdpo as cls
+    elif config.method == "best-of-k":
+        from ttsd.methods.best_of_k import BestOfK as cls
+    else:
+        from ttsd.methods.multi_turn import MultiTurn as cls
+    method = cls(problem, config, run, model_path)
+    method.setup()
+    return run_method(method, resume=resume, progress=progress)

@@ -1,0 +1,161 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ttsd.bench import (
+    BenchBoard,
+    RunKey,
+    load_manifest,
+    load_summaries,
+    plan_runs,
+    run_bench,
+    run_dir_for,
+    run_state,
+)
+from ttsd.cli import app
+from ttsd.problems import load_problem
+from ttsd.runs import Summary
+
+PROBLEMS = ("reverse-string", "sum-two-numbers")
+METHODS = ("sdpo", "best-of-k", "multi-turn")
+BUDGET = 2
+
+
+def small_options(tiny_model_dir) -> dict:
+    return {"model": str(tiny_model_dir), "backend": "hf", "budget": BUDGET, "batch_size": 2, "max_tokens": 8}
+
+
+def cli_options(tiny_model_dir) -> list[str]:
+    return ["--model", str(tiny_model_dir), "--backend", "hf", "--budget", str(BUDGET), "--batch-size", "2", "--max-tokens", "8"]
+
+
+def fake_summary(key: RunKey, discovery_k: int | None) -> Summary:
+    return Summary(
+        problem_id=key.problem_id, method=key.method, seed=key.seed, discovered=discovery_k is not None,
+        discovery_k=discovery_k, attempts_used=discovery_k or 4, budget=4, wall_s=0.1,
+    )
+
+
+def test_run_states_and_plan(tmp_path, examples_dir):
+    problems = [load_problem(examples_dir / f"{p}.json") for p in PROBLEMS]
+    done = RunKey(problem_id="reverse-string", method="sdpo", seed=0)
+    partial = RunKey(problem_id="reverse-string", method="sdpo", seed=1)
+    run_dir_for(tmp_path, done).mkdir(parents=True)
+    (run_dir_for(tmp_path, done) / "summary.json").write_text(fake_summary(done, 3).model_dump_json())
+    run_dir_for(tmp_path, partial).mkdir(parents=True)
+    (run_dir_for(tmp_path, partial) / "attempts.jsonl").write_text("")
+    plan = dict(plan_runs(tmp_path, problems, ["sdpo"], [0, 1, 2]))
+    assert len(plan) == 6
+    assert plan[done] == "done" and plan[partial] == "partial"
+    assert plan[RunKey(problem_id="sum-two-numbers", method="sdpo", seed=2)] == "pending"
+    assert run_state(tmp_path / "nowhere") == "pending"
+    assert load_summaries(tmp_path) == {done: fake_summary(done, 3)}
+
+
+def test_board_cells():
+    board = BenchBoard(["p"], ["sdpo"], [0, 1, 2])
+    keys = [RunKey(problem_id="p", method="sdpo", seed=s) for s in range(3)]
+    board.update(keys[0], "done", fake_summary(keys[0], 2))
+    board.update(keys[1], "skipped", fake_summary(keys[1], None))
+    board.update(keys[2], "running", None)
+    assert board.cell("p", "sdpo") == "2/3 [2 ✗] ▶1"
+
+
+def test_bench_cli_bad_input(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["bench", "--split", "no-such-split", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "no split or problem 'no-such-split'" in result.output
+    result = runner.invoke(app, ["bench", "--split", "reverse-string", "--workers", "2", "--ray", "auto"])
+    assert result.exit_code == 2
+
+
+def test_bench_cli_rejects_unknown_method(tmp_path, examples_dir):
+    result = CliRunner().invoke(
+        app, ["bench", "--split", str(examples_dir / "reverse-string.json"), "--methods", "sdpo,telepathy", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "telepathy" in result.output
+
+
+@pytest.fixture(scope="module")
+def small_bench(tiny_model_dir, examples_dir, tmp_path_factory):
+    """2 problems × 3 methods × 2 seeds with the tiny random model, through the CLI, two workers."""
+    problems_dir = tmp_path_factory.mktemp("problems")
+    for problem_id in PROBLEMS:
+        shutil.copy(examples_dir / f"{problem_id}.json", problems_dir)
+    bench_dir = tmp_path_factory.mktemp("bench") / "bench"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "--split", str(problems_dir), "--methods", ",".join(METHODS), "--seeds", "2",
+         "--workers", "2", "--out", str(bench_dir), *cli_options(tiny_model_dir)],
+        terminal_width=200,
+    )
+    assert result.exit_code == 0, result.output
+    return bench_dir, problems_dir
+
+
+def test_bench_writes_every_run(small_bench):
+    bench_dir, _ = small_bench
+    summaries = load_summaries(bench_dir)
+    assert set(summaries) == {RunKey(problem_id=p, method=m, seed=s) for p in PROBLEMS for m in METHODS for s in (0, 1)}
+    for key, summary in summaries.items():
+        assert summary.budget == BUDGET and 1 <= summary.attempts_used <= BUDGET
+        assert (run_dir_for(bench_dir, key) / "attempts.jsonl").is_file()
+    manifest = load_manifest(bench_dir)
+    assert manifest.methods == list(METHODS) and manifest.seeds == [0, 1]
+    assert manifest.solve_options["budget"] == BUDGET
+
+
+def test_restarted_bench_skips_finished_and_resumes_unfinished(small_bench, tiny_model_dir, examples_dir):
+    bench_dir, problems_dir = small_bench
+    key = RunKey(problem_id="reverse-string", method="best-of-k", seed=1)
+    (run_dir_for(bench_dir, key) / "summary.json").unlink()
+    assert run_state(run_dir_for(bench_dir, key)) == "partial"
+    updates = []
+    result = run_bench(
+        bench_dir, [load_problem(examples_dir / f"{p}.json") for p in PROBLEMS], split=problems_dir.name, methods=list(METHODS),
+        seeds=[0, 1], solve_options=small_options(tiny_model_dir), on_update=lambda k, state, s: updates.append((k, state)),
+    )
+    assert [o.key for o in result.outcomes] == [key] and not result.failed
+    assert len(result.skipped) == len(PROBLEMS) * len(METHODS) * 2 - 1
+    assert (key, "running") in updates and (key, "done") in updates
+    assert run_state(run_dir_for(bench_dir, key)) == "done"
+
+
+def test_compare_after_bench(small_bench):
+    bench_dir, problems_dir = small_bench
+    out = bench_dir / "report"
+    result = CliRunner().invoke(app, ["compare", str(bench_dir), "--k", "1,2", "--out", str(out), "--resamples", "100"], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "compare.json").read_text())
+    scopes = {(s["scope"], s["name"]) for s in data["scopes"]}
+    assert scopes == {("split", problems_dir.name), *(("problem", p) for p in PROBLEMS)}
+    for s in data["scopes"]:
+        assert sorted(m["method"] for m in s["methods"]) == sorted(METHODS)
+        assert all(m["runs"] == (2 if s["scope"] == "problem" else 4) for m in s["methods"])
+    markdown = (out / "compare.md").read_text()
+    assert "## Per split" in markdown and "discovery@2" in markdown
+    import matplotlib.image as mpimg
+
+    image = mpimg.imread(out / "plots" / f"split-{problems_dir.name}.png")
+    assert image.shape[0] >= 300 and image.shape[1] >= 400
+    assert np.std(image[..., :3]) > 0.05
+    assert len(list((out / "plots").glob("problem-*.png"))) == len(PROBLEMS)
+
+
+def test_bench_on_local_ray(tiny_model_dir, examples_dir, tmp_path):
+    import ray  # the `ray` extra: CI installs it, since this is the test of --ray
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run_bench(
+            tmp_path / "bench", [load_problem(examples_dir / "reverse-string.json")], split="ray", methods=["best-of-k"],
+            seeds=[0, 1], solve_options=small_options(tiny_model_dir), ray_address="auto",
+        )
+    finally:
+        ray.shutdown()
+    assert not result.failed, [o.error for o in result.failed]
+    summaries = load_summaries(tmp_path / "bench")
+    assert sorted(k.seed for k in summaries) == [0, 1]
+    assert all(s.method == "best-of-k" and s.attempts_used >= 1 for s in summaries.values())

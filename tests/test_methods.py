@@ -1,0 +1,70 @@
+"""The three methods on the tiny random model: learning changes the adapter every step, the run
+directory records it, and sampling without learning is reproducible for a seed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ttsd.config import SolveConfig
+from ttsd.methods import solve
+from ttsd.problems import load_problem
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return load_problem(REPO / "problems" / "examples" / "sum-two-numbers.json")
+
+
+def _config(tiny_model_dir, **overrides) -> SolveConfig:
+    base = dict(model=str(tiny_model_dir), backend="hf", budget=4, batch_size=2, max_tokens=24, seed=3,
+                learning_rate=1e-2, lora_rank=4, lora_alpha=8.0, judge_workers=2)
+    return SolveConfig(**{**base, **overrides})
+
+
+def test_sdpo_updates_adapter_every_step_and_records_loss(tiny_model_dir, problem, tmp_path):
+    import torch
+
+    summary = solve(problem, _config(tiny_model_dir), tmp_path / "run")
+    assert summary.attempts_used == 4 and not summary.discovered and summary.finished
+    steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [0, 1]
+    assert all(s["loss"] is not None and s["grad_norm"] > 0 for s in steps)
+    attempts = (tmp_path / "run" / "attempts.jsonl").read_text().splitlines()
+    assert [json.loads(a)["k"] for a in attempts] == [1, 2, 3, 4]
+    state = torch.load(tmp_path / "run" / "state" / "trainer-1.pt", weights_only=False)
+    # the EMA teacher trails the student: after an update they differ, but only by a little
+    assert all(0 < s["extra"]["teacher_student_gap"] for s in steps)
+    # LoRA B starts at zero: after two updates the student adapter is no longer zero
+    assert max(v.abs().max().item() for k, v in state["adapter"].items() if "lora_B" in k) > 0
+    teacher = state["teacher"]["weights"]
+    assert teacher is not None
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_best_of_k_is_reproducible_for_a_seed(tiny_model_dir, problem, tmp_path):
+    config = _config(tiny_model_dir, method="best-of-k")
+    solve(problem, config, tmp_path / "a")
+    solve(problem, config, tmp_path / "b")
+    read = lambda d: [json.loads(l)["response"] for l in (tmp_path / d / "attempts.jsonl").read_text().splitlines()]  # noqa: E731
+    assert read("a") == read("b") and len(read("a")) == 4
+    other = solve(problem, config.model_copy(update={"seed": 4}), tmp_path / "c")
+    assert other.attempts_used == 4 and read("c") != read("a")
+
+
+def test_multi_turn_drops_oldest_feedback_past_the_limit(tiny_model_dir, problem, tmp_path):
+    from transformers import AutoTokenizer
+
+    from ttsd.engine.chat import chat_prompt_ids
+    from ttsd.sdpo.prompts import student_messages
+
+    base = len(chat_prompt_ids(AutoTokenizer.from_pretrained(tiny_model_dir), student_messages(problem)))
+    limit = max(256, base + 40)  # room for the feedback frame and little more: old feedback must go
+    config = _config(tiny_model_dir, method="multi-turn", budget=4, context_limit=limit)
+    solve(problem, config, tmp_path / "mt")
+    steps = [json.loads(l) for l in (tmp_path / "mt" / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 4 and steps[0]["extra"]["feedback_dropped"] == 0
+    assert steps[-1]["extra"]["feedback_dropped"] > 0
+    assert all(s["extra"]["prompt_tokens"] <= limit for s in steps if s["extra"]["feedback_dropped"] < s["step"])

@@ -1,0 +1,37 @@
+"""`ttsd solve`: exit codes, config file + overrides, the resolved config saved with the run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def _ttsd(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ttsd", "solve", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_bad_problem_exits_2_without_traceback(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = _ttsd(bad, "--out", tmp_path / "run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "error" in result.stderr
+
+
+def test_bad_option_value_exits_2(tmp_path):
+    result = _ttsd("sum-two-numbers", "--budget", "zero", "--out", tmp_path / "run")
+    assert result.returncode == 2 and "budget" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_config_file_with_override_runs_and_saves_resolved_config(tiny_model_dir, tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": str(tiny_model_dir), "backend": "hf", "budget": 8, "batch_size": 2,
+                                  "max_tokens": 16, "method": "best-of-k"}))
+    result = _ttsd("sum-two-numbers", "--config", config, "--budget", "2", "--out", tmp_path / "run", cwd=REPO)
+    assert result.returncode == 1, result.stderr[-2000:]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["config"]["budget"] == 2 and saved["config"]["batch_size"] == 2 and saved["versions"]["torch"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["attempts_used"] == 2 and summary["discovered"] is False

@@ -1,0 +1,53 @@
+"""End to end with the real default model (SmolLM2-135M-Instruct) on a bundled easy problem:
+`ttsd solve` through the CLI, local sandbox, a small budget, once per sampler backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_solve_end_to_end_with_smollm2(backend, tmp_path):
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "ttsd", "solve", "sum-two-numbers",
+        "--backend", backend, "--budget", "4", "--batch-size", "2", "--max-tokens", "160",
+        "--max-model-len", "1024", "--seed", "1", "--out", str(out),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+
+    summary = json.loads((out / "summary.json").read_text())
+    attempts = [json.loads(line) for line in (out / "attempts.jsonl").read_text().splitlines()]
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["backend"] == backend
+    assert summary["finished"] and summary["method"] == "sdpo"
+    assert (result.returncode == 0) == summary["discovered"]
+    assert [a["k"] for a in attempts] == list(range(1, summary["attempts_used"] + 1))
+    assert all(a["num_tokens"] > 0 and a["verdict"] for a in attempts)
+
+    first = next((a for a in attempts if a["verdict"] == "accepted"), None)
+    if first is None:
+        assert summary["attempts_used"] == 4 and len(steps) == 2
+        # Step 0 learned from its feedback; the sampler served the weights the trainer scored with.
+        assert steps[0]["loss"] is not None and steps[0]["logprob_gap"] < 1e-3
+        assert (out / "adapter" / "adapter_model.safetensors").exists()
+    else:
+        assert summary["discovery_k"] == first["k"]
+        solution = out / "solution.py"
+        check = subprocess.run(
+            [sys.executable, "-m", "ttsd", "check", "problems/examples/sum-two-numbers.json", str(solution)],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )
+        assert check.returncode == 0, check.stdout

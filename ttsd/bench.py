@@ -1,0 +1,312 @@
+"""`ttsd bench`: every problem × method × seed of a split, one run directory each, in one bench directory.
+
+    BENCH_DIR/bench.json                                  BenchManifest (split, problems, methods, seeds, options)
+    BENCH_DIR/runs/<problem_id>/<method>/seed-<s>/        a run directory (ttsd.runs), summary.json when finished
+
+A restarted bench skips runs whose summary.json exists and resumes the others that have a run
+directory (`solve(..., resume=True)`). Runs are independent, so they can go in parallel:
+- `workers > 1`: a process pool on this machine (spawned processes: each loads its own model);
+- `ray_address`: one Ray task per run (one GPU each when the cluster has GPUs, else one CPU).
+  Ray workers write their run directories straight into BENCH_DIR, so BENCH_DIR must be on a
+  filesystem every Ray node sees at the same path (NFS or similar) — the shared-filesystem assumption.
+
+This module imports nothing heavy at import time (torch, vllm, ray stay inside functions).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ttsd.problems import Problem
+from ttsd.runs import Summary
+
+DEFAULT_METHODS = ("sdpo", "best-of-k", "multi-turn")
+MANIFEST = "bench.json"
+RUNS = "runs"
+
+RunState = Literal["done", "partial", "pending"]
+
+
+class RunKey(BaseModel, frozen=True):
+    problem_id: str
+    method: str
+    seed: int
+
+
+class BenchManifest(BaseModel):
+    split: str
+    problem_ids: list[str]
+    problem_files: dict[str, str] = {}  # id -> path of the problem file the bench used
+    methods: list[str]
+    seeds: list[int]
+    solve_options: dict[str, Any] = {}  # SolveConfig fields shared by every run (budget, model, ...)
+    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+class RunTask(BaseModel):
+    """Everything one worker needs to do one run: plain data, so it pickles to processes and Ray."""
+
+    key: RunKey
+    problem: Problem
+    solve_options: dict[str, Any]
+    run_dir: str
+    resume: bool
+
+
+class RunOutcome(BaseModel):
+    key: RunKey
+    summary: Summary | None = None
+    error: str | None = None
+
+
+def run_dir_for(bench_dir: Path, key: RunKey) -> Path:
+    return bench_dir / RUNS / key.problem_id / key.method / f"seed-{key.seed}"
+
+
+def run_state(run_dir: Path) -> RunState:
+    if (run_dir / "summary.json").is_file():
+        return "done"
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        return "partial"
+    return "pending"
+
+
+def load_manifest(bench_dir: Path) -> BenchManifest | None:
+    path = bench_dir / MANIFEST
+    return BenchManifest.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def load_summaries(bench_dir: Path) -> dict[RunKey, Summary]:
+    """Every finished run under BENCH_DIR/runs (the key comes from the summary, not the path)."""
+    found: dict[RunKey, Summary] = {}
+    for path in sorted((bench_dir / RUNS).glob("*/*/seed-*/summary.json")):
+        summary = Summary.model_validate_json(path.read_text())
+        found[RunKey(problem_id=summary.problem_id, method=summary.method, seed=summary.seed)] = summary
+    return found
+
+
+def plan_runs(
+    bench_dir: Path, problems: Sequence[Problem], methods: Sequence[str], seeds: Sequence[int]
+) -> list[tuple[RunKey, RunState]]:
+    return [
+        (key, run_state(run_dir_for(bench_dir, key)))
+        for problem in problems
+        for method in methods
+        for seed in seeds
+        for key in [RunKey(problem_id=problem.id, method=method, seed=seed)]
+    ]
+
+
+def solve_config(options: dict[str, Any], method: str, seed: int):
+    """The SolveConfig of one run: the shared options plus this run's method and seed."""
+    from ttsd.config import SolveConfig
+
+    return SolveConfig.model_validate({**options, "method": method, "seed": seed})
+
+
+def execute(task: RunTask) -> RunOutcome:
+    """Do one run in this process (also the body of a pool worker and of a Ray task)."""
+    try:
+        from ttsd.methods import solve
+
+        config = solve_config(task.solve_options, task.key.method, task.key.seed)
+        run_dir = Path(task.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        summary = solve(task.problem, config, run_dir, resume=task.resume)
+        return RunOutcome(key=task.key, summary=summary)
+    except Exception as error:  # one failed run must not stop the bench: it is reported and rerun next time
+        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        return RunOutcome(key=task.key, error=f"{detail}\n{traceback.format_exc(limit=-3)}")
+
+
+def _execute_json(task_json: str) -> str:
+    """Process-pool / Ray entry point: JSON in, JSON out (no pickling of pydantic classes needed)."""
+    return execute(RunTask.model_validate_json(task_json)).model_dump_json()
+
+
+class BenchResult(BaseModel):
+    skipped: list[RunKey]
+    outcomes: list[RunOutcome]
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.error is not None]
+
+
+def write_manifest(bench_dir: Path, manifest: BenchManifest) -> None:
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    (bench_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+
+
+def run_bench(
+    bench_dir: Path,
+    problems: Sequence[Problem],
+    *,
+    split: str,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    solve_options: dict[str, Any],
+    workers: int = 1,
+    ray_address: str | None = None,
+    problem_files: dict[str, str] | None = None,
+    on_update: Callable[[RunKey, str, Summary | None], None] | None = None,
+) -> BenchResult:
+    """Run every missing problem × method × seed; `on_update(key, state, summary)` reports progress
+    with state one of "skipped", "running", "done", "failed"."""
+    write_manifest(
+        bench_dir,
+        BenchManifest(
+            split=split,
+            problem_ids=[p.id for p in problems],
+            problem_files=problem_files or {},
+            methods=list(methods),
+            seeds=list(seeds),
+            solve_options=solve_options,
+        ),
+    )
+    by_id = {p.id: p for p in problems}
+    notify = on_update or (lambda *_: None)
+    skipped, tasks = [], []
+    done = load_summaries(bench_dir)
+    for key, state in plan_runs(bench_dir, problems, methods, seeds):
+        if state == "done":
+            skipped.append(key)
+            notify(key, "skipped", done.get(key))
+            continue
+        tasks.append(
+            RunTask(
+                key=key,
+                problem=by_id[key.problem_id],
+                solve_options=solve_options,
+                run_dir=str(run_dir_for(bench_dir, key).resolve()),
+                resume=state == "partial",
+            )
+        )
+    if ray_address:
+        outcomes = _run_on_ray(tasks, ray_address, notify)
+    elif workers > 1:
+        outcomes = _run_in_processes(tasks, workers, notify)
+    else:
+        outcomes = []
+        for task in tasks:
+            notify(task.key, "running", None)
+            outcome = execute(task)
+            outcomes.append(outcome)
+            notify(task.key, "failed" if outcome.error else "done", outcome.summary)
+    return BenchResult(skipped=skipped, outcomes=outcomes)
+
+
+def _run_in_processes(tasks: list[RunTask], workers: int, notify) -> list[RunOutcome]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: the parent may hold threads (rich Live) and torch state that fork corrupts.
+    context = multiprocessing.get_context("spawn")
+    outcomes = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {}
+        for task in tasks:
+            futures[pool.submit(_execute_json, task.model_dump_json())] = task
+            notify(task.key, "running", None)
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                outcome = RunOutcome.model_validate_json(future.result())
+            except Exception as error:  # a worker that died (OOM, segfault) fails only its run
+                outcome = RunOutcome(key=task.key, error=f"worker died: {error!r}")
+            outcomes.append(outcome)
+            notify(task.key, "failed" if outcome.error else "done", outcome.summary)
+    return outcomes
+
+
+def _run_on_ray(tasks: list[RunTask], address: str, notify) -> list[RunOutcome]:
+    """One Ray task per run. `address` is "auto", "local" (start a local instance) or ray://host:port."""
+    import ray
+
+    started_here = False
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(include_dashboard=False)
+        else:
+            ray.init(address=address, include_dashboard=False)
+        started_here = True
+    try:
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        remote = ray.remote(num_gpus=1 if has_gpus else 0, num_cpus=0 if has_gpus else 1)(_execute_json)
+        pending = {}
+        for task in tasks:
+            pending[remote.remote(task.model_dump_json())] = task
+            notify(task.key, "running", None)
+        outcomes = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                task = pending.pop(ref)
+                try:
+                    outcome = RunOutcome.model_validate_json(ray.get(ref))
+                except Exception as error:  # a lost node or a killed worker fails only its run
+                    outcome = RunOutcome(key=task.key, error=f"ray task failed: {error!r}")
+                outcomes.append(outcome)
+                notify(task.key, "failed" if outcome.error else "done", outcome.summary)
+        return outcomes
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# --------------------------------------------------------------------------------------------
+# Live table
+# --------------------------------------------------------------------------------------------
+
+
+class BenchBoard:
+    """The state of every run, rendered as a rich table: one row per problem, one column per method,
+    cells like "2/5 ✓1 ▶1" (finished/seeds, discovered, running) with discovery times."""
+
+    def __init__(self, problem_ids: Sequence[str], methods: Sequence[str], seeds: Sequence[int]):
+        self.problem_ids = list(problem_ids)
+        self.methods = list(methods)
+        self.seeds = list(seeds)
+        self.state: dict[RunKey, str] = {}
+        self.summary: dict[RunKey, Summary] = {}
+        self.started = time.monotonic()
+
+    def update(self, key: RunKey, state: str, summary: Summary | None) -> None:
+        self.state[key] = state
+        if summary is not None:
+            self.summary[key] = summary
+
+    def cell(self, problem_id: str, method: str) -> str:
+        keys = [RunKey(problem_id=problem_id, method=method, seed=s) for s in self.seeds]
+        finished = [k for k in keys if self.state.get(k) in ("done", "skipped")]
+        running = sum(self.state.get(k) == "running" for k in keys)
+        failed = sum(self.state.get(k) == "failed" for k in keys)
+        times = [str(self.summary[k].discovery_k) if self.summary[k].discovered else "✗" for k in finished if k in self.summary]
+        text = f"{len(finished)}/{len(keys)}"
+        if times:
+            text += " [" + " ".join(times) + "]"
+        if running:
+            text += f" ▶{running}"
+        if failed:
+            text += f" ![red]{failed} failed[/red]"
+        return text
+
+    def render(self):
+        from rich.table import Table
+
+        elapsed = time.monotonic() - self.started
+        table = Table(title=f"bench ({elapsed:.0f} s) — cells: finished/seeds [discovery attempt per seed, ✗ = budget spent]")
+        table.add_column("problem")
+        for method in self.methods:
+            table.add_column(method)
+        for problem_id in self.problem_ids:
+            table.add_row(problem_id, *(self.cell(problem_id, m) for m in self.methods))
+        return table

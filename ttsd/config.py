@@ -1,0 +1,105 @@
+"""`SolveConfig`: every setting of one run, in one pydantic object.
+
+Every field is a `ttsd solve` option (the CLI is generated from this model, so `--help` shows the
+descriptions below) and the whole object can be loaded from a JSON file with `--config FILE`; options
+given on the command line override the file. The resolved config is saved as RUN_DIR/config.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ttsd.sdpo.prompts import PromptTemplates
+
+Method = Literal["sdpo", "best-of-k", "multi-turn"]
+METHODS: tuple[str, ...] = ("sdpo", "best-of-k", "multi-turn")
+
+# How the default learning rate was chosen: docs/learning-rate.md.
+DEFAULT_LEARNING_RATE = 1e-4
+
+
+class SolveConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = Field("sdpo", description="sdpo (self-distillation), best-of-k (independent samples) or multi-turn (feedback kept in context)")
+    model: str = Field("smollm2-135m-instruct", description="built-in alias, local model folder or Hugging Face id")
+    backend: Literal["auto", "vllm", "hf"] = Field("auto", description="sampler: vllm, hf (transformers generate) or auto (vllm when installed)")
+    sandbox: Literal["local", "docker"] = Field("local", description="where attempts run: local (bubblewrap) or docker")
+    budget: int = Field(64, ge=1, description="attempts allowed in total (discovery@k counts attempts)")
+    batch_size: int = Field(16, ge=1, description="attempts sampled per step (the paper's n)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature; the losses use the same temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(1024, ge=1, description="most tokens per attempt; a longer one is judged 'truncated'")
+    seed: int = Field(0, description="seed of every random stream (sampling, LoRA init)")
+    learning_rate: float = Field(DEFAULT_LEARNING_RATE, gt=0, description="AdamW learning rate for the LoRA adapter (docs/learning-rate.md)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    lora_rank: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha (the update is alpha/rank · BA)")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="module names LoRA wraps (comma-separated on the command line)",
+    )
+    optimizer_steps: int = Field(1, ge=1, description="gradient steps per batch; >1 uses clipped importance weights")
+    importance_clip: float = Field(2.0, gt=0, description="upper clip of the importance ratio when optimizer_steps > 1")
+    grad_clip: float = Field(1.0, gt=0, description="gradient-norm clipping")
+    loss: Literal["logit", "token"] = Field("logit", description="logit: top-K + tail distillation; token: sampled-token estimator")
+    divergence: Literal["reverse_kl", "forward_kl", "jsd"] = Field("reverse_kl", description="divergence of the logit-level loss")
+    jsd_alpha: float = Field(0.5, gt=0, lt=1, description="mixing weight of the generalized JSD")
+    top_k: int = Field(20, ge=1, description="student top-K tokens distilled per position (plus one tail bucket)")
+    teacher: Literal["ema", "frozen"] = Field("ema", description="ema: EMA of the student's adapter; frozen: the initial model")
+    ema_rate: float = Field(0.01, ge=0, le=1, description="EMA rate of the teacher (0 = frozen initial teacher)")
+    use_feedback: bool = Field(True, description="put the attempt's feedback in the teacher context")
+    use_peer_solution: bool = Field(True, description="put another passing attempt of the batch in the teacher context")
+    continue_after_discovery: bool = Field(False, description="keep going after the first passing attempt until the budget is spent")
+    context_limit: int = Field(32768, ge=256, description="multi-turn: most prompt tokens; the oldest feedback is dropped first")
+    multi_turn_chat: bool = Field(False, description="multi-turn: alternate the model's attempts and the feedback as chat turns")
+    judge_workers: int = Field(4, ge=1, description="attempts judged concurrently")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="trainer device")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="trainer dtype (auto: float32 on CPU, bf16 on GPU)")
+    max_model_len: int = Field(4096, ge=256, description="vLLM context length")
+    gpu_memory_utilization: float = Field(0.45, gt=0, le=1, description="vLLM's share of the GPU (the trainer uses the rest)")
+    templates: PromptTemplates = Field(default_factory=PromptTemplates, description="prompt wording (a JSON object in --config)")
+
+    @property
+    def learns(self) -> bool:
+        return self.method == "sdpo"
+
+
+class ConfigError(ValueError):
+    """A config file or option is invalid; the message names the file and the field."""
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"{source}: {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> SolveConfig:
+    """The config from `path` (JSON; may be a run's config.json) with `overrides` on top."""
+    data: dict[str, Any] = {}
+    source = "options"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        data = data.get("config", data)  # a run's config.json nests the config
+    merged = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    try:
+        return SolveConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None

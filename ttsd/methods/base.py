@@ -1,0 +1,209 @@
+"""What every method shares: the run directory, the judge, attempt records, the step loop's
+bookkeeping (budget, discovery, resume) and the progress callback.
+
+A method implements `Method.run_step(step, num_attempts) -> StepOutcome`; `run_method` drives it:
+it numbers attempts (k = 1, 2, ... in order within a batch), stops at discovery (unless
+`continue_after_discovery`) or when the budget is spent, writes attempts before the step record,
+and calls `save_state` before the step record so that a completed step can always be resumed.
+
+Random streams: step s samples with seed `step_seed(config.seed, s)`, a pure function of the run's
+seed and the step number, so a resumed run redoes an interrupted step exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ttsd.config import SolveConfig
+from ttsd.problems import Problem
+from ttsd.runs import AttemptRecord, RunDir, StepRecord, Summary
+
+Progress = Callable[[StepRecord, Summary], None]
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The sampling seed of step `step`: distinct per step, the same on every run with this seed."""
+    return (seed * 1_000_003 + step * 7919) % (2**31 - 1)
+
+
+@dataclass
+class Attempt:
+    response: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+    prompt_ids: list[int]
+    judgement: Any  # ttsd.judge.Judgement
+
+
+@dataclass
+class StepOutcome:
+    attempts: list[Attempt]
+    record: StepRecord  # timings and learning stats; attempts/verdicts are filled in by run_method
+    extra_files: dict[str, str] = field(default_factory=dict)
+
+
+class Method:
+    """A method's life cycle: `setup(resume_state)`, then `run_step` per step, `save_state`, `close`."""
+
+    def __init__(self, problem: Problem, config: SolveConfig, run: RunDir, model_path: Path) -> None:
+        self.problem = problem
+        self.config = config
+        self.run = run
+        self.model_path = model_path
+        self.judge = None
+
+    def make_judge(self) -> Any:
+        from ttsd.judge import Judge
+        from ttsd.sandbox import make_sandbox
+
+        self.judge = Judge(make_sandbox(self.config.sandbox), max_workers=self.config.judge_workers)
+        return self.judge
+
+    def judge_samples(self, prompts: list[list[int]], samples: list[Any]) -> list[Attempt]:
+        judgements = self.judge.judge_many(self.problem, [s.text for s in samples], [s.finish_reason for s in samples])
+        return [
+            Attempt(s.text, list(s.token_ids), list(s.logprobs), s.finish_reason, list(p), j)
+            for p, s, j in zip(prompts, samples, judgements)
+        ]
+
+    @property
+    def tokenizer(self) -> Any:
+        if getattr(self, "_tokenizer", None) is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        return self._tokenizer
+
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    def make_sampler(self, policy: Any = None) -> Any:
+        """The sampler: HF generate on the trainer's own model when there is one (no weight copies),
+        else the configured backend on the base weights."""
+        from ttsd.engine.samplers import make_sampler, pick_backend
+
+        backend = pick_backend(self.config.backend)
+        if backend == "hf":
+            if policy is not None:
+                return policy.sampler()
+            return make_sampler("hf", self.model_path, device=self.config.device, dtype=self.config.dtype)
+        from ttsd.engine.policy import pick_device, pick_dtype
+
+        # Serve in the trainer's dtype so the trainer-vs-sampler log-prob gap measures staleness only.
+        dtype = str(pick_dtype(self.config.dtype, pick_device(self.config.device))).removeprefix("torch.")
+        options: dict[str, Any] = {
+            "max_model_len": self.config.max_model_len,
+            "gpu_memory_utilization": self.config.gpu_memory_utilization,
+            "seed": self.config.seed,
+            "dtype": dtype,
+            "max_logprobs": max(20, self.config.top_k),
+        }
+        if policy is not None:
+            options["max_lora_rank"] = self.config.lora_rank
+        return make_sampler("vllm", self.model_path, **options)
+
+    def restore(self, attempts: list[AttemptRecord], steps: list[StepRecord]) -> None:
+        """Bring the method's state to the end of the completed steps (default: nothing to do)."""
+
+    def run_step(self, step: int, num_attempts: int) -> StepOutcome:
+        raise NotImplementedError
+
+    def on_discovery(self) -> None:
+        """Called once, right after the first passing attempt was recorded."""
+
+    def save_state(self, step: int) -> None:
+        """Persist what `restore` needs after step `step` completed."""
+
+    def close(self) -> None:
+        if self.judge is not None:
+            self.judge.close()
+
+
+def attempt_records(attempts: list[Attempt], step: int, first_k: int) -> list[AttemptRecord]:
+    return [
+        AttemptRecord(
+            k=first_k + i,
+            step=step,
+            response=a.response,
+            code=a.judgement.code,
+            verdict=str(a.judgement.verdict.value if hasattr(a.judgement.verdict, "value") else a.judgement.verdict),
+            tests_passed=a.judgement.tests_passed,
+            tests_total=a.judgement.tests_total,
+            feedback=a.judgement.feedback,
+            num_tokens=len(a.token_ids),
+            finish_reason=a.finish_reason,
+        )
+        for i, a in enumerate(attempts)
+    ]
+
+
+def run_method(method: Method, resume: bool, progress: Progress | None = None) -> Summary:
+    config, run, problem = method.config, method.run, method.problem
+    started = time.monotonic()
+    previous_wall = 0.0
+    attempts: list[AttemptRecord] = []
+    steps: list[StepRecord] = []
+    if resume:
+        attempts, steps = run.rollback_to_completed_steps()
+        old = run.summary()
+        previous_wall = old.wall_s if old is not None else 0.0
+    method.restore(attempts, steps)
+
+    def summary(finished: bool) -> Summary:
+        first = next((a.k for a in attempts if a.verdict == "accepted"), None)
+        return Summary(
+            problem_id=problem.id,
+            method=config.method,
+            seed=config.seed,
+            discovered=first is not None,
+            discovery_k=first,
+            attempts_used=len(attempts),
+            budget=config.budget,
+            wall_s=previous_wall + time.monotonic() - started,
+            finished=finished,
+            best_tests_passed=max((a.tests_passed for a in attempts), default=0),
+            tests_total=max((a.tests_total for a in attempts), default=0),
+        )
+
+    def done() -> bool:
+        discovered = any(a.verdict == "accepted" for a in attempts)
+        return len(attempts) >= config.budget or (discovered and not config.continue_after_discovery)
+
+    step = steps[-1].step + 1 if steps else 0
+    try:
+        while not done():
+            step_started = time.monotonic()
+            was_discovered = any(a.verdict == "accepted" for a in attempts)
+            num = min(method.batch_size(), config.budget - len(attempts))
+            outcome = method.run_step(step, num)
+            records = attempt_records(outcome.attempts, step, len(attempts) + 1)
+            run.append_attempts(records)
+            attempts.extend(records)
+            passing = next((r for r in records if r.verdict == "accepted"), None)
+            if passing is not None and not was_discovered:
+                run.write_solution(passing.code or passing.response)
+                method.on_discovery()
+            record = outcome.record
+            record.step = step
+            record.attempts = len(attempts)
+            record.verdicts = dict(Counter(r.verdict for r in records))
+            record.best_tests_passed = max((a.tests_passed for a in attempts), default=0)
+            record.time_step_s = time.monotonic() - step_started
+            method.save_state(step)
+            run.append_step(record)
+            steps.append(record)
+            current = summary(finished=False)
+            run.write_summary(current)
+            if progress is not None:
+                progress(record, current)
+            step += 1
+    finally:
+        method.close()
+    final = summary(finished=True)
+    run.write_summary(final)
+    return final

@@ -1,0 +1,65 @@
+"""multi-turn: one attempt per turn, every earlier feedback in the prompt (oldest dropped first past
+`context_limit` tokens, recorded in the step's `extra`), or, with `multi_turn_chat`, the attempts and
+their feedback alternating as chat turns."""
+
+from __future__ import annotations
+
+import time
+
+from ttsd.methods.base import Method, StepOutcome, step_seed
+from ttsd.runs import AttemptRecord, StepRecord
+
+
+class MultiTurn(Method):
+    def setup(self) -> None:
+        self.make_judge()
+        self.sampler = self.make_sampler()
+        self.history: list[tuple[str, str]] = []  # (response, feedback) of earlier failed turns
+
+    def batch_size(self) -> int:
+        return 1
+
+    def restore(self, attempts: list[AttemptRecord], steps: list[StepRecord]) -> None:
+        self.history = [(a.response, a.feedback) for a in attempts if a.verdict != "accepted"]
+
+    def prompt(self) -> tuple[list[int], int]:
+        """Token ids of this turn's prompt and how many of the oldest feedbacks were dropped."""
+        from ttsd.engine.chat import chat_prompt_ids
+        from ttsd.sdpo.prompts import fit_chat_turn_messages, fit_multi_turn_messages
+
+        tokenizer = self.tokenizer
+        count = lambda messages: len(chat_prompt_ids(tokenizer, messages))  # noqa: E731
+        limit, templates = self.config.context_limit, self.config.templates
+        if self.config.multi_turn_chat:
+            fitted = fit_chat_turn_messages(
+                self.problem, [r for r, _ in self.history], [f for _, f in self.history], limit, count, templates
+            )
+        else:
+            fitted = fit_multi_turn_messages(self.problem, [f for _, f in self.history], limit, count, templates)
+        return chat_prompt_ids(tokenizer, fitted.messages), fitted.dropped
+
+    def run_step(self, step: int, num_attempts: int) -> StepOutcome:
+        config = self.config
+        prompt_ids, dropped = self.prompt()
+        t0 = time.monotonic()
+        samples = self.sampler.sample(
+            [prompt_ids], n=num_attempts, temperature=config.temperature, top_p=config.top_p,
+            max_tokens=config.max_tokens, seed=step_seed(config.seed, step),
+        )[0]
+        t1 = time.monotonic()
+        attempts = self.judge_samples([prompt_ids] * len(samples), samples)
+        t2 = time.monotonic()
+        for attempt in attempts:
+            if not attempt.judgement.passed:
+                self.history.append((attempt.response, attempt.judgement.feedback))
+        record = StepRecord(
+            step=step, attempts=0, time_sample_s=t1 - t0, time_judge_s=t2 - t1,
+            extra={"prompt_tokens": len(prompt_ids), "feedback_dropped": dropped},
+        )
+        return StepOutcome(attempts, record)
+
+    def close(self) -> None:
+        super().close()
+        sampler = getattr(self, "sampler", None)
+        if sampler is not None:
+            sampler.close()
