@@ -119,9 +119,25 @@ class Method:
     def save_state(self, step: int) -> None:
         """Persist what `restore` needs after step `step` completed."""
 
+    def sample_and_judge(self, prompt_ids: list[int], step: int, num_attempts: int) -> tuple[list[Attempt], float, float]:
+        """Draw this step's attempts (seeded by `step_seed`) from `self.sampler` and judge them.
+        Returns the attempts and the seconds spent sampling and judging."""
+        config = self.config
+        t0 = time.monotonic()
+        samples = self.sampler.sample(
+            [prompt_ids], n=num_attempts, temperature=config.temperature, top_p=config.top_p,
+            max_tokens=config.max_tokens, seed=step_seed(config.seed, step),
+        )[0]
+        t1 = time.monotonic()
+        attempts = self.judge_samples([prompt_ids] * len(samples), samples)
+        return attempts, t1 - t0, time.monotonic() - t1
+
     def close(self) -> None:
         if self.judge is not None:
             self.judge.close()
+        sampler = getattr(self, "sampler", None)
+        if sampler is not None:
+            sampler.close()
 
 
 def attempt_records(attempts: list[Attempt], step: int, first_k: int) -> list[AttemptRecord]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-from ttsd.methods.base import Method, StepOutcome, step_seed
+from ttsd.methods.base import Method, StepOutcome
 from ttsd.runs import StepRecord
 
 
@@ -18,19 +16,5 @@ class BestOfK(Method):
         self.prompt_ids = chat_prompt_ids(self.tokenizer, student_messages(self.problem, self.config.templates))
 
     def run_step(self, step: int, num_attempts: int) -> StepOutcome:
-        config = self.config
-        t0 = time.monotonic()
-        samples = self.sampler.sample(
-            [self.prompt_ids], n=num_attempts, temperature=config.temperature, top_p=config.top_p,
-            max_tokens=config.max_tokens, seed=step_seed(config.seed, step),
-        )[0]
-        t1 = time.monotonic()
-        attempts = self.judge_samples([self.prompt_ids] * len(samples), samples)
-        t2 = time.monotonic()
-        return StepOutcome(attempts, StepRecord(step=step, attempts=0, time_sample_s=t1 - t0, time_judge_s=t2 - t1))
-
-    def close(self) -> None:
-        super().close()
-        sampler = getattr(self, "sampler", None)
-        if sampler is not None:
-            sampler.close()
+        attempts, time_sample, time_judge = self.sample_and_judge(self.prompt_ids, step, num_attempts)
+        return StepOutcome(attempts, StepRecord(step=step, attempts=0, time_sample_s=time_sample, time_judge_s=time_judge))

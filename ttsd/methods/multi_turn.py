@@ -4,9 +4,7 @@ their feedback alternating as chat turns."""
 
 from __future__ import annotations
 
-import time
-
-from ttsd.methods.base import Method, StepOutcome, step_seed
+from ttsd.methods.base import Method, StepOutcome
 from ttsd.runs import AttemptRecord, StepRecord
 
 
@@ -39,27 +37,13 @@ class MultiTurn(Method):
         return chat_prompt_ids(tokenizer, fitted.messages), fitted.dropped
 
     def run_step(self, step: int, num_attempts: int) -> StepOutcome:
-        config = self.config
         prompt_ids, dropped = self.prompt()
-        t0 = time.monotonic()
-        samples = self.sampler.sample(
-            [prompt_ids], n=num_attempts, temperature=config.temperature, top_p=config.top_p,
-            max_tokens=config.max_tokens, seed=step_seed(config.seed, step),
-        )[0]
-        t1 = time.monotonic()
-        attempts = self.judge_samples([prompt_ids] * len(samples), samples)
-        t2 = time.monotonic()
+        attempts, time_sample, time_judge = self.sample_and_judge(prompt_ids, step, num_attempts)
         for attempt in attempts:
             if not attempt.judgement.passed:
                 self.history.append((attempt.response, attempt.judgement.feedback))
         record = StepRecord(
-            step=step, attempts=0, time_sample_s=t1 - t0, time_judge_s=t2 - t1,
+            step=step, attempts=0, time_sample_s=time_sample, time_judge_s=time_judge,
             extra={"prompt_tokens": len(prompt_ids), "feedback_dropped": dropped},
         )
         return StepOutcome(attempts, record)
-
-    def close(self) -> None:
-        super().close()
-        sampler = getattr(self, "sampler", None)
-        if sampler is not None:
-            sampler.close()

@@ -16,7 +16,7 @@ import random
 import time
 from typing import Any
 
-from ttsd.methods.base import Method, StepOutcome, step_seed
+from ttsd.methods.base import Method, StepOutcome
 from ttsd.runs import AttemptRecord, StepRecord
 
 TEACHER_ADAPTER = "teacher"
@@ -92,7 +92,7 @@ class Sdpo(Method):
 
     # ----- the step --------------------------------------------------------------------------
     def sync_sampler(self) -> None:
-        if getattr(self.sampler, "backend", "hf") == "vllm" or self.sampler.__class__.__name__ == "VLLMSampler":
+        if self.sampler.backend == "vllm":  # hf shares the trainer's model: nothing to send
             self.sampler.load_adapter_from_model(self.policy.model)
 
     def teacher_scores(self, contexts: list[list[int]], responses: list[list[int]], given_ids: Any) -> Any:
@@ -114,16 +114,8 @@ class Sdpo(Method):
         from ttsd.sdpo.prompts import teacher_contexts
 
         config = self.config
-        record = StepRecord(step=step, attempts=0)
-        t0 = time.monotonic()
-        samples = self.sampler.sample(
-            [self.prompt_ids], n=num_attempts, temperature=config.temperature, top_p=config.top_p,
-            max_tokens=config.max_tokens, seed=step_seed(config.seed, step),
-        )[0]
-        t1 = time.monotonic()
-        attempts = self.judge_samples([self.prompt_ids] * len(samples), samples)
-        t2 = time.monotonic()
-        record.time_sample_s, record.time_judge_s = t1 - t0, t2 - t1
+        attempts, time_sample, time_judge = self.sample_and_judge(self.prompt_ids, step, num_attempts)
+        record = StepRecord(step=step, attempts=0, time_sample_s=time_sample, time_judge_s=time_judge)
         if any(a.judgement.passed for a in attempts) and not config.continue_after_discovery:
             return StepOutcome(attempts, record)
 
@@ -187,9 +179,3 @@ class Sdpo(Method):
         if self.teacher is not None:  # 0 would mean the teacher is just the student again
             record.extra["teacher_student_gap"] = self.teacher.max_abs_difference()
         return StepOutcome(attempts, record)
-
-    def close(self) -> None:
-        super().close()
-        sampler = getattr(self, "sampler", None)
-        if sampler is not None:
-            sampler.close()
