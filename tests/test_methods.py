@@ -68,3 +68,18 @@ def test_multi_turn_drops_oldest_feedback_past_the_limit(tiny_model_dir, problem
     assert len(steps) == 4 and steps[0]["extra"]["feedback_dropped"] == 0
     assert steps[-1]["extra"]["feedback_dropped"] > 0
     assert all(s["extra"]["prompt_tokens"] <= limit for s in steps if s["extra"]["feedback_dropped"] < s["step"])
+
+
+def test_multi_turn_prompt_leaves_room_for_the_answer_within_the_model_length(tiny_model_dir, problem, tmp_path):
+    from transformers import AutoTokenizer
+
+    from ttsd.engine.chat import chat_prompt_ids
+    from ttsd.sdpo.prompts import student_messages
+
+    base = len(chat_prompt_ids(AutoTokenizer.from_pretrained(tiny_model_dir), student_messages(problem)))
+    max_model_len = max(256, base + 64)
+    config = _config(tiny_model_dir, method="multi-turn", budget=4, max_model_len=max_model_len)  # context_limit 32k
+    solve(problem, config, tmp_path / "mt")
+    steps = [json.loads(l) for l in (tmp_path / "mt" / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 4 and steps[-1]["extra"]["feedback_dropped"] > 0
+    assert all(s["extra"]["prompt_tokens"] <= max_model_len - config.max_tokens for s in steps)

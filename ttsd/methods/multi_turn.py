@@ -20,6 +20,11 @@ class MultiTurn(Method):
     def restore(self, attempts: list[AttemptRecord], steps: list[StepRecord]) -> None:
         self.history = [(a.response, a.feedback) for a in attempts if a.verdict != "accepted"]
 
+    def prompt_limit(self) -> int:
+        """Prompt tokens allowed: the context limit, and room for the answer within the model's length
+        (vLLM refuses a prompt + max_tokens beyond max_model_len)."""
+        return min(self.config.context_limit, self.config.max_model_len - self.config.max_tokens)
+
     def prompt(self) -> tuple[list[int], int]:
         """Token ids of this turn's prompt and how many of the oldest feedbacks were dropped."""
         from ttsd.engine.chat import chat_prompt_ids
@@ -27,7 +32,7 @@ class MultiTurn(Method):
 
         tokenizer = self.tokenizer
         count = lambda messages: len(chat_prompt_ids(tokenizer, messages))  # noqa: E731
-        limit, templates = self.config.context_limit, self.config.templates
+        limit, templates = self.prompt_limit(), self.config.templates
         if self.config.multi_turn_chat:
             fitted = fit_chat_turn_messages(
                 self.problem, [r for r, _ in self.history], [f for _, f in self.history], limit, count, templates
