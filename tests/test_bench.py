@@ -7,13 +7,17 @@ from typer.testing import CliRunner
 
 from ttsd.bench import (
     BenchBoard,
+    BenchManifest,
+    BenchMismatch,
     RunKey,
     load_manifest,
     load_summaries,
+    merged_manifest,
     plan_runs,
     run_bench,
     run_dir_for,
     run_state,
+    write_manifest,
 )
 from ttsd.cli import app
 from ttsd.problems import load_problem
@@ -62,6 +66,33 @@ def test_board_cells():
     board.update(keys[1], "skipped", fake_summary(keys[1], None))
     board.update(keys[2], "running", None)
     assert board.cell("p", "sdpo") == "2/3 [2 ✗] ▶1"
+
+
+def test_restart_may_add_problems_methods_seeds_but_not_change_options(tmp_path):
+    first = BenchManifest(split="a", problem_ids=["p"], methods=["sdpo"], seeds=[0], solve_options={"budget": 8})
+    assert merged_manifest(tmp_path, first) == first  # nothing there yet
+    write_manifest(tmp_path, first)
+    grown = merged_manifest(
+        tmp_path,
+        BenchManifest(split="a", problem_ids=["q", "p"], methods=["best-of-k"], seeds=[1, 0], solve_options={"budget": 8}),
+    )
+    assert grown.problem_ids == ["p", "q"] and grown.methods == ["sdpo", "best-of-k"] and grown.seeds == [0, 1]
+    assert grown.created == first.created
+    changed = first.model_copy(update={"solve_options": {"budget": 16, "model": "m"}})
+    with pytest.raises(BenchMismatch, match=r"budget: 8 → 16; model: '\(default\)' → 'm'"):
+        merged_manifest(tmp_path, changed)
+    assert load_manifest(tmp_path) == first  # the refused start left the bench as it was
+
+
+def test_bench_cli_refuses_other_options_on_an_existing_bench(tmp_path, examples_dir):
+    write_manifest(tmp_path, BenchManifest(split="x", problem_ids=["reverse-string"], methods=["sdpo"], seeds=[0],
+                                           solve_options={"budget": 8}))
+    result = CliRunner().invoke(
+        app, ["bench", "--split", str(examples_dir / "reverse-string.json"), "--budget", "9", "--out", str(tmp_path)],
+        terminal_width=300,
+    )
+    assert result.exit_code == 2 and "budget: 8 → 9" in result.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_bench_cli_bad_input(tmp_path):

@@ -44,6 +44,17 @@ def test_sdpo_updates_adapter_every_step_and_records_loss(tiny_model_dir, proble
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
 
 
+def test_sdpo_with_the_trust_region_teacher(tiny_model_dir, problem, tmp_path):
+    config = _config(tiny_model_dir, teacher="trust-region", trust_region_alpha=0.5)
+    summary = solve(problem, config, tmp_path / "tr")
+    steps = [json.loads(line) for line in (tmp_path / "tr" / "steps.jsonl").read_text().splitlines()]
+    assert summary.attempts_used == 4 and len(steps) == 2
+    assert all(s["loss"] is not None and s["grad_norm"] > 0 for s in steps)
+    assert "teacher_student_gap" not in steps[0]["extra"]  # no EMA copy is kept for this teacher
+    saved = json.loads((tmp_path / "tr" / "config.json").read_text())
+    assert saved["config"]["teacher"] == "trust-region" and saved["config"]["trust_region_alpha"] == 0.5
+
+
 def test_best_of_k_is_reproducible_for_a_seed(tiny_model_dir, problem, tmp_path):
     config = _config(tiny_model_dir, method="best-of-k")
     solve(problem, config, tmp_path / "a")

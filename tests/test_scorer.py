@@ -74,6 +74,41 @@ def test_base_weights_differ_from_adapter(policy):
     assert not torch.allclose(base.response_logprobs[0, :7], adapted.response_logprobs[0, :7])
 
 
+def test_trust_region_teacher_equals_lerp_of_full_logits(policy):
+    from ttsd.sdpo.teacher import trust_region_logprobs
+
+    prompts, responses = _batch(policy.model.config.vocab_size)
+    temperature, alpha = 0.7, 0.3
+    given = [torch.randint(0, policy.model.config.vocab_size, (len(r), 4)) for r in responses]
+    scores = score_tokens(
+        policy, prompts, responses, temperature=temperature, top_k=0, given_ids=given, trust_region_alpha=alpha,
+        max_batch_tokens=20,
+    )
+    with torch.no_grad():
+        for i, (prompt, response) in enumerate(zip(prompts, responses)):
+            if not response:
+                continue
+            ids = torch.tensor([prompt + response])
+            with policy.model.disable_adapter():
+                reference = policy.model(input_ids=ids).logits[0]
+            student = policy.model(input_ids=ids).logits[0]
+            full = trust_region_logprobs(reference, student, alpha, temperature)[len(prompt) - 1 : len(prompt) + len(response) - 1]
+            n = len(response)
+            torch.testing.assert_close(
+                scores.response_logprobs[i, :n], full.gather(1, torch.tensor(response)[:, None]).squeeze(1), atol=1e-5, rtol=0
+            )
+            torch.testing.assert_close(scores.given_logprobs[i, :n], full.gather(1, given[i]), atol=1e-5, rtol=0)
+    # the end points are the reference (adapter off) and the current adapter
+    with policy.using_adapter(None):
+        base = score_tokens(policy, prompts, responses, top_k=0)
+    torch.testing.assert_close(score_tokens(policy, prompts, responses, top_k=0, trust_region_alpha=0.0).response_logprobs,
+                               base.response_logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(score_tokens(policy, prompts, responses, top_k=0, trust_region_alpha=1.0).response_logprobs,
+                               score_tokens(policy, prompts, responses, top_k=0).response_logprobs, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="without gradients"):
+        score_tokens(policy, prompts, responses, grad=True, trust_region_alpha=alpha)
+
+
 def test_student_gradients_equal_naive_and_teacher_has_none(policy):
     prompts, responses = _batch(policy.model.config.vocab_size)
     teacher = score_tokens(policy, prompts, responses, top_k=4, grad=False)

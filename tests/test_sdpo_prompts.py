@@ -53,6 +53,13 @@ def test_task_prompt_is_the_papers_code_prompt():
     assert "signature" not in text
 
 
+def test_task_prompt_states_the_problems_own_time_limit():
+    # The paper's prompt says "1 second"; the judge enforces Problem.time_limit_s, so the prompt must too.
+    assert "The time limit is 1 second. You may start" in task_prompt(STDIN.model_copy(update={"time_limit_s": 1.0}))
+    assert "The time limit is 6 seconds. You may start" in task_prompt(STDIN.model_copy(update={"time_limit_s": 6.0}))
+    assert "The time limit is 2.5 seconds." in task_prompt(STDIN.model_copy(update={"time_limit_s": 2.5}))
+
+
 def test_functional_prompt_carries_the_signature():
     text = task_prompt(FUNCTIONAL)
     assert text.endswith(

@@ -141,6 +141,46 @@ class BenchResult(BaseModel):
         return [o for o in self.outcomes if o.error is not None]
 
 
+class BenchMismatch(ValueError):
+    """The bench directory holds runs made with other solve options: mixing them would compare unlike runs."""
+
+
+def merged_manifest(bench_dir: Path, manifest: BenchManifest) -> BenchManifest:
+    """The manifest to write for a (re)started bench.
+
+    Problems, methods and seeds may grow between starts (the new ones are added to the old); the
+    shared solve options may not change, since finished runs are skipped and would then disagree
+    with new ones on budget, model or any other setting. Raises BenchMismatch naming the fields.
+    """
+    old = load_manifest(bench_dir)
+    if old is None:
+        return manifest
+    if old.solve_options != manifest.solve_options:
+        keys = sorted(set(old.solve_options) | set(manifest.solve_options))
+        changes = [
+            f"{key}: {old.solve_options.get(key, '(default)')!r} → {manifest.solve_options.get(key, '(default)')!r}"
+            for key in keys
+            if old.solve_options.get(key) != manifest.solve_options.get(key)
+        ]
+        raise BenchMismatch(
+            f"{bench_dir / MANIFEST} was made with other solve options ({'; '.join(changes)}); "
+            "use the same options to resume this bench, or another --out for a new one"
+        )
+
+    def union(before: list, after: list) -> list:
+        return before + [item for item in after if item not in before]
+
+    return old.model_copy(
+        update={
+            "split": manifest.split if manifest.split == old.split else f"{old.split}+{manifest.split}",
+            "problem_ids": union(old.problem_ids, manifest.problem_ids),
+            "problem_files": {**old.problem_files, **manifest.problem_files},
+            "methods": union(old.methods, manifest.methods),
+            "seeds": union(old.seeds, manifest.seeds),
+        }
+    )
+
+
 def write_manifest(bench_dir: Path, manifest: BenchManifest) -> None:
     bench_dir.mkdir(parents=True, exist_ok=True)
     (bench_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
@@ -160,18 +200,17 @@ def run_bench(
     on_update: Callable[[RunKey, str, Summary | None], None] | None = None,
 ) -> BenchResult:
     """Run every missing problem × method × seed; `on_update(key, state, summary)` reports progress
-    with state one of "skipped", "running", "done", "failed"."""
-    write_manifest(
-        bench_dir,
-        BenchManifest(
-            split=split,
-            problem_ids=[p.id for p in problems],
-            problem_files=problem_files or {},
-            methods=list(methods),
-            seeds=list(seeds),
-            solve_options=solve_options,
-        ),
+    with state one of "skipped", "running", "done", "failed". Raises BenchMismatch (and runs
+    nothing) when BENCH_DIR was started with other solve options."""
+    manifest = BenchManifest(
+        split=split,
+        problem_ids=[p.id for p in problems],
+        problem_files=problem_files or {},
+        methods=list(methods),
+        seeds=list(seeds),
+        solve_options=solve_options,
     )
+    write_manifest(bench_dir, merged_manifest(bench_dir, manifest))
     by_id = {p.id: p for p in problems}
     notify = on_update or (lambda *_: None)
     skipped, tasks = [], []

@@ -50,8 +50,15 @@ class SolveConfig(BaseModel):
     divergence: Literal["reverse_kl", "forward_kl", "jsd"] = Field("reverse_kl", description="divergence of the logit-level loss")
     jsd_alpha: float = Field(0.5, gt=0, lt=1, description="mixing weight of the generalized JSD")
     top_k: int = Field(20, ge=1, description="student top-K tokens distilled per position (plus one tail bucket)")
-    teacher: Literal["ema", "frozen"] = Field("ema", description="ema: EMA of the student's adapter; frozen: the initial model")
+    teacher: Literal["ema", "frozen", "trust-region"] = Field(
+        "ema",
+        description="ema: EMA of the student's adapter; frozen: the initial model; trust-region: logits "
+        "lerp(initial model, current student, --trust-region-alpha)",
+    )
     ema_rate: float = Field(0.01, ge=0, le=1, description="EMA rate of the teacher (0 = frozen initial teacher)")
+    trust_region_alpha: float = Field(
+        0.01, ge=0, le=1, description="trust-region teacher: weight of the current student in the logit lerp (0 = initial model)"
+    )
     use_feedback: bool = Field(True, description="put the attempt's feedback in the teacher context")
     use_peer_solution: bool = Field(True, description="put another passing attempt of the batch in the teacher context")
     continue_after_discovery: bool = Field(False, description="keep going after the first passing attempt until the budget is spent")

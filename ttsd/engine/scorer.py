@@ -10,6 +10,12 @@ For a prompt x and response y (token ids), at every response position t the scor
 with z_t the model's logits, normalized over the full vocabulary (the convention the samplers use,
 see `ttsd.engine.hf_sampler`). The student is scored with gradients (`grad=True`), the teacher without.
 
+Trust-region teacher (`trust_region_alpha=α`, no gradients): z_t = lerp(z_ref, z_S, α), the logits
+of the reference (the PEFT model with its adapter disabled) and of the current adapter on the same
+context (`ttsd.sdpo.teacher`). Because the output head is linear without bias, the scorer lerps the
+two backbone passes' final hidden states instead, W lerp(h_ref, h_S, α) = lerp(W h_ref, W h_S, α),
+so full-vocabulary logits are still formed one chunk at a time, once.
+
 Memory: the backbone produces hidden states (B, L, H) per micro-batch of sequences; only the response
 positions are gathered, and `lm_head` + `log_softmax` run over chunks of `chunk_tokens` positions, so
 at most a (chunk_tokens, V) float32 logits block exists at a time. With gradients each chunk runs
@@ -86,6 +92,7 @@ def score_tokens(
     grad: bool = False,
     chunk_tokens: int = 1024,
     max_batch_tokens: int = 16384,
+    trust_region_alpha: float | None = None,
 ) -> TokenScores:
     """Score response tokens (see the module docstring for the equations).
 
@@ -95,6 +102,8 @@ def score_tokens(
     grad: True keeps the graph (student; the model runs in train mode so gradient checkpointing, if
         enabled, applies); False runs under torch.no_grad (teacher).
     chunk_tokens: positions per lm_head/log_softmax chunk. max_batch_tokens: padded tokens per forward.
+    trust_region_alpha: score the trust-region teacher lerp(reference, current adapter, α) instead of
+        the model as it is (a PEFT model; no gradients).
     """
     import torch
     from torch.nn.utils.rnn import pad_sequence
@@ -111,6 +120,15 @@ def score_tokens(
     if temperature <= 0:
         raise ValueError("temperature must be positive")
     backbone, lm_head = causal_lm_parts(model)
+    if trust_region_alpha is not None:
+        if grad:
+            raise ValueError("the trust-region teacher is scored without gradients")
+        if not 0.0 <= trust_region_alpha <= 1.0:
+            raise ValueError(f"trust-region alpha must be in [0, 1], got {trust_region_alpha}")
+        if not hasattr(model, "disable_adapter"):
+            raise ValueError("the trust-region teacher needs a PEFT model (its reference is the adapter disabled)")
+        if type(lm_head).__name__ != "Linear" or getattr(lm_head, "bias", None) is not None:
+            raise ValueError("the trust-region teacher lerps hidden states: it needs a plain bias-free output head")
     device = lm_head.weight.device
     lengths = [len(r) for r in responses]
     width = max(lengths, default=0)
@@ -139,9 +157,12 @@ def score_tokens(
                 for row, sequence in enumerate(sequences):  # right padding: positions start at 0
                     input_ids[row, : len(sequence)] = torch.tensor(sequence)
                     attention_mask[row, : len(sequence)] = 1
-                hidden = backbone(
-                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False
-                ).last_hidden_state
+                inputs = dict(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
+                hidden = backbone(**inputs).last_hidden_state
+                if trust_region_alpha is not None:
+                    with model.disable_adapter():
+                        reference = backbone(**inputs).last_hidden_state
+                    hidden = torch.lerp(reference, hidden, trust_region_alpha)
                 # Position p predicts token p + 1: response token j of row r is predicted at P_r - 1 + j.
                 rows = torch.cat([torch.full((lengths[i],), r) for r, i in enumerate(group)])
                 cols = torch.cat([torch.arange(lengths[i]) + len(prompts[i]) - 1 for i in group])

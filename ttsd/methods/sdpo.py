@@ -4,8 +4,9 @@ Each step:
   1. sample n attempts from the current student (seeded per step),
   2. judge them in parallel; a passing one is discovery (solution.py, adapter_at_discovery/),
   3. teacher contexts: question + optional peer solution + this attempt's feedback,
-  4. student log-probs (with gradient) under the plain prompt; teacher log-probs (EMA adapter or the
-     frozen initial model, no gradient) of the same tokens under the teacher context,
+  4. student log-probs (with gradient) under the plain prompt; teacher log-probs (EMA adapter, the
+     frozen initial model, or the trust-region lerp of the two; no gradient) of the same tokens under
+     the teacher context,
   5. SDPO loss (ttsd.sdpo.loss), AdamW with gradient clipping, EMA teacher update,
   6. the new adapter goes to the sampler (in memory for hf; a saved adapter for vLLM).
 """
@@ -99,6 +100,8 @@ class Sdpo(Method):
         from ttsd.engine.scorer import score_tokens
 
         kwargs = dict(temperature=self.config.temperature, top_k=0, given_ids=given_ids, grad=False)
+        if self.config.teacher == "trust-region":
+            return score_tokens(self.policy.model, contexts, responses, trust_region_alpha=self.config.trust_region_alpha, **kwargs)
         if self.config.teacher == "frozen" or self.config.ema_rate == 0:
             with self.policy.using_adapter(None) as model:
                 return score_tokens(model, contexts, responses, **kwargs)

@@ -8,7 +8,9 @@ Where the defaults come from (Hübotter et al., "Reinforcement Learning via Self
 arXiv 2601.20802, Table 2, and its reference code github.com/lasgroup/SDPO):
 
 - `task`: the code prompt of the SDPO data pipeline (`data/format/prompts.py`, CODE_PROMPT),
-  verbatim, "The time limit is 1 second" included (edit it for problems with other limits).
+  verbatim but for one word: the paper's "The time limit is 1 second" (true of its LiveCodeBench
+  problems) names the problem's own limit here, `{time_limit}` ("1 second", "6 seconds"), since the
+  judge enforces `Problem.time_limit_s` and a prompt that understated it would mislead the model.
 - `signature`: the same pipeline's LiveCodeBench formatting (`data/utils/livecodebench.py`),
   appended for problems with starter code. The paper strips `self` to call a bare function; our
   judge calls `Solution().<entry_point>` as LiveCodeBench does, so the starter code goes in as is.
@@ -52,7 +54,7 @@ Messages = list[dict[str, str]]
 
 PAPER_TASK = (
     "You are a coding expert. You will be given a coding problem, and you need to write a correct Python "
-    "program that matches the specification and passes all tests. The time limit is 1 second. You may start "
+    "program that matches the specification and passes all tests. The time limit is {time_limit}. You may start "
     "by outlining your thought process. In the end, please provide the complete code in a code block "
     "enclosed with ``` ```.\n\n{problem}"
 )
@@ -94,7 +96,7 @@ class PromptTemplates(BaseModel):
     # field -> (placeholders it may use, placeholders it must use)
     PLACEHOLDERS: ClassVar[dict[str, tuple[set[str], set[str]]]] = {
         "system": (set(), set()),
-        "task": ({"problem", "statement", "title", "time_limit_s"}, {"problem"}),
+        "task": ({"problem", "statement", "title", "time_limit_s", "time_limit"}, {"problem"}),
         "signature": ({"starter_code", "entry_point"}, {"starter_code"}),
         "stdin": (set(), set()),
         "reprompt": ({"prompt", "solution", "feedback"}, {"prompt", "solution", "feedback"}),
@@ -155,8 +157,14 @@ def task_prompt(problem: Problem, templates: PromptTemplates = DEFAULT_TEMPLATES
     elif problem.kind == "stdin":
         body += templates.stdin.format()
     return templates.task.format(
-        problem=body, statement=problem.statement.strip(), title=problem.title, time_limit_s=problem.time_limit_s
+        problem=body, statement=problem.statement.strip(), title=problem.title,
+        time_limit_s=problem.time_limit_s, time_limit=describe_seconds(problem.time_limit_s),
     )
+
+
+def describe_seconds(seconds: float) -> str:
+    """1.0 -> "1 second", 6.0 -> "6 seconds", 2.5 -> "2.5 seconds"."""
+    return f"{seconds:g} second" + ("" if seconds == 1 else "s")
 
 
 def student_messages(problem: Problem, templates: PromptTemplates = DEFAULT_TEMPLATES) -> Messages:
