@@ -121,6 +121,32 @@ def test_adapter_update_changes_samples_and_logprobs(sampler, peft_model):
     )
 
 
+def test_in_process_update_goes_through_memory_and_leaves_the_trainer_alone(sampler, peft_model):
+    """The in-memory path: no weight file is written, the trainer's tensors are neither changed
+    (vLLM scales B in place) nor shared (a later optimizer step must not reach the engine)."""
+    import torch
+
+    response = list(range(50, 70))
+    _perturb_lora_b(peft_model, scale=0.5, seed=41)
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_" in n}
+    directory = sampler.load_adapter_from_model(peft_model)
+    served = sampler.score_prompt_logprobs(PROMPT, response)
+    assert not (directory / "adapter_model.safetensors").exists()
+    assert set(sampler._in_memory) == {sampler.lora_request.lora_int_id} == sampler.loaded_lora_ids()
+    after = {n: p.detach() for n, p in peft_model.named_parameters() if "lora_" in n}
+    assert all(torch.equal(before[n], after[n]) for n in before)
+
+    with torch.no_grad():  # the trainer moves on; the engine keeps serving what it was given
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(-3.0)
+    assert sampler.score_prompt_logprobs(PROMPT, response) == pytest.approx(served, abs=1e-6)
+    sampler.load_adapter_from_model(peft_model)
+    assert max(abs(a - b) for a, b in zip(served, sampler.score_prompt_logprobs(PROMPT, response))) > 1e-2
+    sampler.load_adapter(None)
+    assert sampler._in_memory == {}  # replaced adapters leave the registry
+
+
 def test_rewritten_path_under_new_id_serves_new_weights(sampler, peft_model, tmp_path):
     from ttsd.engine.vllm_sampler import tmpfs_root, write_lora_adapter
 

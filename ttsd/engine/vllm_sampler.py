@@ -21,7 +21,16 @@ adapters by id, and a reused id silently keeps serving the old weights. The adap
 PEFT format (``adapter_config.json`` + ``adapter_model.safetensors``); a directory outside tmpfs
 is copied to /dev/shm first so the engine reads it from memory. `write_lora_adapter` writes such
 a directory straight from a peft model in a few milliseconds (no model card, no hub look-ups,
-tensors in the serving dtype), which is what the SDPO loop should use for each step.
+tensors in the serving dtype).
+
+`load_adapter_from_model` (what the SDPO loop calls each step) skips the files altogether when the
+engine runs in this process (the CPU default): at start the sampler gives the worker's LoRA manager
+a loader that takes an adapter's tensors from a registry in memory, keyed by ``lora_int_id``, and
+each update puts copies of the trainer's tensors there (B pre-multiplied by the LoRA scaling
+alpha / r, with ``lora_alpha = r`` in the config, so vLLM's in-place ``optimize`` has nothing to
+do and never touches our tensors). Saving and re-reading ~20 MB of safetensors was 60% of an
+update; the rest is vLLM's own bookkeeping. An engine in another process (the GPU default) gets
+the files, as before.
 
 Prefix caching stays on: vLLM keys its KV blocks by LoRA id, so a new id never reuses KV computed
 with old weights (tests/test_vllm_sampler.py checks that log-probs follow an update).
@@ -34,6 +43,7 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +112,20 @@ def write_lora_adapter(model: Any, directory: Path, adapter_name: str = "default
     return directory
 
 
-# id(model), adapter name -> [(saved key, parameter name)]: peft's state-dict walk over the whole
-# model costs ~80 ms for SmolLM2; the mapping never changes, so it is learnt once per model.
-_KEY_CACHE: dict[tuple[int, str], list[tuple[str, str]]] = {}
+# (model, adapter name) -> [(saved key, live parameter)]: peft's state-dict walk over the whole
+# model costs ~80 ms for SmolLM2, and even listing its parameters ~10 ms; the parameters of an
+# adapter never change identity, so they are found once per model and adapter.
+_KEY_CACHE: "weakref.WeakKeyDictionary[Any, dict[str, list[tuple[str, Any]]]]" = weakref.WeakKeyDictionary()
 
 
 def _adapter_tensors(model: Any, adapter_name: str) -> dict[str, Any]:
-    """The adapter's tensors under the keys ``get_peft_model_state_dict`` gives them."""
+    """The adapter's live tensors under the keys ``get_peft_model_state_dict`` gives them."""
     from peft import get_peft_model_state_dict
 
-    params = dict(model.named_parameters())
-    cache_key = (id(model), adapter_name)
-    mapping = _KEY_CACHE.get(cache_key)
-    if mapping is None or any(name not in params for _, name in mapping):
+    per_model = _KEY_CACHE.setdefault(model, {})
+    mapping = per_model.get(adapter_name)
+    if mapping is None:
+        params = dict(model.named_parameters())
         state = get_peft_model_state_dict(model, adapter_name=adapter_name)
         by_storage = {p.data_ptr(): name for name, p in params.items()}
         mapping = []
@@ -122,9 +133,50 @@ def _adapter_tensors(model: Any, adapter_name: str) -> dict[str, Any]:
             name = by_storage.get(tensor.data_ptr())
             if name is None or params[name].shape != tensor.shape:
                 return state  # not a plain parameter view: keep peft's own answer
-            mapping.append((key, name))
-        _KEY_CACHE[cache_key] = mapping
-    return {key: params[name] for key, name in mapping}
+            mapping.append((key, params[name]))
+        per_model[adapter_name] = mapping
+    return {key: parameter for key, parameter in mapping}
+
+
+def _lora_scaling(config: dict[str, Any]) -> float | None:
+    """alpha / r (alpha / sqrt(r) with rsLoRA), or None when ranks or alphas vary per module."""
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        return None
+    rank, alpha = config["r"], config["lora_alpha"]
+    return alpha / rank ** 0.5 if config.get("use_rslora") else alpha / rank
+
+
+def _is_lora_b(key: str) -> bool:
+    return ".lora_B." in key or ".lora_embedding_B" in key
+
+
+def _install_in_memory_loader(worker: Any) -> dict[int, dict[str, Any]] | None:
+    """Runs in the engine's worker: its LoRA manager loads adapters registered in the returned
+    dict (lora_int_id -> tensors) from memory, and any other adapter from its files as before.
+
+    Only meaningful when the worker shares this process (the registry is then the same object);
+    returns None when this vLLM's worker has no LoRA manager of the expected shape.
+    """
+    worker = getattr(worker, "worker", worker)
+    manager = getattr(getattr(worker, "model_runner", None), "lora_manager", None)
+    base = getattr(manager, "_lora_model_cls", None)
+    if base is None or not hasattr(base, "from_lora_tensors"):
+        return None
+    registry: dict[int, dict[str, Any]] = {}
+
+    class InMemoryLoRAModel(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def from_local_checkpoint(cls, lora_dir, expected_lora_modules, peft_helper, *, lora_model_id=None, **kwargs):
+            tensors = registry.get(lora_model_id)
+            if tensors is None:
+                return super().from_local_checkpoint(
+                    lora_dir, expected_lora_modules, peft_helper, lora_model_id=lora_model_id, **kwargs
+                )
+            kwargs.pop("moe_ep_spec", None)
+            return cls.from_lora_tensors(lora_model_id=lora_model_id, tensors=dict(tensors), peft_helper=peft_helper, **kwargs)
+
+    manager._lora_model_cls = InMemoryLoRAModel
+    return registry
 
 
 def _json_default(value: Any) -> Any:
@@ -209,6 +261,11 @@ class VLLMSampler:
         self._adapter_dir = Path(tempfile.mkdtemp(prefix="ttsd-vllm-lora-", dir=tmpfs_root()))
         self._copies: list[Path] = []
         self._updates = 0
+        # lora_int_id -> tensors the engine loads from memory (None: the engine is in another process)
+        self._in_memory: dict[int, dict[str, Any]] | None = None
+        if in_process:
+            self._in_memory = self.llm.collective_rpc(_install_in_memory_loader)[0]
+        self._in_memory_dir: Path | None = None
 
     # ------------------------------------------------------------------ adapters
     @property
@@ -223,39 +280,74 @@ class VLLMSampler:
         loads it into the engine now, so a broken adapter fails here and the time is paid here;
         the adapter it replaces is dropped from the engine.
         """
+        if adapter_dir is None:
+            self._serve(None)
+            return
+        adapter_dir = Path(adapter_dir)
+        if not (adapter_dir / ADAPTER_CONFIG).is_file():
+            raise FileNotFoundError(
+                f"no {ADAPTER_CONFIG} in {adapter_dir}: not a PEFT adapter directory"
+            )
+        lora_id = next(self._next_lora_id)
+        if not _on_tmpfs(adapter_dir):
+            adapter_dir = self._copy_to_tmpfs(adapter_dir, lora_id)
+        self._serve(lora_id, adapter_dir)
+
+    def _serve(self, lora_id: int | None, adapter_dir: Path | None = None) -> None:
+        """Load adapter `lora_id` (None: base weights) into the engine, then drop the one it replaces."""
         from vllm.lora.request import LoRARequest
 
         previous = self._lora_request
-        if adapter_dir is None:
+        if lora_id is None:
             self._lora_request = None
         else:
-            adapter_dir = Path(adapter_dir)
-            if not (adapter_dir / ADAPTER_CONFIG).is_file():
-                raise FileNotFoundError(
-                    f"no {ADAPTER_CONFIG} in {adapter_dir}: not a PEFT adapter directory"
-                )
-            lora_id = next(self._next_lora_id)
-            if not _on_tmpfs(adapter_dir):
-                adapter_dir = self._copy_to_tmpfs(adapter_dir, lora_id)
-            request = LoRARequest(
-                lora_name=f"ttsd-{lora_id}", lora_int_id=lora_id, lora_path=str(adapter_dir)
-            )
-            self.llm.llm_engine.add_lora(request)
+            request = LoRARequest(lora_name=f"ttsd-{lora_id}", lora_int_id=lora_id, lora_path=str(adapter_dir))
+            try:
+                self.llm.llm_engine.add_lora(request)
+            except BaseException:
+                self._forget(lora_id)
+                raise
             self._lora_request = request
         if previous is not None:
             self.llm.llm_engine.remove_lora(previous.lora_int_id)
+            self._forget(previous.lora_int_id)
+
+    def _forget(self, lora_id: int) -> None:
+        if self._in_memory is not None:
+            self._in_memory.pop(lora_id, None)
 
     def load_adapter_from_model(self, model: Any, adapter_name: str = "default") -> Path:
-        """Fast path for a weight update: write the peft model's adapter to tmpfs and serve it.
+        """A weight update: serve the peft model's adapter from the next call on, as fast as we can.
 
-        Writes rotate over a few directories: vLLM has read the files by the time `load_adapter`
-        returns, so rewriting an old directory later is safe.
+        In-process engine: copies of the tensors go to the engine's in-memory registry (see the
+        module docstring), no files. Otherwise the adapter is written to tmpfs and loaded from
+        there; writes rotate over two directories, since vLLM has read the files by the time
+        `load_adapter` returns. Returns the directory the engine was pointed at.
         """
-        target = self._adapter_dir / f"update-{self._updates % 2}"
-        self._updates += 1
-        write_lora_adapter(model, target, adapter_name=adapter_name, dtype=self._serving_dtype())
-        self.load_adapter(target)
-        return target
+        config = model.peft_config[adapter_name].to_dict()
+        scaling = _lora_scaling(config)
+        if self._in_memory is None or scaling is None:
+            target = self._adapter_dir / f"update-{self._updates % 2}"
+            self._updates += 1
+            write_lora_adapter(model, target, adapter_name=adapter_name, dtype=self._serving_dtype())
+            self.load_adapter(target)
+            return target
+        if self._in_memory_dir is None:
+            self._in_memory_dir = self._adapter_dir / "in-memory"
+            self._in_memory_dir.mkdir()
+            # Tensors arrive with B already scaled: the engine must apply no further scaling.
+            config.update(lora_alpha=config["r"], use_rslora=False, inference_mode=True)
+            (self._in_memory_dir / ADAPTER_CONFIG).write_text(json.dumps(config, default=_json_default))
+        dtype = self._serving_dtype()
+        tensors = {}
+        for key, tensor in _adapter_tensors(model, adapter_name).items():
+            tensor = tensor.detach().to(device="cpu", dtype=dtype)
+            # Always a new tensor, never a view of the trainer's parameter.
+            tensors[key] = tensor * scaling if _is_lora_b(key) else tensor.clone()
+        lora_id = next(self._next_lora_id)
+        self._in_memory[lora_id] = tensors
+        self._serve(lora_id, self._in_memory_dir)
+        return self._in_memory_dir
 
     def loaded_lora_ids(self) -> set[int]:
         """The adapter ids the engine holds now (for tests and diagnostics)."""
