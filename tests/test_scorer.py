@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ttsd.engine.policy import LoraSettings, Policy
-from ttsd.engine.scorer import _micro_batches, score_tokens
+from ttsd.engine.scorer import MIN_SHARED_PREFIX, _micro_batches, score_tokens, shared_prefix_length
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,58 @@ def test_student_gradients_equal_naive_and_teacher_has_none(policy):
         torch.testing.assert_close(g, p.grad, atol=1e-5, rtol=1e-4)
     policy.model.zero_grad()
     assert not policy.model.training  # the scorer restores eval mode
+
+
+def _shared_batch(vocab: int):
+    """Student-like rows (one prompt) and teacher-like rows (one question, then different feedback)."""
+    generator = torch.Generator().manual_seed(7)
+    question = torch.randint(3, vocab, (MIN_SHARED_PREFIX + 9,), generator=generator).tolist()
+    feedback = [torch.randint(3, vocab, (n,), generator=generator).tolist() for n in (5, 1, 8, 3)]
+    responses = [torch.randint(3, vocab, (n,), generator=generator).tolist() for n in (6, 9, 0, 4)]
+    return [question] * 4, [question + f for f in feedback], responses
+
+
+def test_shared_prefix_length():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3]]) == 2  # keeps one token back
+    assert shared_prefix_length([[1, 2, 3]] * 3) == 2
+    assert shared_prefix_length([[1, 2, 3]]) == 0 and shared_prefix_length([[1, 2], [3, 2]]) == 0
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_sharing_the_prefix_changes_no_score_and_no_gradient(tiny_model_dir, checkpointing, monkeypatch):
+    """The student's gradients and the teacher's scores with the common prefix run once equal
+    those of whole rows, under gradient checkpointing (which replays layers in backward) too."""
+    import ttsd.engine.scorer as scorer
+
+    shared_caches = []
+    real = scorer._read_only_cache
+    monkeypatch.setattr(scorer, "_read_only_cache", lambda *a: shared_caches.append(real(*a)) or shared_caches[-1])
+    torch.manual_seed(0)
+    policy = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu", gradient_checkpointing=checkpointing)
+    with torch.no_grad():
+        for parameter in policy.trainable_parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    prompts, contexts, responses = _shared_batch(policy.model.config.vocab_size)
+    results = {}
+    for share in (True, False):
+        student = score_tokens(policy, prompts, responses, top_k=5, grad=True, share_prefix=share, chunk_tokens=4)
+        teacher = score_tokens(policy, contexts, responses, top_k=0, given_ids=student.topk_ids, share_prefix=share)
+        trust = score_tokens(policy, contexts, responses, top_k=0, trust_region_alpha=0.4, share_prefix=share)
+        loss = (student.topk_logprobs.exp() * (student.topk_logprobs - teacher.given_logprobs) * student.mask[..., None]).sum()
+        policy.model.zero_grad()
+        loss.backward()
+        results[share] = (student, teacher, trust, [p.grad.clone() for p in policy.trainable_parameters()])
+    # 4 passes shared a prefix (student, teacher, trust region twice) through the KV path, not a fallback
+    assert len(shared_caches) == 4 and all(c is not None for c in shared_caches)
+    (s1, t1, r1, g1), (s0, t0, r0, g0) = results[True], results[False]
+    for shared, whole in ((s1.topk_logprobs, s0.topk_logprobs), (s1.response_logprobs, s0.response_logprobs),
+                          (t1.given_logprobs, t0.given_logprobs), (r1.response_logprobs, r0.response_logprobs)):
+        torch.testing.assert_close(shared.detach(), whole.detach(), atol=1e-5, rtol=0)
+    assert torch.equal(s1.topk_ids, s0.topk_ids) and torch.equal(s1.mask, s0.mask)
+    assert any(g.abs().sum() > 0 for g in g0)
+    for shared, whole in zip(g1, g0):
+        torch.testing.assert_close(shared, whole, atol=1e-5, rtol=1e-4)
+    policy.model.zero_grad()
 
 
 def test_micro_batches_respect_padded_budget():

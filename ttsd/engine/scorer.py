@@ -20,6 +20,19 @@ Memory: the backbone produces hidden states (B, L, H) per micro-batch of sequenc
 positions are gathered, and `lm_head` + `log_softmax` run over chunks of `chunk_tokens` positions, so
 at most a (chunk_tokens, V) float32 logits block exists at a time. With gradients each chunk runs
 under `torch.utils.checkpoint`, so its logits are recomputed in backward instead of stored.
+
+Shared prefix (`share_prefix=True`): the rows of a micro-batch often begin alike — the student's rows
+all share one prompt, the teacher's share the question before each attempt's feedback. The longest
+common prefix x_{<S} (less one token, so every scored position stays in the second pass) then runs
+once, batch 1, and its keys and values serve every row:
+
+    h(x_{<S} ⊕ s_i) = backbone(s_i | KV(x_{<S}))      the same numbers, S·(B − 1) fewer positions
+
+With gradients the prefix KV stays in the graph, so each row's gradient reaches the prefix pass
+(summed over rows), exactly as without sharing. The KV goes in as a read-only cache: the layers
+concatenate it with their own keys and values without storing anything, which is what lets
+gradient checkpointing re-run a layer in backward and read the same states (transformers drops the
+cache under checkpointing unless a layer declares it only reads it, `_can_checkpoint_with_cache`).
 """
 
 from __future__ import annotations
@@ -65,6 +78,77 @@ def _chunk_scores(lm_head: Any, hidden: Any, targets: Any, given: Any, temperatu
     return target_logp, top_vals, top_ids, given_logp
 
 
+MIN_SHARED_PREFIX = 16  # tokens; below this a second backbone call costs more than it saves
+
+
+def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of `sequences`, less one token (0 if fewer than 2)."""
+    if len(sequences) < 2:
+        return 0
+    first = sequences[0]
+    length = min(len(s) for s in sequences)
+    for other in sequences[1:]:
+        common = 0
+        while common < length and other[common] == first[common]:
+            common += 1
+        length = common
+    return max(0, length - 1)
+
+
+def _read_only_cache(cache: Any, batch: int) -> Any | None:
+    """The prefix cache, expanded to `batch` rows, whose layers return cat(prefix, new) and store
+    nothing; None when a layer is not a plain growing cache (sliding windows etc.)."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    for layer in layers:
+        keys = layer.keys.expand(batch, *layer.keys.shape[1:])
+        values = layer.values.expand(batch, *layer.values.shape[1:])
+        layer.keys, layer.values = keys, values
+
+        def update(key_states, value_states, *args, _keys=keys, _values=values, **kwargs):
+            return torch.cat([_keys, key_states], dim=-2), torch.cat([_values, value_states], dim=-2)
+
+        layer.update = update
+    return cache
+
+
+def _backbone_hidden(backbone: Any, prefix: list[int], input_ids: Any, attention_mask: Any) -> Any:
+    """Final hidden states (B, L, H) of prefix ⊕ input_ids[b] at the input_ids positions;
+    attention_mask (B, len(prefix) + L) covers the prefix too. See "Shared prefix" above."""
+    import torch
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if not prefix:
+        return backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    layers = [m for m in backbone.modules() if isinstance(m, GradientCheckpointingLayer)]
+    checkpointing = [m for m in backbone.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    prefix_ids = torch.tensor([prefix], device=input_ids.device)
+    try:  # one sequence: cheap to keep whole, and it must return its KV (checkpointing drops it)
+        for module in checkpointing:
+            module.gradient_checkpointing = False
+        cache = backbone(input_ids=prefix_ids, use_cache=True).past_key_values
+    finally:
+        for module in checkpointing:
+            module.gradient_checkpointing = True
+    cache = _read_only_cache(cache, input_ids.shape[0])
+    if cache is None:  # not a cache we can share: score the rows whole
+        whole = torch.cat([prefix_ids.expand(input_ids.shape[0], -1), input_ids], dim=1)
+        return backbone(input_ids=whole, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, len(prefix):]
+    try:  # read at forward time: a checkpointed layer keeps the cache for its backward replay
+        for layer in layers:
+            layer._can_checkpoint_with_cache = True
+        return backbone(
+            input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, use_cache=False
+        ).last_hidden_state
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("_can_checkpoint_with_cache", None)
+
+
 def _micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
     """Consecutive groups of sequences whose padded size (count x longest) stays under max_tokens."""
     groups: list[list[int]] = []
@@ -93,6 +177,7 @@ def score_tokens(
     chunk_tokens: int = 1024,
     max_batch_tokens: int = 16384,
     trust_region_alpha: float | None = None,
+    share_prefix: bool = True,
 ) -> TokenScores:
     """Score response tokens (see the module docstring for the equations).
 
@@ -104,6 +189,7 @@ def score_tokens(
     chunk_tokens: positions per lm_head/log_softmax chunk. max_batch_tokens: padded tokens per forward.
     trust_region_alpha: score the trust-region teacher lerp(reference, current adapter, α) instead of
         the model as it is (a PEFT model; no gradients).
+    share_prefix: run the rows' common prefix once per micro-batch (same results, less work).
     """
     import torch
     from torch.nn.utils.rnn import pad_sequence
@@ -150,22 +236,28 @@ def score_tokens(
                 order.extend(group)
                 if not group:
                     continue
-                sequences = [list(prompts[i]) + list(responses[i]) for i in group]
+                shared = shared_prefix_length([prompts[i] for i in group]) if share_prefix else 0
+                if shared < MIN_SHARED_PREFIX:
+                    shared = 0
+                prefix = list(prompts[group[0]][:shared])
+                sequences = [list(prompts[i][shared:]) + list(responses[i]) for i in group]
                 seq_width = max(len(s) for s in sequences)
                 input_ids = torch.zeros((len(group), seq_width), dtype=torch.long)
-                attention_mask = torch.zeros((len(group), seq_width), dtype=torch.long)
-                for row, sequence in enumerate(sequences):  # right padding: positions start at 0
+                attention_mask = torch.zeros((len(group), shared + seq_width), dtype=torch.long)
+                attention_mask[:, :shared] = 1
+                for row, sequence in enumerate(sequences):  # right padding: positions follow the prefix
                     input_ids[row, : len(sequence)] = torch.tensor(sequence)
-                    attention_mask[row, : len(sequence)] = 1
-                inputs = dict(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
-                hidden = backbone(**inputs).last_hidden_state
+                    attention_mask[row, shared : shared + len(sequence)] = 1
+                inputs = (backbone, prefix, input_ids.to(device), attention_mask.to(device))
+                hidden = _backbone_hidden(*inputs)
                 if trust_region_alpha is not None:
                     with model.disable_adapter():
-                        reference = backbone(**inputs).last_hidden_state
+                        reference = _backbone_hidden(*inputs)
                     hidden = torch.lerp(reference, hidden, trust_region_alpha)
-                # Position p predicts token p + 1: response token j of row r is predicted at P_r - 1 + j.
+                # Position p predicts token p + 1: response token j of row r is predicted at P_r - 1 + j
+                # (counted after the shared prefix, which is never longer than P_r - 1).
                 rows = torch.cat([torch.full((lengths[i],), r) for r, i in enumerate(group)])
-                cols = torch.cat([torch.arange(lengths[i]) + len(prompts[i]) - 1 for i in group])
+                cols = torch.cat([torch.arange(lengths[i]) + len(prompts[i]) - shared - 1 for i in group])
                 packed_hidden = hidden[rows.to(device), cols.to(device)]
                 targets = torch.cat([torch.as_tensor(list(responses[i]), dtype=torch.long) for i in group]).to(device)
                 if given_rows is not None:
