@@ -54,12 +54,13 @@ def test_bundled_splits_are_well_formed():
         split, path = find_split(name)
         assert path.parent == SPLITS_DIR
         assert split.calibration is not None and split.calibration.model == "smollm2-135m-instruct"
-        if split.measured:
-            assert split.problem_ids == sorted(
-                pid for pid, r in split.rates.items() if r.rate < split.calibration.thresholds[name]
-            )
-        else:  # a provisional split must say so and say how to measure it
-            assert "PROVISIONAL" in split.calibration.note and "ttsd splits calibrate" in split.calibration.note
+        # measured with the paper's 64 samples on every bundled problem, not assumed
+        assert split.measured and split.calibration.samples == 64
+        assert {r.samples for r in split.rates.values()} == {64}
+        assert set(split.rates) == {p.stem for p in (SPLITS_DIR.parent / "examples").glob("*.json")}
+        assert split.problem_ids == sorted(
+            pid for pid, r in split.rates.items() if r.rate < split.calibration.thresholds[name]
+        )
         assert len(split_problems(split, path)) == len(split.problem_ids)
 
 
