@@ -109,6 +109,13 @@ def test_trust_region_teacher_equals_lerp_of_full_logits(policy):
         score_tokens(policy, prompts, responses, grad=True, trust_region_alpha=alpha)
 
 
+def test_trust_region_refuses_an_adapted_output_head(tiny_model_dir):
+    """Lerping hidden states equals lerping logits only when the head is the same for both passes."""
+    policy = Policy(tiny_model_dir, lora=LoraSettings(rank=2, alpha=4, target_modules=["q_proj", "lm_head"]), device="cpu")
+    with pytest.raises(ValueError, match="without LoRA"):
+        score_tokens(policy, [[5, 6, 7]], [[8, 9]], trust_region_alpha=0.5)
+
+
 def test_student_gradients_equal_naive_and_teacher_has_none(policy):
     prompts, responses = _batch(policy.model.config.vocab_size)
     teacher = score_tokens(policy, prompts, responses, top_k=4, grad=False)

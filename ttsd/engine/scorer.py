@@ -213,8 +213,10 @@ def score_tokens(
             raise ValueError(f"trust-region alpha must be in [0, 1], got {trust_region_alpha}")
         if not hasattr(model, "disable_adapter"):
             raise ValueError("the trust-region teacher needs a PEFT model (its reference is the adapter disabled)")
-        if type(lm_head).__name__ != "Linear" or getattr(lm_head, "bias", None) is not None:
-            raise ValueError("the trust-region teacher lerps hidden states: it needs a plain bias-free output head")
+        if not isinstance(lm_head, torch.nn.Linear) or hasattr(lm_head, "lora_A") or lm_head.bias is not None:
+            raise ValueError(
+                "the trust-region teacher lerps hidden states: it needs a plain bias-free output head without LoRA"
+            )
     device = lm_head.weight.device
     lengths = [len(r) for r in responses]
     width = max(lengths, default=0)
