@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_solve.py [--model smollm2-135m-instruct] [--backend auto]
         [--problem sum-two-numbers] [--budget 32] [--batch-size 16] [--max-tokens 256]
+        [--no-gradient-checkpointing]
 
 Both runs spend the whole budget (continue_after_discovery), so they sample the same number of
 attempts. Prints the time split per attempt (sample / judge / score / train / sync) and the ratio
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-gradient-checkpointing", action="store_true",
+                        help="train without activation recomputation (more memory, less time)")
     args = parser.parse_args()
 
     from ttsd.config import SolveConfig
@@ -39,7 +42,8 @@ def main() -> None:
         for method in ("best-of-k", "sdpo"):
             config = SolveConfig(method=method, model=args.model, backend=args.backend, budget=args.budget,
                                  batch_size=args.batch_size, max_tokens=args.max_tokens, seed=args.seed,
-                                 continue_after_discovery=True)
+                                 continue_after_discovery=True,
+                                 gradient_checkpointing=not args.no_gradient_checkpointing)
             summary = solve(problem, config, Path(tmp) / method)
             steps = [json.loads(l) for l in (Path(tmp) / method / "steps.jsonl").read_text().splitlines()]
             n = summary.attempts_used
@@ -47,7 +51,8 @@ def main() -> None:
             split["total"] = sum(s["time_step_s"] for s in steps) / n
             rows[method] = split
     print(f"model={args.model} backend={args.backend} problem={args.problem} budget={args.budget} "
-          f"batch={args.batch_size} max_tokens={args.max_tokens}")
+          f"batch={args.batch_size} max_tokens={args.max_tokens} "
+          f"gradient_checkpointing={not args.no_gradient_checkpointing}")
     print(f"| method | {' | '.join(PARTS)} | total s/attempt |")
     print("|---" * (len(PARTS) + 2) + "|")
     for method, split in rows.items():

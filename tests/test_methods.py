@@ -55,6 +55,30 @@ def test_sdpo_with_the_trust_region_teacher(tiny_model_dir, problem, tmp_path):
     assert saved["config"]["teacher"] == "trust-region" and saved["config"]["trust_region_alpha"] == 0.5
 
 
+def test_gradient_checkpointing_off_gives_the_same_update(tiny_model_dir, problem, tmp_path, monkeypatch):
+    import torch
+
+    from ttsd.engine.policy import Policy
+
+    seen = []
+    real_init = Policy.__init__
+
+    def recording_init(self, *args, **kwargs):
+        seen.append(kwargs.get("gradient_checkpointing"))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Policy, "__init__", recording_init)
+    adapters = []
+    for checkpointing in (True, False):
+        run = tmp_path / f"ckpt-{checkpointing}"
+        solve(problem, _config(tiny_model_dir, budget=2, gradient_checkpointing=checkpointing), run)
+        adapters.append(torch.load(run / "state" / "trainer-0.pt", weights_only=False)["adapter"])
+    assert seen == [True, False]
+    assert max(v.abs().max().item() for k, v in adapters[0].items() if "lora_B" in k) > 0
+    for key in adapters[0]:
+        torch.testing.assert_close(adapters[0][key], adapters[1][key], atol=1e-6, rtol=1e-5)
+
+
 def test_best_of_k_is_reproducible_for_a_seed(tiny_model_dir, problem, tmp_path):
     config = _config(tiny_model_dir, method="best-of-k")
     solve(problem, config, tmp_path / "a")

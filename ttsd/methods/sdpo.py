@@ -36,7 +36,10 @@ class Sdpo(Method):
         random.seed(config.seed)
         self.make_judge()
         lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha, target_modules=config.lora_target_modules)
-        self.policy = Policy(self.model_path, lora=lora, device=config.device, dtype=config.dtype)
+        self.policy = Policy(
+            self.model_path, lora=lora, device=config.device, dtype=config.dtype,
+            gradient_checkpointing=config.gradient_checkpointing,
+        )
         self._tokenizer = self.policy.tokenizer
         self.teacher = None
         if config.teacher == "ema" and config.ema_rate > 0:
