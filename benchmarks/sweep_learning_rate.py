@@ -17,7 +17,9 @@ rate: the adapter starts at zero). Per rate it prints, summed over the problems:
 - grad max: the largest gradient norm before clipping;
 - code rate first → last: the share of attempts with a code block in the first and the last step
   (a collapsing model stops writing code);
-- passed: tests passed over all attempts, and discoveries (runs with a passing attempt).
+- passed: tests passed over all attempts, and discoveries (runs with a passing attempt);
+- ‖ΔW‖: how far the student moved, the Frobenius norm of the final LoRA update (alpha/r)·B·A summed
+  over modules (mean over problems).
 
 The chosen default is the largest rate whose KL falls while the code rate and the gap hold.
 docs/learning-rate.md records the table this script printed. Results: OUT/<problem>/lr-<rate>/.
@@ -42,7 +44,8 @@ def sweep(rates: list[float], problems: list[str], out: Path, **options) -> list
     rows = []
     for rate in rates:
         row = {"rate": rate, "kl_first": 0.0, "kl_last": 0.0, "gap_max": 0.0, "grad_max": 0.0,
-               "code_first": [0, 0], "code_last": [0, 0], "passed": [0, 0], "discovered": 0, "steps": 0}
+               "code_first": [0, 0], "code_last": [0, 0], "passed": [0, 0], "discovered": 0, "steps": 0,
+               "update_norm": 0.0}
         for problem_id in problems:
             run_dir = out / problem_id / f"lr-{rate:g}"
             config = SolveConfig(method="sdpo", learning_rate=rate, continue_after_discovery=True, **options)
@@ -64,20 +67,34 @@ def sweep(rates: list[float], problems: list[str], out: Path, **options) -> list
             row["passed"][0] += sum(a["tests_passed"] for a in attempts)
             row["passed"][1] += sum(a["tests_total"] for a in attempts)
             row["discovered"] += int(summary.discovered)
+            row["update_norm"] += _update_norm(run_dir / "adapter", config.lora_alpha / config.lora_rank) / len(problems)
         rows.append(row)
         print(_format(row, len(problems)), flush=True)
     return rows
+
+
+def _update_norm(adapter_dir: Path, scaling: float) -> float:
+    """sqrt(Σ_modules ‖scaling · B A‖²_F) of a saved PEFT adapter."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(adapter_dir / "adapter_model.safetensors")
+    total = 0.0
+    for key, b in tensors.items():
+        if ".lora_B." in key:
+            a = tensors[key.replace(".lora_B.", ".lora_A.")]
+            total += float((scaling * b.float() @ a.float()).square().sum())
+    return total ** 0.5
 
 
 def _format(row: dict, problems: int) -> str:
     share = lambda pair: f"{pair[0] / pair[1]:.2f}" if pair[1] else "-"  # noqa: E731
     return (f"| {row['rate']:g} | {row['kl_first']:.4f} → {row['kl_last']:.4f} | {row['gap_max']:.2e} | "
             f"{row['grad_max']:.3f} | {share(row['code_first'])} → {share(row['code_last'])} | "
-            f"{row['passed'][0]}/{row['passed'][1]} | {row['discovered']}/{problems} |")
+            f"{row['passed'][0]}/{row['passed'][1]} | {row['discovered']}/{problems} | {row['update_norm']:.3f} |")
 
 
-HEADER = ("| learning rate | KL first → last | gap max | grad max | code rate first → last | tests passed | discovered |\n"
-          "|---|---|---|---|---|---|---|")
+HEADER = ("| learning rate | KL first → last | gap max | grad max | code rate first → last | tests passed | discovered | ‖ΔW‖ |\n"
+          "|---|---|---|---|---|---|---|---|")
 
 
 def main() -> None:
