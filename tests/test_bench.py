@@ -77,7 +77,10 @@ def test_restart_may_add_problems_methods_seeds_but_not_change_options(tmp_path)
         BenchManifest(split="a", problem_ids=["q", "p"], methods=["best-of-k"], seeds=[1, 0], solve_options={"budget": 8}),
     )
     assert grown.problem_ids == ["p", "q"] and grown.methods == ["sdpo", "best-of-k"] and grown.seeds == [0, 1]
-    assert grown.created == first.created
+    assert grown.created == first.created and grown.split == "a"
+    write_manifest(tmp_path, merged_manifest(tmp_path, grown.model_copy(update={"split": "b"})))
+    assert merged_manifest(tmp_path, first.model_copy(update={"split": "b"})).split == "a+b"
+    write_manifest(tmp_path, first)
     changed = first.model_copy(update={"solve_options": {"budget": 16, "model": "m"}})
     with pytest.raises(BenchMismatch, match=r"budget: 8 → 16; model: '\(default\)' → 'm'"):
         merged_manifest(tmp_path, changed)

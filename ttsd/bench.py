@@ -172,7 +172,7 @@ def merged_manifest(bench_dir: Path, manifest: BenchManifest) -> BenchManifest:
 
     return old.model_copy(
         update={
-            "split": manifest.split if manifest.split == old.split else f"{old.split}+{manifest.split}",
+            "split": "+".join(union(old.split.split("+"), [manifest.split])),
             "problem_ids": union(old.problem_ids, manifest.problem_ids),
             "problem_files": {**old.problem_files, **manifest.problem_files},
             "methods": union(old.methods, manifest.methods),
