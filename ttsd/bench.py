@@ -145,27 +145,33 @@ class BenchMismatch(ValueError):
     """The bench directory holds runs made with other solve options: mixing them would compare unlike runs."""
 
 
-def merged_manifest(bench_dir: Path, manifest: BenchManifest) -> BenchManifest:
-    """The manifest to write for a (re)started bench.
+def check_solve_options(bench_dir: Path, solve_options: dict[str, Any], old: BenchManifest | None = None) -> None:
+    """Raise BenchMismatch, naming each changed field, when BENCH_DIR was started with other solve
+    options: finished runs are skipped, so they would disagree with new ones on budget, model or
+    any other setting. `old`: the manifest already read, if the caller has it."""
+    if old is None:
+        old = load_manifest(bench_dir)
+    if old is None or old.solve_options == solve_options:
+        return
+    keys = sorted(set(old.solve_options) | set(solve_options))
+    changes = [
+        f"{key}: {old.solve_options.get(key, '(default)')!r} → {solve_options.get(key, '(default)')!r}"
+        for key in keys
+        if old.solve_options.get(key) != solve_options.get(key)
+    ]
+    raise BenchMismatch(
+        f"{bench_dir / MANIFEST} was made with other solve options ({'; '.join(changes)}); "
+        "use the same options to resume this bench, or another --out for a new one"
+    )
 
-    Problems, methods and seeds may grow between starts (the new ones are added to the old); the
-    shared solve options may not change, since finished runs are skipped and would then disagree
-    with new ones on budget, model or any other setting. Raises BenchMismatch naming the fields.
-    """
+
+def merged_manifest(bench_dir: Path, manifest: BenchManifest) -> BenchManifest:
+    """The manifest to write for a (re)started bench: problems, methods and seeds may grow between
+    starts (the new ones are added to the old); the solve options may not change (`check_solve_options`)."""
     old = load_manifest(bench_dir)
     if old is None:
         return manifest
-    if old.solve_options != manifest.solve_options:
-        keys = sorted(set(old.solve_options) | set(manifest.solve_options))
-        changes = [
-            f"{key}: {old.solve_options.get(key, '(default)')!r} → {manifest.solve_options.get(key, '(default)')!r}"
-            for key in keys
-            if old.solve_options.get(key) != manifest.solve_options.get(key)
-        ]
-        raise BenchMismatch(
-            f"{bench_dir / MANIFEST} was made with other solve options ({'; '.join(changes)}); "
-            "use the same options to resume this bench, or another --out for a new one"
-        )
+    check_solve_options(bench_dir, manifest.solve_options, old)
 
     def union(before: list, after: list) -> list:
         return before + [item for item in after if item not in before]

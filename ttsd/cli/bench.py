@@ -131,7 +131,7 @@ def bench(
     """Run every problem × method × seed of a split into one bench directory, with a live table."""
     from rich.live import Live
 
-    from ttsd.bench import BenchBoard, BenchManifest, BenchMismatch, merged_manifest, run_bench, solve_config
+    from ttsd.bench import BenchBoard, BenchMismatch, check_solve_options, run_bench, solve_config
 
     method_list = _csv(methods)
     if not method_list:
@@ -154,8 +154,7 @@ def bench(
         _fail(f"bad solve options: {error}")
     seed_list = list(range(seed_start, seed_start + seeds))
     try:  # before the live table: a mismatch is bad input, reported alone
-        merged_manifest(out, BenchManifest(split=split_name, problem_ids=[p.id for p in problems], methods=method_list,
-                                           seeds=seed_list, solve_options=options))
+        check_solve_options(out, options)
     except BenchMismatch as error:
         _fail(str(error))
     board = BenchBoard([p.id for p in problems], method_list, seed_list)
