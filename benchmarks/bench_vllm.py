@@ -1,12 +1,14 @@
 """vLLM backend speed: sampling tokens/s and adapter-update latency (LoRA hot-swap), as a table.
 
     .venv/bin/python benchmarks/bench_vllm.py [--model smollm2-135m-instruct] [--attempts 16]
-        [--max-tokens 256] [--rank 16] [--updates 10] [--dtype float32]
+        [--max-tokens 256] [--rank 16] [--updates 10] [--dtype float32] [--vllm-lora-ops]
 
 Rows:
 - engine start (in-process, LoRA enabled);
 - sampling: `attempts` samples of up to `max_tokens` tokens for one coding prompt through
-  `VLLMSampler.sample` (tokens/s counts the tokens actually generated);
+  `VLLMSampler.sample` (tokens/s counts the tokens actually generated), with the base weights and
+  with an adapter; on CPU through ttsd's dense one-adapter LoRA path, or vLLM's own per-token LoRA
+  ops with `--vllm-lora-ops`;
 - adapter update, rank `rank` on all linear layers, median of `updates` updates:
   `load_adapter_from_model`, what the SDPO loop calls (in-process engine: tensors handed over in
   memory, no files; target <= 50 ms for rank 16), and the file path it replaces, split into
@@ -48,6 +50,7 @@ def bench_vllm(
     updates: int = 10,
     dtype: str = "float32",
     sampling: bool = True,
+    vllm_lora_ops: bool = False,
 ) -> list[tuple[str, str, str]]:
     """Run the vLLM measurements; returns (what, value, detail) rows."""
     import torch
@@ -66,8 +69,10 @@ def bench_vllm(
     rows = _Rows()
 
     start = time.perf_counter()
-    sampler = VLLMSampler(model_dir, dtype=dtype, max_model_len=2048, max_lora_rank=rank)
-    rows.append(("engine start", f"{time.perf_counter() - start:.1f} s", f"{model}, {dtype}, LoRA on"))
+    sampler = VLLMSampler(model_dir, dtype=dtype, max_model_len=2048, max_lora_rank=rank,
+                          one_adapter_fast_path=not vllm_lora_ops)
+    lora_ops = "vLLM's LoRA ops" if vllm_lora_ops else "dense one-adapter LoRA path on CPU"
+    rows.append(("engine start", f"{time.perf_counter() - start:.1f} s", f"{model}, {dtype}, LoRA on, {lora_ops}"))
     try:
         sampler.sample([prompt_ids], n=2, max_tokens=8, seed=0)  # warm-up
         hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -158,10 +163,12 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=10)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--no-sampling", action="store_true", help="only the adapter-update rows")
+    parser.add_argument("--vllm-lora-ops", action="store_true",
+                        help="sample through vLLM's own per-token LoRA ops instead of ttsd's dense path (CPU)")
     args = parser.parse_args()
     rows = bench_vllm(
         args.model, args.attempts, args.max_tokens, args.rank, args.updates, args.dtype,
-        sampling=not args.no_sampling,
+        sampling=not args.no_sampling, vllm_lora_ops=args.vllm_lora_ops,
     )
     print_table(rows, "vLLM backend")
 

@@ -111,7 +111,10 @@ def test_base_weights_agree(sampler, peft_model):
 def test_adapter_written_fast_agrees(sampler, peft_model):
     _set_lora_b(peft_model, seed=1)
     sampler.load_adapter_from_model(peft_model)
+    before = sampler.one_adapter_fast_path_calls()
     _check_agreement(sampler, peft_model, adapter=True, seed=2)
+    # on CPU the engine's dense one-adapter LoRA path computed these log-probs
+    assert sampler.one_adapter_fast_path_calls() > before
 
 
 def test_updated_adapter_saved_by_peft_agrees(sampler, peft_model, tmp_path):

@@ -19,7 +19,7 @@ from ttsd.engine.scorer import score_tokens
 @pytest.fixture(scope="module")
 def policy(tiny_model_dir):
     torch.manual_seed(0)
-    return Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu")
+    return Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu", dtype="float32")
 
 
 def _prompts(tokenizer):
@@ -106,7 +106,7 @@ def test_adapter_change_changes_samples_and_disk_adapter_matches_live(policy, ti
     after = shared.sample(prompts, n=2, max_tokens=16, seed=5)
     assert _tokens(before) != _tokens(after)  # zero-copy: the live adapter is what is sampled
 
-    own = make_sampler("hf", tiny_model_dir, device="cpu")
+    own = make_sampler("hf", tiny_model_dir, device="cpu", dtype="float32")
     assert own.backend == "hf"
     own.load_adapter(saved)
     assert _tokens(own.sample(prompts, n=2, max_tokens=16, seed=5)) == _tokens(before)
@@ -145,7 +145,7 @@ def test_smollm2_writes_code_and_follows_its_adapter(tmp_path):
     from ttsd.engine.models import DEFAULT_MODEL, resolve_model
 
     problem = json.loads((REPO / "problems" / "examples" / "sum-two-numbers.json").read_text())
-    policy = Policy(resolve_model(DEFAULT_MODEL), lora=LoraSettings(rank=8, alpha=16), device="cpu")
+    policy = Policy(resolve_model(DEFAULT_MODEL), lora=LoraSettings(rank=8, alpha=16), device="cpu", dtype="float32")
     messages = [
         {
             "role": "user",

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from ttsd.config import SolveConfig
+from ttsd.engine.policy import dtype_name, pick_dtype
 from ttsd.methods import solve
 from ttsd.problems import load_problem
 from tests.conftest import REPO
@@ -31,6 +32,8 @@ def test_sdpo_updates_adapter_every_step_and_records_loss(tiny_model_dir, proble
     assert summary.attempts_used == 4 and not summary.discovered and summary.finished
     steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == [0, 1]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert (saved["device"], saved["dtype"]) == ("cpu", dtype_name(pick_dtype("auto", "cpu")))  # 'auto' resolved
     assert all(s["loss"] is not None and s["grad_norm"] > 0 for s in steps)
     attempts = (tmp_path / "run" / "attempts.jsonl").read_text().splitlines()
     assert [json.loads(a)["k"] for a in attempts] == [1, 2, 3, 4]

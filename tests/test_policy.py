@@ -13,7 +13,7 @@ from ttsd.engine.policy import DEFAULT_TARGET_MODULES, STUDENT, LoraSettings, Po
 @pytest.fixture(scope="module")
 def policy(tiny_model_dir):
     torch.manual_seed(0)
-    return Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu")
+    return Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu", dtype="float32")
 
 
 def _logits(model, ids):
@@ -87,3 +87,18 @@ def test_state_round_trip_and_missing_keys(policy):
         policy.load_adapter_state({})
     with pytest.raises(KeyError):
         policy.adapter_parameters("nope")
+
+
+def test_auto_dtype_is_bf16_on_gpus_and_on_cpus_with_hardware_bf16(monkeypatch):
+    import torch
+
+    from ttsd.engine import policy as policy_module
+
+    assert policy_module.pick_dtype("auto", "cuda") == torch.bfloat16
+    assert policy_module.pick_dtype("float32", "cuda") == torch.float32
+    monkeypatch.setattr(policy_module, "cpu_has_native_bf16", lambda: True)
+    assert policy_module.pick_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(policy_module, "cpu_has_native_bf16", lambda: False)
+    assert policy_module.pick_dtype("auto", "cpu") == torch.float32
+    assert policy_module.pick_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert policy_module.dtype_name(torch.bfloat16) == "bfloat16"

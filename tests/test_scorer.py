@@ -12,7 +12,7 @@ from ttsd.engine.scorer import MIN_SHARED_PREFIX, _micro_batches, score_tokens, 
 @pytest.fixture(scope="module")
 def policy(tiny_model_dir):
     torch.manual_seed(0)
-    policy = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu")
+    policy = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu", dtype="float32")
     # Non-zero LoRA B so the adapter actually changes the function (peft initializes B = 0).
     with torch.no_grad():
         for parameter in policy.trainable_parameters():
@@ -111,7 +111,7 @@ def test_trust_region_teacher_equals_lerp_of_full_logits(policy):
 
 def test_trust_region_refuses_an_adapted_output_head(tiny_model_dir):
     """Lerping hidden states equals lerping logits only when the head is the same for both passes."""
-    policy = Policy(tiny_model_dir, lora=LoraSettings(rank=2, alpha=4, target_modules=["q_proj", "lm_head"]), device="cpu")
+    policy = Policy(tiny_model_dir, lora=LoraSettings(rank=2, alpha=4, target_modules=["q_proj", "lm_head"]), device="cpu", dtype="float32")
     with pytest.raises(ValueError, match="without LoRA"):
         score_tokens(policy, [[5, 6, 7]], [[8, 9]], trust_region_alpha=0.5)
 
@@ -169,7 +169,7 @@ def test_sharing_the_prefix_changes_no_score_and_no_gradient(tiny_model_dir, che
     real = scorer._read_only_cache
     monkeypatch.setattr(scorer, "_read_only_cache", lambda *a: shared_caches.append(real(*a)) or shared_caches[-1])
     torch.manual_seed(0)
-    policy = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu", gradient_checkpointing=checkpointing)
+    policy = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu", dtype="float32", gradient_checkpointing=checkpointing)
     with torch.no_grad():
         for parameter in policy.trainable_parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))

@@ -32,6 +32,8 @@ def test_solve_end_to_end_with_smollm2(backend, tmp_path):
     steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["backend"] == backend
+    # 'auto' is saved as what this machine picked, so a resume runs with the same numerics
+    assert config["config"]["device"] == "cpu" and config["config"]["dtype"] in ("float32", "bfloat16")
     assert summary["finished"] and summary["method"] == "sdpo"
     assert (result.returncode == 0) == summary["discovered"]
     assert [a["k"] for a in attempts] == list(range(1, summary["attempts_used"] + 1))
@@ -40,8 +42,12 @@ def test_solve_end_to_end_with_smollm2(backend, tmp_path):
     first = next((a for a in attempts if a["verdict"] == "accepted"), None)
     if first is None:
         assert summary["attempts_used"] == 4 and len(steps) == 2
-        # Step 0 learned from its feedback; the sampler served the weights the trainer scored with.
-        assert steps[0]["loss"] is not None and steps[0]["logprob_gap"] < 1e-3
+        # Step 0 learned from its feedback; on both steps the sampler served the weights the trainer
+        # scored with: a stale adapter at step 1 would open the gap. bf16 rounds logits (ulp 1/16 at
+        # |z| ~ 10) differently along the sampler's and the trainer's paths: a mean gap of ~0.04.
+        tolerance = 1e-3 if config["config"]["dtype"] == "float32" else 0.1
+        assert steps[0]["loss"] is not None
+        assert all(s["logprob_gap"] < tolerance for s in steps), [s["logprob_gap"] for s in steps]
         assert (out / "adapter" / "adapter_model.safetensors").exists()
     else:
         assert summary["discovery_k"] == first["k"]

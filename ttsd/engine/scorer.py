@@ -67,7 +67,10 @@ def _chunk_scores(lm_head: Any, hidden: Any, targets: Any, given: Any, temperatu
     """Log-probs for one chunk of positions: hidden (N, H), targets (N,), given (N, K') or empty."""
     import torch
 
-    logp = torch.log_softmax(lm_head(hidden).float() / temperature, dim=-1)
+    logits = lm_head(hidden).float()
+    if temperature != 1.0:  # a (N, V) pass saved at the default temperature
+        logits = logits / temperature
+    logp = torch.log_softmax(logits, dim=-1)
     target_logp = logp.gather(1, targets[:, None]).squeeze(1)
     if top_k > 0:
         top_vals, top_ids = logp.topk(top_k, dim=-1)

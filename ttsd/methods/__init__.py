@@ -13,12 +13,22 @@ from ttsd.problems import Problem
 from ttsd.runs import RunDir, Summary
 
 
+def resolve_hardware(config: SolveConfig) -> SolveConfig:
+    """`config` with device and dtype 'auto' replaced by what this machine picks, so the saved
+    config says what ran and a resumed run (which reads it back) keeps the same numerics."""
+    from ttsd.engine.policy import dtype_name, pick_device, pick_dtype
+
+    device = pick_device(config.device)
+    return config.model_copy(update={"device": device, "dtype": dtype_name(pick_dtype(config.dtype, device))})
+
+
 def solve(problem: Problem, config: SolveConfig, run_dir: Path, resume: bool = False, progress=None) -> Summary:
     """Run `config.method` on `problem` into `run_dir` (continuing it when `resume`)."""
     from ttsd.engine.models import resolve_model
     from ttsd.methods.base import run_method
 
     model_path = resolve_model(config.model)
+    config = resolve_hardware(config)
     if resume:
         run = RunDir.open(run_dir)
         if run.is_finished():

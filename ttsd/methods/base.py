@@ -92,10 +92,10 @@ class Method:
             if policy is not None:
                 return policy.sampler()
             return make_sampler("hf", self.model_path, device=self.config.device, dtype=self.config.dtype)
-        from ttsd.engine.policy import pick_device, pick_dtype
+        from ttsd.engine.policy import dtype_name, pick_device, pick_dtype
 
         # Serve in the trainer's dtype so the trainer-vs-sampler log-prob gap measures staleness only.
-        dtype = str(pick_dtype(self.config.dtype, pick_device(self.config.device))).removeprefix("torch.")
+        dtype = dtype_name(pick_dtype(self.config.dtype, pick_device(self.config.device)))
         options: dict[str, Any] = {
             "max_model_len": self.config.max_model_len,
             "gpu_memory_utilization": self.config.gpu_memory_utilization,
