@@ -121,3 +121,33 @@ def test_multi_turn_prompt_leaves_room_for_the_answer_within_the_model_length(ti
     steps = [json.loads(l) for l in (tmp_path / "mt" / "steps.jsonl").read_text().splitlines()]
     assert len(steps) == 4 and steps[-1]["extra"]["feedback_dropped"] > 0
     assert all(s["extra"]["prompt_tokens"] <= max_model_len - config.max_tokens for s in steps)
+
+
+def test_a_resumed_run_keeps_the_dtype_it_started_with(tiny_model_dir, problem, tmp_path, monkeypatch):
+    """Resuming with dtype 'auto' (as `ttsd bench` passes its options) keeps the device and dtype
+    saved in config.json, so the rest of the run has the same numerics."""
+    from ttsd.engine import policy as policy_module
+    from ttsd.engine.policy import Policy
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first_step(record, summary):
+        raise Interrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        solve(problem, _config(tiny_model_dir, dtype="float32"), run, progress=stop_after_first_step)
+    assert json.loads((run / "config.json").read_text())["config"]["dtype"] == "float32"
+
+    seen = []
+    real_init = Policy.__init__
+
+    def recording_init(self, *args, **kwargs):
+        seen.append((kwargs.get("device"), kwargs.get("dtype")))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Policy, "__init__", recording_init)
+    monkeypatch.setattr(policy_module, "cpu_has_native_bf16", lambda: True)  # 'auto' alone would pick bf16
+    summary = solve(problem, _config(tiny_model_dir, dtype="auto"), run, resume=True)
+    assert seen == [("cpu", "float32")] and summary.finished and summary.attempts_used == 4

@@ -28,12 +28,18 @@ def solve(problem: Problem, config: SolveConfig, run_dir: Path, resume: bool = F
     from ttsd.methods.base import run_method
 
     model_path = resolve_model(config.model)
-    config = resolve_hardware(config)
     if resume:
         run = RunDir.open(run_dir)
         if run.is_finished():
             return run.summary()
-    else:
+        # 'auto' means what the run started with (`ttsd bench` resumes with its own options), so the
+        # rest of the run has the same numerics; an explicit device or dtype still wins.
+        saved = run.config_data()["config"]
+        config = config.model_copy(update={
+            k: saved[k] for k in ("device", "dtype") if getattr(config, k) == "auto" and saved.get(k, "auto") != "auto"
+        })
+    config = resolve_hardware(config)
+    if not resume:
         run = RunDir.create(run_dir, config, problem, model_path=str(model_path))
     if config.method == "sdpo":
         from ttsd.methods.sdpo import Sdpo as cls
