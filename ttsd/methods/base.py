@@ -92,15 +92,13 @@ class Method:
             if policy is not None:
                 return policy.sampler()
             return make_sampler("hf", self.model_path, device=self.config.device, dtype=self.config.dtype)
-        from ttsd.engine.policy import dtype_name, pick_device, pick_dtype
-
-        # Serve in the trainer's dtype so the trainer-vs-sampler log-prob gap measures staleness only.
-        dtype = dtype_name(pick_dtype(self.config.dtype, pick_device(self.config.device)))
+        # Serve in the trainer's dtype (solve resolved 'auto' already) so the trainer-vs-sampler
+        # log-prob gap measures staleness only.
         options: dict[str, Any] = {
             "max_model_len": self.config.max_model_len,
             "gpu_memory_utilization": self.config.gpu_memory_utilization,
             "seed": self.config.seed,
-            "dtype": dtype,
+            "dtype": self.config.dtype,
             "max_logprobs": max(20, self.config.top_k),
         }
         if policy is not None:
