@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ttsd.cli.app import app
-
-EXIT_BAD_INPUT = 2
+from ttsd.cli.app import app, fail
 
 splits_app = typer.Typer(
     help="Named problem splits by difficulty for a model (problems/splits/*.json).",
@@ -19,11 +17,6 @@ splits_app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(splits_app, name="splits")
-
-
-def _fail(message: str) -> NoReturn:
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def _csv(text: str) -> list[str]:
@@ -34,9 +27,9 @@ def _ints(text: str, what: str) -> list[int]:
     try:
         values = [int(part) for part in _csv(text)]
     except ValueError:
-        _fail(f"{what} must be comma-separated integers, got {text!r}")
+        fail(f"{what} must be comma-separated integers, got {text!r}")
     if not values or any(v < 1 for v in values):
-        _fail(f"{what} must be positive integers, got {text!r}")
+        fail(f"{what} must be positive integers, got {text!r}")
     return values
 
 
@@ -58,7 +51,7 @@ def _load_problem_set(spec: str):
             problems = load_problems(path)
             files = {p.id: str(f.resolve()) for p, f in zip(problems, problem_files(path))}
             if not problems:
-                _fail(f"no problem files in {path}")
+                fail(f"no problem files in {path}")
             return path.resolve().name, problems, files
         if path.is_file():
             try:
@@ -77,11 +70,11 @@ def _load_problem_set(spec: str):
                 raise SplitNotFound(f"no split or problem {spec!r}") from None
             return problem.id, [problem], {}
         if not split.problem_ids:
-            _fail(f"split {split.name!r} ({split_path}) has no problems")
+            fail(f"split {split.name!r} ({split_path}) has no problems")
         _warn_if_provisional(split)
         return split.name, split_problems(split, split_path), {}
     except (ProblemFileError, ProblemFilesError, SplitNotFound, FileNotFoundError) as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 def _solve_options(
@@ -99,7 +92,7 @@ def _solve_options(
     for setting in settings:
         key, sep, value = setting.partition("=")
         if not sep or not key.strip():
-            _fail(f"--set takes KEY=VALUE, got {setting!r}")
+            fail(f"--set takes KEY=VALUE, got {setting!r}")
         try:
             options[key.strip().replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:
@@ -135,28 +128,28 @@ def bench(
 
     method_list = _csv(methods)
     if not method_list:
-        _fail("--methods is empty")
+        fail("--methods is empty")
     if ray and workers > 1:
-        _fail("use either --workers or --ray, not both (Ray schedules runs over its own workers)")
+        fail("use either --workers or --ray, not both (Ray schedules runs over its own workers)")
     if ray:
         try:
             import ray as _ray  # noqa: F401
         except ImportError:
-            _fail("--ray needs Ray: pip install 'ttsd[ray]'")
+            fail("--ray needs Ray: pip install 'ttsd[ray]'")
     split_name, problems, files = _load_problem_set(split)
     options = _solve_options(budget, model, backend, sandbox, batch_size, max_tokens, settings or [])
     try:
         for method in method_list:
             solve_config(options, method, seed_start)
     except ImportError as error:
-        _fail(f"solve is not available in this installation: {error}")
+        fail(f"solve is not available in this installation: {error}")
     except ValueError as error:  # pydantic ValidationError: a bad method or option
-        _fail(f"bad solve options: {error}")
+        fail(f"bad solve options: {error}")
     seed_list = list(range(seed_start, seed_start + seeds))
     try:  # before the live table: a mismatch is bad input, reported alone
         check_solve_options(out, options)
     except BenchMismatch as error:
-        _fail(str(error))
+        fail(str(error))
     board = BenchBoard([p.id for p in problems], method_list, seed_list)
     console = Console()
     with Live(board.render(), console=console, refresh_per_second=2, transient=False) as live:
@@ -197,20 +190,20 @@ def compare(
     from ttsd.compare import compare_bench, table_header, table_rows, write_outputs
 
     if not (bench_dir / "runs").is_dir():
-        _fail(f"{bench_dir} is not a bench directory (no runs/ inside); make one with `ttsd bench`")
+        fail(f"{bench_dir} is not a bench directory (no runs/ inside); make one with `ttsd bench`")
     ks = _ints(k, "--k")
     try:
         probabilities = [float(part) for part in _csv(p)]
     except ValueError:
-        _fail(f"--p must be comma-separated probabilities, got {p!r}")
+        fail(f"--p must be comma-separated probabilities, got {p!r}")
     if any(not 0 < value <= 1 for value in probabilities):
-        _fail(f"--p values must be in (0, 1], got {p!r}")
+        fail(f"--p values must be in (0, 1], got {p!r}")
     report = compare_bench(
         bench_dir, baselines=_csv(baselines), ks=ks, probabilities=probabilities, main_method=method,
         confidence=confidence, resamples=resamples,
     )
     if not report.scopes:
-        _fail(f"no finished runs in {bench_dir}")
+        fail(f"no finished runs in {bench_dir}")
     written = write_outputs(report, out or bench_dir / "compare")
     console = Console()
     table = Table(title=f"{method} vs {baselines} — split {report.split}", show_lines=True)
@@ -251,9 +244,9 @@ def calibrate(
     try:
         problem_list = load_problems(problems) if problems.is_dir() else [load_problem(problems)]
     except (ProblemFileError, ProblemFilesError, FileNotFoundError) as error:
-        _fail(str(error))
+        fail(str(error))
     if not problem_list:
-        _fail(f"no problem files in {problems}")
+        fail(f"no problem files in {problems}")
     console = Console()
 
     def report(problem, rate) -> None:
@@ -265,7 +258,7 @@ def calibrate(
             temperature=temperature, batch_size=batch_size, on_problem=report,
         )
     except ModelNotFound as error:
-        _fail(str(error))
+        fail(str(error))
     calibration.note = note
     problems_dir = problems if problems.is_dir() else problems.parent
     relative = os.path.relpath(problems_dir.resolve(), out.resolve())

@@ -13,11 +13,10 @@ from typing import Annotated
 
 import typer
 
-from ttsd.cli.app import app
+from ttsd.cli.app import app, fail
 
 EXIT_ACCEPTED = 0
 EXIT_REJECTED = 1
-EXIT_BAD_INPUT = 2
 
 
 class SandboxChoice(str, Enum):
@@ -25,25 +24,17 @@ class SandboxChoice(str, Enum):
     docker = "docker"
 
 
-def _fail(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
-
-
 def _read_solution(path: Path) -> str:
     if not path.exists():
-        _fail(f"{path}: no such file")
+        fail(f"{path}: no such file")
     if path.is_dir():
-        _fail(f"{path}: is a directory, expected a Python program or a model response")
+        fail(f"{path}: is a directory, expected a Python program or a model response")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        _fail(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})")
+        fail(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})")
     except OSError as error:
-        _fail(f"{path}: cannot read: {error.strerror or error}")
+        fail(f"{path}: cannot read: {error.strerror or error}")
     raise AssertionError("unreachable")
 
 
@@ -94,13 +85,13 @@ def check(
     try:
         box = make_sandbox(sandbox.value)
     except SandboxUnavailable as error:
-        _fail(str(error))
+        fail(str(error))
     try:
         judgement = Judge(box, max_workers=1, suite_time_limit_s=suite_time_limit).judge_program(loaded, text)
     except SandboxUnavailable as error:
-        _fail(str(error))
+        fail(str(error))
     except ValueError as error:  # a problem whose tests cannot be used (e.g. non-JSON functional input)
-        _fail(str(error))
+        fail(str(error))
     finally:
         box.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ttsd.cli.app import app
+from ttsd.cli.app import app, fail
 
 models_app = typer.Typer(
     help="Models: a Hugging Face id, a local model folder, or a built-in alias (prepared into $TTSD_HOME).",
@@ -48,6 +48,5 @@ def prepare_command(
     try:
         path = resolve_model(name)
     except ModelNotFound as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=2) from None
+        fail(str(error))
     typer.echo(str(path))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,7 +18,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from ttsd.cli.app import app
+from ttsd.cli.app import EXIT_BAD_INPUT, app, fail
 from ttsd.problems.loading import (
     EXAMPLES_DIR,
     ProblemFileError,
@@ -42,21 +42,12 @@ import_app = typer.Typer(
 problems_app.add_typer(import_app, name="import")
 app.add_typer(problems_app, name="problems")
 
-EXIT_BAD_INPUT = 2
-
-
 def _stdout() -> Console:
     return Console(highlight=False)
 
 
 def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
-
-
-def fail(message: str) -> NoReturn:
-    """Print one clear error to stderr and exit 2 (bad input)."""
-    _stderr().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def load_problem_or_exit(id_or_file: str | Path, search_dirs: list[Path] | None = None) -> Problem:

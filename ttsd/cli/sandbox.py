@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ttsd.cli.app import app
+from ttsd.cli.app import app, fail
 
 sandbox_app = typer.Typer(
     help="Manage the sandboxes that run untrusted programs (the Docker image, leftover containers).",
@@ -14,7 +14,6 @@ app.add_typer(sandbox_app, name="sandbox")
 
 
 def _client_or_exit():
-    from rich.console import Console
 
     from ttsd.sandbox.base import SandboxUnavailable
     from ttsd.sandbox.docker import connect
@@ -22,8 +21,7 @@ def _client_or_exit():
     try:
         return connect()
     except SandboxUnavailable as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
 
 
 @sandbox_app.command()
@@ -47,8 +45,7 @@ def build(
     try:
         tag, built = build_image(client, if_missing=if_missing, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     except SandboxUnavailable as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        fail(str(exc), code=1)
     console.print(f"[green]{'built' if built else 'present'}:[/green] {tag}")
 
 

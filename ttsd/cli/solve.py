@@ -14,20 +14,11 @@ from typing import Any, Optional
 
 import typer
 
-from ttsd.cli.app import app
+from ttsd.cli.app import app, fail
 from ttsd.config import SolveConfig
 
 EXIT_DISCOVERED = 0
 EXIT_BUDGET_SPENT = 1
-EXIT_BAD_INPUT = 2
-
-
-def _fail(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def _option_name(field: str) -> str:
@@ -62,7 +53,7 @@ def _overrides(values: dict[str, Any]) -> dict[str, Any]:
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as error:
-                _fail(f"--templates: not a JSON object: {error.msg}")
+                fail(f"--templates: not a JSON object: {error.msg}")
         elif "list" in str(field.annotation):
             value = [part.strip() for part in value.split(",") if part.strip()]
         overrides[name] = value
@@ -111,22 +102,22 @@ def solve_command(
             try:
                 run = RunDir.open(resume)
             except FileNotFoundError as error:
-                _fail(str(error))
+                fail(str(error))
             config = load_config(resume / "config.json", _overrides(values))
             loaded = run.problem()
             run_dir = resume
         else:
             if problem is None:
-                _fail("give a PROBLEM (file or bundled example id) or --resume RUN_DIR")
+                fail("give a PROBLEM (file or bundled example id) or --resume RUN_DIR")
             config = load_config(config_file, _overrides(values))
             loaded = find_problem(problem)
             run_dir = out or Path("results") / f"{loaded.id}-{config.method}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
             if (Path(run_dir) / "config.json").exists():
-                _fail(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
+                fail(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
     except ConfigError as error:
-        _fail(str(error))
+        fail(str(error))
     except ProblemFileError as error:
-        _fail(str(error))
+        fail(str(error))
 
     from ttsd.engine.models import ModelNotFound
     from ttsd.engine.samplers import SamplerUnavailable
@@ -139,7 +130,7 @@ def solve_command(
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             summary = solve(loaded, config, Path(run_dir), resume=resume is not None, progress=lambda r, s: live.update(render(r, s)))
     except (ModelNotFound, SamplerUnavailable, SandboxUnavailable) as error:
-        _fail(str(error))
+        fail(str(error))
     if summary.discovered:
         console.print(f"[bold green]discovered[/] at attempt k={summary.discovery_k}: {Path(run_dir) / 'solution.py'}")
         raise typer.Exit(EXIT_DISCOVERED)
