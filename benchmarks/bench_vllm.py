@@ -10,7 +10,7 @@ Rows:
   with an adapter; on CPU through ttsd's dense one-adapter LoRA path, or vLLM's own per-token LoRA
   ops with `--vllm-lora-ops`;
 - adapter update, rank `rank` on all linear layers, median of `updates` updates:
-  `load_adapter_from_model`, what the SDPO loop calls (in-process engine: tensors handed over in
+  `sync_adapter`, what the SDPO loop calls (in-process engine: tensors handed over in
   memory, no files; target <= 50 ms for rank 16), and the file path it replaces, split into
   writing the adapter (`write_lora_adapter` to tmpfs) and loading it into the engine under a new
   lora_int_id (`load_adapter`, which reads the files eagerly);
@@ -82,7 +82,7 @@ def bench_vllm(
         _perturb(peft_model, 0)
         for label in ("base", "LoRA") if sampling else ():
             if label == "LoRA":
-                sampler.load_adapter_from_model(peft_model)
+                sampler.sync_adapter(peft_model)
             start = time.perf_counter()
             out = sampler.sample([prompt_ids], n=attempts, temperature=1.0, max_tokens=max_tokens, seed=1)
             elapsed = time.perf_counter() - start
@@ -101,7 +101,7 @@ def bench_vllm(
         for step in range(updates):
             _perturb(peft_model, step)
             t0 = time.perf_counter()
-            sampler.load_adapter_from_model(peft_model)
+            sampler.sync_adapter(peft_model)
             in_memory.append(time.perf_counter() - t0)
         for step in range(updates):
             _perturb(peft_model, step)
@@ -123,7 +123,7 @@ def bench_vllm(
         ms = lambda xs: f"{1000 * statistics.median(xs):.1f} ms"  # noqa: E731
         detail = f"rank {rank}, all-linear, {size / 1e6:.2f} M params, median of {updates}"
         path = "tensors in memory" if sampler._in_memory is not None else "engine in another process: files on tmpfs"
-        rows.append(("adapter update: load_adapter_from_model", ms(in_memory), f"{detail}; {path}"))
+        rows.append(("adapter update: sync_adapter", ms(in_memory), f"{detail}; {path}"))
         rows.append(("adapter update via files: write to tmpfs", ms(writes), detail))
         rows.append(("adapter update via files: load into vLLM", ms(loads), "new lora_int_id, eager load"))
         total = [w + l for w, l in zip(writes, loads)]

@@ -110,7 +110,7 @@ def test_base_weights_agree(sampler, peft_model):
 
 def test_adapter_written_fast_agrees(sampler, peft_model):
     _set_lora_b(peft_model, seed=1)
-    sampler.load_adapter_from_model(peft_model)
+    sampler.sync_adapter(peft_model)
     before = sampler.one_adapter_fast_path_calls()
     _check_agreement(sampler, peft_model, adapter=True, seed=2)
     # on CPU the engine's dense one-adapter LoRA path computed these log-probs
@@ -139,7 +139,7 @@ def test_updated_adapter_saved_by_peft_agrees(sampler, peft_model, tmp_path):
 def test_project_scorer_agrees_with_vllm(sampler, peft_model):
     scorer = pytest.importorskip("ttsd.engine.scorer")
     _set_lora_b(peft_model, seed=4)
-    sampler.load_adapter_from_model(peft_model)
+    sampler.sync_adapter(peft_model)
     samples = sampler.sample([PROMPT], n=3, temperature=0.8, max_tokens=20, seed=4)[0]
     scores = scorer.score_tokens(
         peft_model,

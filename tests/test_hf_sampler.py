@@ -118,7 +118,7 @@ def test_adapter_change_changes_samples_and_disk_adapter_matches_live(policy, ti
     shared.load_adapter(None)
     base_own = own.sample(prompts, n=2, max_tokens=16, seed=5)
     assert _tokens(base_own) == _tokens(shared.sample(prompts, n=2, max_tokens=16, seed=5))
-    with policy.using_adapter(None):
+    with policy.base_weights():
         _assert_logprobs_match_scorer(policy, prompts, base_own, 1.0, atol=1e-5)
     # shared mode: an adapter from disk goes into its own slot; the trainer's weights stay untouched
     live = policy.adapter_state()

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ttsd.config import SolveConfig
-from ttsd.engine.policy import dtype_name, pick_dtype
+from ttsd.engine.hardware import dtype_name, pick_dtype
 from ttsd.methods import solve
 from ttsd.problems import load_problem
 from tests.conftest import REPO
@@ -126,7 +126,7 @@ def test_multi_turn_prompt_leaves_room_for_the_answer_within_the_model_length(ti
 def test_a_resumed_run_keeps_the_dtype_it_started_with(tiny_model_dir, problem, tmp_path, monkeypatch):
     """Resuming with dtype 'auto' (as `ttsd bench` passes its options) keeps the device and dtype
     saved in config.json, so the rest of the run has the same numerics."""
-    from ttsd.engine import policy as policy_module
+    from ttsd.engine import hardware
     from ttsd.engine.policy import Policy
 
     class Interrupt(Exception):
@@ -148,6 +148,6 @@ def test_a_resumed_run_keeps_the_dtype_it_started_with(tiny_model_dir, problem, 
         real_init(self, *args, **kwargs)
 
     monkeypatch.setattr(Policy, "__init__", recording_init)
-    monkeypatch.setattr(policy_module, "cpu_has_native_bf16", lambda: True)  # 'auto' alone would pick bf16
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)  # 'auto' alone would pick bf16
     summary = solve(problem, _config(tiny_model_dir, dtype="auto"), run, resume=True)
     assert seen == [("cpu", "float32")] and summary.finished and summary.attempts_used == 4

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ttsd.engine.policy import LoraSettings, Policy
-from ttsd.engine.scorer import MIN_SHARED_PREFIX, _micro_batches, score_tokens, shared_prefix_length
+from ttsd.engine.scorer import MIN_SHARED_PREFIX, micro_batches, score_tokens, shared_prefix_length
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_scores_equal_naive_full_logits(policy, chunk_tokens, max_batch_tokens):
 
 def test_base_weights_differ_from_adapter(policy):
     prompts, responses = _batch(policy.model.config.vocab_size)
-    with policy.using_adapter(None):
+    with policy.base_weights():
         base = score_tokens(policy, prompts, responses, top_k=0)
     adapted = score_tokens(policy, prompts, responses, top_k=0)
     assert base.topk_ids is None
@@ -75,8 +75,6 @@ def test_base_weights_differ_from_adapter(policy):
 
 
 def test_trust_region_teacher_equals_lerp_of_full_logits(policy):
-    from ttsd.sdpo.teacher import trust_region_logprobs
-
     prompts, responses = _batch(policy.model.config.vocab_size)
     temperature, alpha = 0.7, 0.3
     given = [torch.randint(0, policy.model.config.vocab_size, (len(r), 4)) for r in responses]
@@ -92,14 +90,15 @@ def test_trust_region_teacher_equals_lerp_of_full_logits(policy):
             with policy.model.disable_adapter():
                 reference = policy.model(input_ids=ids).logits[0]
             student = policy.model(input_ids=ids).logits[0]
-            full = trust_region_logprobs(reference, student, alpha, temperature)[len(prompt) - 1 : len(prompt) + len(response) - 1]
+            lerped = torch.lerp(reference, student, alpha) / temperature  # z_T = lerp(z_ref, z_S, α)
+            full = torch.log_softmax(lerped, dim=-1)[len(prompt) - 1 : len(prompt) + len(response) - 1]
             n = len(response)
             torch.testing.assert_close(
                 scores.response_logprobs[i, :n], full.gather(1, torch.tensor(response)[:, None]).squeeze(1), atol=1e-5, rtol=0
             )
             torch.testing.assert_close(scores.given_logprobs[i, :n], full.gather(1, given[i]), atol=1e-5, rtol=0)
     # the end points are the reference (adapter off) and the current adapter
-    with policy.using_adapter(None):
+    with policy.base_weights():
         base = score_tokens(policy, prompts, responses, top_k=0)
     torch.testing.assert_close(score_tokens(policy, prompts, responses, top_k=0, trust_region_alpha=0.0).response_logprobs,
                                base.response_logprobs, atol=1e-5, rtol=0)
@@ -197,8 +196,8 @@ def test_sharing_the_prefix_changes_no_score_and_no_gradient(tiny_model_dir, che
 
 
 def test_micro_batches_respect_padded_budget():
-    assert _micro_batches([4, 4, 4, 10, 1], 12) == [[0, 1, 2], [3], [4]]
-    assert _micro_batches([50], 10) == [[0]]  # a sequence longer than the budget still runs alone
+    assert micro_batches([4, 4, 4, 10, 1], 12) == [[0, 1, 2], [3], [4]]
+    assert micro_batches([50], 10) == [[0]]  # a sequence longer than the budget still runs alone
 
 
 def test_bad_input_is_rejected(policy):

@@ -1,19 +1,12 @@
-"""The self-teacher: EMA arithmetic, the weight swap on real PEFT models, the trust-region teacher."""
+"""The self-teacher: EMA arithmetic, the weight swap on real PEFT models, the three teachers' scores."""
 
 import copy
 
 import pytest
 import torch
 
-from ttsd.sdpo.teacher import (
-    EmaTeacher,
-    adapter_parameters,
-    ema_update,
-    ema_update_,
-    trust_region_logits,
-    trust_region_logprobs,
-    trust_region_teacher_logits,
-)
+from ttsd.engine.lora import adapter_parameters
+from ttsd.sdpo.teacher import EmaTeacher, FrozenTeacher, TrustRegionTeacher, ema_update, make_teacher
 
 
 def _tiny_peft_mlp(seed: int = 0, with_base: bool = False):
@@ -53,28 +46,18 @@ def test_ema_update_by_hand():
         ema_update(teacher, {"w": student["w"]}, 0.5)
 
 
-def test_in_place_ema_matches_the_pure_one():
-    teacher = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0])}
-    student = {"w": torch.tensor([3.0, -2.0]), "b": torch.tensor([4.0])}
-    expected = ema_update(teacher, student, 0.25)
-    live = teacher["w"]
-    ema_update_(teacher, student, 0.25)
-    assert teacher["w"] is live and live.tolist() == expected["w"].tolist() == [1.5, 1.0]
-    assert teacher["b"].tolist() == [1.0] and student["w"].tolist() == [3.0, -2.0]
-    with pytest.raises(ValueError):
-        ema_update_(teacher, student, -0.1)
-
-
 def test_adapter_parameters_selects_only_lora_of_the_named_adapter():
     model = _tiny_peft_mlp()
-    names = sorted(adapter_parameters(model))
-    assert names == [
-        "base_model.model.0.lora_A.default.weight",
-        "base_model.model.0.lora_B.default.weight",
-        "base_model.model.2.lora_A.default.weight",
-        "base_model.model.2.lora_B.default.weight",
+    params = adapter_parameters(model)
+    assert sorted(params) == [  # PEFT's names without the adapter's
+        "base_model.model.0.lora_A.weight",
+        "base_model.model.0.lora_B.weight",
+        "base_model.model.2.lora_A.weight",
+        "base_model.model.2.lora_B.weight",
     ]
-    with pytest.raises(ValueError, match="no LoRA parameters"):
+    live = dict(model.named_parameters())
+    assert params["base_model.model.0.lora_A.weight"] is live["base_model.model.0.lora_A.default.weight"]
+    with pytest.raises(KeyError, match="no LoRA parameters"):
         adapter_parameters(model, "teacher")
 
 
@@ -165,42 +148,52 @@ def test_state_dict_round_trip():
         other.load_state_dict({"rate": 0.1, "weights": {"x": torch.zeros(1)}})
 
 
-def test_trust_region_interpolates_between_reference_and_student():
-    gen = torch.Generator().manual_seed(4)
-    ref, stu = torch.randn(2, 3, 7, generator=gen), torch.randn(2, 3, 7, generator=gen)
-    assert torch.equal(trust_region_logits(ref, stu, 0.0), ref)
-    assert torch.equal(trust_region_logits(ref, stu, 1.0), stu)
-    assert torch.allclose(trust_region_logits(ref, stu, 0.25), 0.75 * ref + 0.25 * stu)
-
-    logp = trust_region_logprobs(ref, stu, 0.25, temperature=0.7)
-    assert torch.allclose(logp.exp().sum(-1), torch.ones(2, 3))
-    assert torch.allclose(logp, torch.log_softmax((0.75 * ref + 0.25 * stu) / 0.7, -1), atol=1e-6)
-    # lerping full-vocabulary log-probs instead of logits gives the same teacher
-    from_logprobs = trust_region_logprobs(torch.log_softmax(ref, -1), torch.log_softmax(stu, -1), 0.25, 0.7)
-    assert torch.allclose(from_logprobs, logp, atol=1e-6)
-    with pytest.raises(ValueError):
-        trust_region_logits(ref, stu, 1.5)
-
-
 def test_lerping_hidden_states_equals_lerping_logits_through_a_linear_head():
     gen = torch.Generator().manual_seed(6)
     head = torch.nn.Linear(16, 50, bias=False)
     h_ref, h_stu = torch.randn(2, 3, 16, generator=gen), torch.randn(2, 3, 16, generator=gen)
     with torch.no_grad():
-        via_hidden = head(trust_region_logits(h_ref, h_stu, 0.3))
-        via_logits = trust_region_logits(head(h_ref), head(h_stu), 0.3)
+        via_hidden = head(torch.lerp(h_ref, h_stu, 0.3))
+        via_logits = torch.lerp(head(h_ref), head(h_stu), 0.3)
     assert torch.allclose(via_hidden, via_logits, atol=1e-5)
 
 
-def test_trust_region_teacher_on_a_peft_model():
-    model, base = _tiny_peft_mlp(with_base=True)
-    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(5))
+def test_each_teacher_scores_with_its_own_weights(tiny_model_dir):
+    """frozen = the adapter off; trust region α = lerp(frozen, student, α) in logits (0 and 1 are its
+    ends); EMA = the student's weights at construction until updated; make_teacher picks by name."""
+    from ttsd.engine.policy import LoraSettings, Policy
+    from ttsd.engine.scorer import score_tokens
+
+    torch.manual_seed(0)
+    policy = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu", dtype="float32")
+    contexts = [[5, 17, 42, 7, 99, 3], [8, 8, 30]]
+    responses = [[11, 12, 13], [40, 41]]
+    ema = make_teacher("ema", policy, ema_rate=0.5)
     with torch.no_grad():
-        reference, student = base(x), model(x)
-    assert not torch.allclose(reference, student, atol=1e-4)
-    assert torch.allclose(trust_region_teacher_logits(model, 0.0, x), reference, atol=1e-6)
-    assert torch.allclose(trust_region_teacher_logits(model, 1.0, x), student, atol=1e-6)
-    assert torch.allclose(trust_region_teacher_logits(model, 0.5, x), (reference + student) / 2, atol=1e-6)
+        for p in policy.trainable_parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+    def response_logprobs(teacher):
+        return teacher.scores(policy, contexts, responses, temperature=0.8).response_logprobs
+
+    student = score_tokens(policy, contexts, responses, temperature=0.8, top_k=0).response_logprobs
+    frozen = response_logprobs(make_teacher("frozen", policy))
+    with policy.base_weights():
+        torch.testing.assert_close(frozen, score_tokens(policy, contexts, responses, temperature=0.8, top_k=0).response_logprobs)
+    assert not torch.allclose(frozen, student, atol=1e-3)
+    torch.testing.assert_close(response_logprobs(TrustRegionTeacher(0.0)), frozen, atol=1e-5, rtol=0)
+    torch.testing.assert_close(response_logprobs(TrustRegionTeacher(1.0)), student, atol=1e-5, rtol=0)
+    halfway = response_logprobs(make_teacher("trust-region", policy, trust_region_alpha=0.5))
+    assert not torch.allclose(halfway, frozen, atol=1e-4) and not torch.allclose(halfway, student, atol=1e-4)
+    # the EMA copy was taken before the student moved: B = 0, so it is the base model
+    assert isinstance(ema, EmaTeacher) and ema.max_abs_difference() > 0
+    torch.testing.assert_close(response_logprobs(ema), frozen, atol=1e-5, rtol=0)
+    ema.update()  # half way to the student now: neither end
+    moved = response_logprobs(ema)
+    assert not torch.allclose(moved, frozen, atol=1e-4) and not torch.allclose(moved, student, atol=1e-4)
+    assert isinstance(make_teacher("ema", policy, ema_rate=0.0), FrozenTeacher)  # ρ = 0 never moves
+    with pytest.raises(ValueError):
+        TrustRegionTeacher(1.5)
 
 
 @pytest.mark.slow
@@ -228,8 +221,3 @@ def test_ema_teacher_on_a_tiny_causal_lm(tiny_model_dir):
         teacher_logits = model(input_ids=ids).logits
     assert not torch.equal(teacher_logits, student_logits)
     assert torch.equal(model(input_ids=ids).logits.detach(), student_logits)
-
-    with model.disable_adapter():
-        reference = model(input_ids=ids).logits.detach()
-    lerped = trust_region_teacher_logits(model, 0.0, input_ids=ids)
-    assert torch.equal(lerped, reference)

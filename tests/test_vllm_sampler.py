@@ -125,7 +125,7 @@ def test_adapter_update_changes_samples_and_logprobs(sampler, peft_model):
     base = sampler.sample([PROMPT], n=4, max_tokens=10, seed=7)[0]
     base_scores = sampler.score_prompt_logprobs(PROMPT, base[0].token_ids)
 
-    sampler.load_adapter_from_model(peft_model)
+    sampler.sync_adapter(peft_model)
     tuned = sampler.sample([PROMPT], n=4, max_tokens=10, seed=7)[0]
     tuned_scores = sampler.score_prompt_logprobs(PROMPT, base[0].token_ids)
 
@@ -146,7 +146,7 @@ def test_in_process_update_goes_through_memory_and_leaves_the_trainer_alone(samp
     response = list(range(50, 70))
     _perturb_lora_b(peft_model, scale=0.5, seed=41)
     before = {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_" in n}
-    directory = sampler.load_adapter_from_model(peft_model)
+    directory = sampler.sync_adapter(peft_model)
     served = sampler.score_prompt_logprobs(PROMPT, response)
     assert not (directory / "adapter_model.safetensors").exists()
     assert set(sampler._in_memory) == {sampler.lora_request.lora_int_id} == sampler.loaded_lora_ids()
@@ -158,7 +158,7 @@ def test_in_process_update_goes_through_memory_and_leaves_the_trainer_alone(samp
             if "lora_B" in name:
                 param.mul_(-3.0)
     assert sampler.score_prompt_logprobs(PROMPT, response) == pytest.approx(served, abs=1e-6)
-    sampler.load_adapter_from_model(peft_model)
+    sampler.sync_adapter(peft_model)
     assert max(abs(a - b) for a, b in zip(served, sampler.score_prompt_logprobs(PROMPT, response))) > 1e-2
     sampler.load_adapter(None)
     assert sampler._in_memory == {}  # replaced adapters leave the registry
@@ -198,11 +198,11 @@ def test_prefix_cache_does_not_serve_kv_from_old_weights(sampler, peft_model):
     """A long prompt fills whole KV blocks; after an update its KV must be recomputed."""
     long_prompt = [(7 * i) % 400 + 3 for i in range(300)]
     _perturb_lora_b(peft_model, scale=0.5, seed=31)
-    sampler.load_adapter_from_model(peft_model)
+    sampler.sync_adapter(peft_model)
     sampler.sample([long_prompt], n=2, max_tokens=4, seed=1)  # fills the prefix cache
 
     _perturb_lora_b(peft_model, scale=0.5, seed=32)
-    sampler.load_adapter_from_model(peft_model)
+    sampler.sync_adapter(peft_model)
     (sample,) = sampler.sample([long_prompt], n=1, temperature=1.0, max_tokens=6, seed=2)[0]
     rescored = sampler.score_prompt_logprobs(long_prompt, sample.token_ids)
     assert sample.logprobs == pytest.approx(rescored, abs=1e-4)
@@ -258,7 +258,7 @@ def test_smollm2_writes_python_and_follows_an_adapter_update(tmp_path):
             hf, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", lora_dropout=0.0)
         )
         _perturb_lora_b(peft_model, scale=0.02, seed=0)
-        sampler.load_adapter_from_model(peft_model)
+        sampler.sync_adapter(peft_model)
         # A short continuation is enough: with unchanged weights the same seed would reproduce
         # the first 24 tokens of each base sample exactly (LoRA decoding is slow on CPU).
         tuned = sampler.sample([prompt_ids], n=8, temperature=0.7, max_tokens=24, seed=0)[0]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ttsd.engine.lora import LoraSettings
 from ttsd.sdpo.prompts import PromptTemplates
 
 Method = Literal["sdpo", "best-of-k", "multi-turn"]
@@ -20,6 +21,7 @@ METHODS: tuple[str, ...] = ("sdpo", "best-of-k", "multi-turn")
 
 # How the default learning rate was chosen: docs/learning-rate.md.
 DEFAULT_LEARNING_RATE = 1e-4
+_LORA = LoraSettings()  # the LoRA defaults live in ttsd.engine.lora
 
 
 class SolveConfig(BaseModel):
@@ -37,10 +39,10 @@ class SolveConfig(BaseModel):
     seed: int = Field(0, description="seed of every random stream (sampling, LoRA init)")
     learning_rate: float = Field(DEFAULT_LEARNING_RATE, gt=0, description="AdamW learning rate for the LoRA adapter (docs/learning-rate.md)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    lora_rank: int = Field(16, ge=1, description="LoRA rank")
-    lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha (the update is alpha/rank · BA)")
+    lora_rank: int = Field(_LORA.rank, ge=1, description="LoRA rank")
+    lora_alpha: float = Field(_LORA.alpha, gt=0, description="LoRA alpha (the update is alpha/rank · BA)")
     lora_target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        default_factory=lambda: list(_LORA.target_modules),
         description="module names LoRA wraps (comma-separated on the command line)",
     )
     optimizer_steps: int = Field(1, ge=1, description="gradient steps per batch; >1 uses clipped importance weights")
@@ -77,6 +79,9 @@ class SolveConfig(BaseModel):
     @property
     def learns(self) -> bool:
         return self.method == "sdpo"
+
+    def lora_settings(self) -> LoraSettings:
+        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, target_modules=self.lora_target_modules)
 
 
 class ConfigError(ValueError):

@@ -101,7 +101,7 @@ class HFSampler:
         dtype: str = "auto",
         max_batch_size: int = 64,
     ) -> None:
-        from ttsd.engine.policy import pick_device, pick_dtype
+        from ttsd.engine.hardware import pick_device, pick_dtype
 
         self.max_batch_size = max_batch_size
         self._loaded_count = 0
@@ -165,6 +165,23 @@ class HFSampler:
                 if self._peft.active_adapter == previous:
                     self._peft.set_adapter(name)
                 self._peft.delete_adapter(previous)
+
+    def sync_adapter(self, model: Any) -> None:
+        """Serve `model`'s adapter: free when it is the shared policy's model, else a copy via disk."""
+        if self.policy is not None and model is self.policy.model:
+            self.use_policy_adapter()
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as directory:
+            model.save_pretrained(directory)
+            self.load_adapter(Path(directory))
+
+    def sleep(self) -> None:
+        """Nothing to free: a shared model is the trainer's own weights."""
+
+    def wake(self) -> None:
+        """Nothing was freed by `sleep`."""
 
     def use_policy_adapter(self, name: str = "default") -> None:
         """Shared mode: sample from the policy's live adapter `name` (no copy)."""

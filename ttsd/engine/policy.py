@@ -1,16 +1,16 @@
-"""The trainer-side policy: a base Hugging Face causal LM with PEFT LoRA adapters.
+"""The trainer-side policy: a base Hugging Face causal LM with one PEFT LoRA adapter, the student.
 
-One base model carries named LoRA adapters: "default" (the student, trained) and, on request, more
-(e.g. "teacher" for an EMA teacher, see `add_adapter`). Only adapters change; the base stays frozen.
-
-Adapter tensors are exchanged under *canonical keys*: the module path with the adapter name removed,
-e.g. `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`, so the same key addresses the
-student's and the teacher's copy of a weight. `adapter_parameters(name)` returns the live
-`nn.Parameter`s (for in-place updates such as an EMA, under `torch.no_grad()`);
-`adapter_state(name)` returns detached copies; `load_adapter_state(state, name)` copies values in.
+Only the adapter changes; the base stays frozen. `adapter_parameters()` returns the live
+`nn.Parameter`s under the keys of `ttsd.engine.lora` (for in-place updates, under
+`torch.no_grad()`); `adapter_state()` returns detached copies; `load_adapter_state(state)` copies
+values in. `base_weights()` runs the model with the adapter switched off (the frozen teacher, the
+trust-region teacher's reference).
 
 `save_adapter(dir)` writes the PEFT format (adapter_config.json + adapter_model.safetensors) that
 `PeftModel.from_pretrained` and vLLM's `LoRARequest` load.
+
+A policy loads from a model folder (`Policy(path, ...)`) or wraps a model already in memory
+(`Policy.from_model(model)`: benchmarks build random-weight models with real shapes).
 """
 
 from __future__ import annotations
@@ -20,59 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from pydantic import BaseModel, Field
+from ttsd.engine.hardware import pick_device, pick_dtype
+from ttsd.engine.lora import DEFAULT_TARGET_MODULES, STUDENT, LoraSettings, adapter_parameters
 
-DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-STUDENT = "default"
-
-
-class LoraSettings(BaseModel):
-    """LoRA hyper-parameters. The update is W + (alpha / rank) * B A, with B = 0 at start."""
-
-    rank: int = Field(16, ge=1)
-    alpha: float = Field(32.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
-
-
-def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX)."""
-    import torch
-
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
-def pick_dtype(dtype: str, device: str) -> Any:
-    """'auto': bfloat16 on a GPU, and on a CPU that multiplies bf16 in hardware; float32 on other CPUs.
-
-    Why: on the 2-core AVX512-BF16 machine this project is developed on, bf16 matmuls run 2.4x the
-    float32 rate and SmolLM2's forward 2.1x (benchmarks/bench_solve.py --dtype); without hardware
-    support bf16 is emulated and slower than float32."""
-    import torch
-
-    if dtype == "auto":
-        if device == "cpu" and not cpu_has_native_bf16():
-            return torch.float32
-        return torch.bfloat16
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-
-def dtype_name(dtype: Any) -> str:
-    """torch.bfloat16 -> 'bfloat16' (the spelling configs and vLLM use)."""
-    return str(dtype).removeprefix("torch.")
+__all__ = ["DEFAULT_TARGET_MODULES", "STUDENT", "LoraSettings", "Policy"]
 
 
 class Policy:
-    """Base model + LoRA adapters, the tokenizer, and the operations the trainer needs."""
+    """Base model + the student's LoRA adapter, the tokenizer, and the operations the trainer needs."""
 
     def __init__(
         self,
@@ -82,16 +37,31 @@ class Policy:
         dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
         gradient_checkpointing: bool = True,
     ) -> None:
-        import torch
-        from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.model_path = Path(model_path)
+        device = pick_device(device)
+        torch_dtype = pick_dtype(dtype, device)
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device)
+        self._wrap(base, AutoTokenizer.from_pretrained(model_path), lora, gradient_checkpointing, Path(model_path))
+
+    @classmethod
+    def from_model(
+        cls, base: Any, tokenizer: Any = None, lora: LoraSettings | None = None, gradient_checkpointing: bool = True
+    ) -> "Policy":
+        """A policy around a causal LM already in memory (its device and dtype are kept)."""
+        policy = cls.__new__(cls)
+        policy._wrap(base, tokenizer, lora, gradient_checkpointing, model_path=None)
+        return policy
+
+    def _wrap(self, base: Any, tokenizer: Any, lora: LoraSettings | None, gradient_checkpointing: bool,
+              model_path: Path | None) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        self.model_path = model_path
+        self.tokenizer = tokenizer
         self.lora = lora or LoraSettings()
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype).to(self.device)
+        parameter = next(base.parameters())
+        self.device, self.dtype = str(parameter.device), parameter.dtype
         base.requires_grad_(False)
         if gradient_checkpointing:
             # Active only in train mode (the scorer's student pass); generate runs in eval mode.
@@ -106,103 +76,72 @@ class Policy:
         )
         self.model = get_peft_model(base, self.lora_config, adapter_name=STUDENT)
         self.model.eval()
-        self._torch = torch
 
-    # ----- adapters -------------------------------------------------------------------------
-    @property
-    def adapter_names(self) -> list[str]:
-        return list(self.model.peft_config)
-
-    def add_adapter(self, name: str, copy_from: str | None = STUDENT) -> None:
-        """Add a second adapter (same LoRA config) on the same base, frozen, optionally a copy of another."""
-        if name in self.model.peft_config:
-            raise ValueError(f"adapter {name!r} exists")
-        with self._keep_requires_grad():
-            self.model.add_adapter(name, self.lora_config)
-        for parameter in self.adapter_parameters(name).values():
-            parameter.requires_grad_(False)
-        if copy_from is not None:
-            self.load_adapter_state(self.adapter_state(copy_from), name)
-
-    def _adapter_key(self, parameter_name: str, adapter: str) -> str | None:
-        marker = f".{adapter}."
-        if "lora_" not in parameter_name or marker not in parameter_name:
-            return None
-        return parameter_name.replace(marker, ".")
-
-    def adapter_parameters(self, name: str = STUDENT) -> dict[str, Any]:
-        """The live LoRA parameters of adapter `name`, under canonical keys (shared across adapters)."""
-        found = {}
-        for parameter_name, parameter in self.model.named_parameters():
-            key = self._adapter_key(parameter_name, name)
-            if key is not None:
-                found[key] = parameter
-        if not found:
-            raise KeyError(f"no adapter named {name!r} (have {self.adapter_names})")
-        return found
+    # ----- the adapter ------------------------------------------------------------------------
+    def adapter_parameters(self) -> dict[str, Any]:
+        """The student's live LoRA parameters (keys: `ttsd.engine.lora`)."""
+        return adapter_parameters(self.model, STUDENT)
 
     def trainable_parameters(self) -> list[Any]:
         """The student's LoRA parameters: what the optimizer updates."""
-        return list(self.adapter_parameters(STUDENT).values())
+        return list(self.adapter_parameters().values())
 
-    def adapter_state(self, name: str = STUDENT) -> dict[str, Any]:
-        """Detached copies of adapter `name`'s tensors (canonical keys)."""
-        return {key: p.detach().clone() for key, p in self.adapter_parameters(name).items()}
+    def adapter_state(self) -> dict[str, Any]:
+        """Detached copies of the student's adapter tensors."""
+        return {key: p.detach().clone() for key, p in self.adapter_parameters().items()}
 
-    def load_adapter_state(self, state: dict[str, Any], name: str = STUDENT) -> None:
-        """Copy tensors (canonical keys, as from `adapter_state`) into adapter `name`."""
-        live = self.adapter_parameters(name)
+    def load_adapter_state(self, state: dict[str, Any]) -> None:
+        """Copy tensors (keyed as by `adapter_state`) into the student's adapter."""
+        import torch
+
+        live = self.adapter_parameters()
         missing = set(live) - set(state)
         if missing:
             raise KeyError(f"state lacks {len(missing)} adapter tensors, e.g. {sorted(missing)[0]}")
-        with self._torch.no_grad():
+        with torch.no_grad():
             for key, parameter in live.items():
                 parameter.copy_(state[key])
 
     @contextmanager
-    def _keep_requires_grad(self) -> Iterator[None]:
-        """peft's set_adapter/add_adapter flip requires_grad; keep the trainer's choice instead."""
+    def base_weights(self) -> Iterator[Any]:
+        """Run the model with the adapter switched off; yields the model.
+
+        PEFT turns requires_grad back on for the adapter when it re-enables it; the trainer's own
+        flags are restored instead."""
         flags = {name: p.requires_grad for name, p in self.model.named_parameters()}
         try:
-            yield
+            with self.model.disable_adapter():
+                yield self.model
         finally:
             for name, p in self.model.named_parameters():
-                if name in flags:
-                    p.requires_grad_(flags[name])
+                p.requires_grad_(flags[name])
 
-    @contextmanager
-    def using_adapter(self, name: str | None) -> Iterator[Any]:
-        """Run the model with adapter `name` active (None: base weights only); yields the model."""
-        previous = self.model.active_adapter
-        with self._keep_requires_grad():
-            if name is None:
-                with self.model.disable_adapter():
-                    yield self.model
-                return
-            self.model.set_adapter(name)
-            try:
-                yield self.model
-            finally:
-                self.model.set_adapter(previous)
-
-    def save_adapter(self, directory: str | Path, name: str = STUDENT) -> Path:
-        """Write adapter `name` in PEFT format (what PeftModel.from_pretrained and vLLM load)."""
+    def save_adapter(self, directory: str | Path) -> Path:
+        """Write the student's adapter in PEFT format (what PeftModel.from_pretrained and vLLM load)."""
         from peft.utils import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = get_peft_model_state_dict(self.model, adapter_name=name)
+        state = get_peft_model_state_dict(self.model, adapter_name=STUDENT)
         save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, directory / "adapter_model.safetensors")
-        config = copy.deepcopy(self.model.peft_config[name])
-        config.base_model_name_or_path = str(self.model_path)
+        config = copy.deepcopy(self.model.peft_config[STUDENT])
+        config.base_model_name_or_path = str(self.model_path or "")
         config.inference_mode = True
         config.save_pretrained(str(directory))
         return directory
 
-    # ----- convenience ----------------------------------------------------------------------
-    def sampler(self, adapter: str | None = STUDENT, **kwargs: Any) -> Any:
+    # ----- memory and sampling ----------------------------------------------------------------
+    def release_cached_memory(self) -> None:
+        """Hand the trainer's cached, unused GPU blocks back to the driver (so a woken vLLM engine
+        on the same card can take them); nothing to do on a CPU."""
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def sampler(self, **kwargs: Any) -> Any:
         """An HFSampler that samples from this in-memory model (no weight copies)."""
         from ttsd.engine.hf_sampler import HFSampler
 
-        return HFSampler(policy=self, adapter=adapter, **kwargs)
+        return HFSampler(policy=self, **kwargs)

@@ -16,10 +16,14 @@ context (`ttsd.sdpo.teacher`). Because the output head is linear without bias, t
 two backbone passes' final hidden states instead, W lerp(h_ref, h_S, α) = lerp(W h_ref, W h_S, α),
 so full-vocabulary logits are still formed one chunk at a time, once.
 
-Memory: the backbone produces hidden states (B, L, H) per micro-batch of sequences; only the response
-positions are gathered, and `lm_head` + `log_softmax` run over chunks of `chunk_tokens` positions, so
-at most a (chunk_tokens, V) float32 logits block exists at a time. With gradients each chunk runs
-under `torch.utils.checkpoint`, so its logits are recomputed in backward instead of stored.
+Memory: nothing of size (sequences × positions × vocabulary) ever exists. The backbone produces
+hidden states (B, L, H) per micro-batch of sequences (`max_batch_tokens` padded tokens); only the
+response positions are gathered, and `lm_head` + `log_softmax` run over chunks of positions sized so
+that one (chunk, V) float32 block is `LOGIT_CHUNK_BYTES` (64 MiB: 110 positions of a 152k
+vocabulary, 341 of SmolLM2's 49k), whatever the vocabulary. With gradients each chunk runs under
+`torch.utils.checkpoint`, so its logits are recomputed in backward instead of stored; what stays per
+position is K + 1 log-probs and K ids. A chunk's transient peak is a few such blocks (logits,
+log-probs, and in backward their gradients), see `ttsd.sdpo.memory`.
 
 Shared prefix (`share_prefix=True`): the rows of a micro-batch often begin alike — the student's rows
 all share one prompt, the teacher's share the question before each attempt's feedback. The longest
@@ -33,6 +37,9 @@ With gradients the prefix KV stays in the graph, so each row's gradient reaches 
 concatenate it with their own keys and values without storing anything, which is what lets
 gradient checkpointing re-run a layer in backward and read the same states (transformers drops the
 cache under checkpointing unless a layer declares it only reads it, `_can_checkpoint_with_cache`).
+That flag is private to transformers: on a version without it a checkpointed layer would silently
+drop the prefix and score every row without its prompt, so the scorer refuses to run instead
+(`PrefixCacheUnsupported`).
 """
 
 from __future__ import annotations
@@ -52,6 +59,19 @@ class TokenScores(BaseModel):
     topk_ids: Any | None  # (B, L, K) int64
     given_logprobs: Any | None  # (B, L, K') float32, at the given ids
     mask: Any  # (B, L) bool
+
+
+LOGIT_CHUNK_BYTES = 64 * 2**20  # one (positions, vocabulary) float32 block of logits
+MAX_BATCH_TOKENS = 16384  # padded tokens per backbone forward
+
+
+class PrefixCacheUnsupported(RuntimeError):
+    """The installed transformers cannot keep a shared prefix's KV cache under gradient checkpointing."""
+
+
+def logit_chunk_tokens(vocab_size: int, budget_bytes: int = LOGIT_CHUNK_BYTES) -> int:
+    """Positions per lm_head/log_softmax chunk: chunk × V × 4 bytes ≤ budget (at least one)."""
+    return max(1, budget_bytes // (4 * vocab_size))
 
 
 def causal_lm_parts(model: Any) -> tuple[Any, Any]:
@@ -119,6 +139,22 @@ def _read_only_cache(cache: Any, batch: int) -> Any | None:
     return cache
 
 
+def check_prefix_cache_under_checkpointing(layer_class: Any = None) -> None:
+    """Raise `PrefixCacheUnsupported` unless checkpointed layers of this transformers honour
+    `_can_checkpoint_with_cache` (a layer class without it drops the shared prefix's cache)."""
+    if layer_class is None:
+        from transformers.modeling_layers import GradientCheckpointingLayer as layer_class
+    if "_can_checkpoint_with_cache" not in vars(layer_class):
+        import transformers
+
+        raise PrefixCacheUnsupported(
+            f"transformers {transformers.__version__}: {layer_class.__name__} has no _can_checkpoint_with_cache, so "
+            "under gradient checkpointing it would drop the shared prompt's KV cache and score the student "
+            "without its prompt. Install a transformers that has it (5.x, as pinned), or train with "
+            "--no-gradient-checkpointing."
+        )
+
+
 def _backbone_hidden(backbone: Any, prefix: list[int], input_ids: Any, attention_mask: Any) -> Any:
     """Final hidden states (B, L, H) of prefix ⊕ input_ids[b] at the input_ids positions;
     attention_mask (B, len(prefix) + L) covers the prefix too. See "Shared prefix" above."""
@@ -129,6 +165,8 @@ def _backbone_hidden(backbone: Any, prefix: list[int], input_ids: Any, attention
         return backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     layers = [m for m in backbone.modules() if isinstance(m, GradientCheckpointingLayer)]
     checkpointing = [m for m in backbone.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    if checkpointing and backbone.training:
+        check_prefix_cache_under_checkpointing()
     prefix_ids = torch.tensor([prefix], device=input_ids.device)
     try:  # one sequence: cheap to keep whole, and it must return its KV (checkpointing drops it)
         for module in checkpointing:
@@ -152,7 +190,7 @@ def _backbone_hidden(backbone: Any, prefix: list[int], input_ids: Any, attention
             layer.__dict__.pop("_can_checkpoint_with_cache", None)
 
 
-def _micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+def micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     """Consecutive groups of sequences whose padded size (count x longest) stays under max_tokens."""
     groups: list[list[int]] = []
     current: list[int] = []
@@ -177,8 +215,8 @@ def score_tokens(
     top_k: int = 20,
     given_ids: Any = None,
     grad: bool = False,
-    chunk_tokens: int = 1024,
-    max_batch_tokens: int = 16384,
+    chunk_tokens: int | None = None,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
     trust_region_alpha: float | None = None,
     share_prefix: bool = True,
 ) -> TokenScores:
@@ -189,7 +227,8 @@ def score_tokens(
     given_ids: (B, L, K') int tensor, or a list of (len(response_i), K') tensors: ids to score at.
     grad: True keeps the graph (student; the model runs in train mode so gradient checkpointing, if
         enabled, applies); False runs under torch.no_grad (teacher).
-    chunk_tokens: positions per lm_head/log_softmax chunk. max_batch_tokens: padded tokens per forward.
+    chunk_tokens: positions per lm_head/log_softmax chunk (default: `logit_chunk_tokens(V)`).
+    max_batch_tokens: padded tokens per forward.
     trust_region_alpha: score the trust-region teacher lerp(reference, current adapter, α) instead of
         the model as it is (a PEFT model; no gradients).
     share_prefix: run the rows' common prefix once per micro-batch (same results, less work).
@@ -221,6 +260,8 @@ def score_tokens(
                 "the trust-region teacher lerps hidden states: it needs a plain bias-free output head without LoRA"
             )
     device = lm_head.weight.device
+    if chunk_tokens is None:
+        chunk_tokens = logit_chunk_tokens(lm_head.weight.shape[0])
     lengths = [len(r) for r in responses]
     width = max(lengths, default=0)
     given_rows: list[Any] | None = None
@@ -236,7 +277,7 @@ def score_tokens(
     order: list[int] = []
     try:
         with torch.set_grad_enabled(grad):
-            for group in _micro_batches([len(prompts[i]) + lengths[i] for i in range(len(prompts))], max_batch_tokens):
+            for group in micro_batches([len(prompts[i]) + lengths[i] for i in range(len(prompts))], max_batch_tokens):
                 group = [i for i in group if lengths[i] > 0]
                 order.extend(group)
                 if not group:

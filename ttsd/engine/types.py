@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -32,6 +32,18 @@ class Sampler(Protocol):
 
     def load_adapter(self, adapter_dir: Path | None) -> None:
         """Serve the PEFT LoRA adapter saved in adapter_dir from now on (None: base weights)."""
+        ...
+
+    def sync_adapter(self, model: Any) -> None:
+        """A weight update: serve the trainer's PEFT model's current adapter from the next call on."""
+        ...
+
+    def sleep(self) -> None:
+        """Free what the sampler holds on the accelerator while the trainer learns (may do nothing)."""
+        ...
+
+    def wake(self) -> None:
+        """Take back what `sleep` freed; call after the trainer released its cached memory."""
         ...
 
     def close(self) -> None: ...

@@ -23,7 +23,7 @@ is copied to /dev/shm first so the engine reads it from memory. `write_lora_adap
 a directory straight from a peft model in a few milliseconds (no model card, no hub look-ups,
 tensors in the serving dtype).
 
-`load_adapter_from_model` (what the SDPO loop calls each step) skips the files altogether when the
+`sync_adapter` (what the SDPO loop calls each step) skips the files altogether when the
 engine runs in this process (the CPU default): at start the sampler gives the worker's LoRA manager
 a loader that takes an adapter's tensors from a registry in memory, keyed by ``lora_int_id``, and
 each update puts copies of the trainer's tensors there (B pre-multiplied by the LoRA scaling
@@ -425,7 +425,7 @@ class VLLMSampler:
         if self._in_memory is not None:
             self._in_memory.pop(lora_id, None)
 
-    def load_adapter_from_model(self, model: Any, adapter_name: str = "default") -> Path:
+    def sync_adapter(self, model: Any, adapter_name: str = "default") -> Path:
         """A weight update: serve the peft model's adapter from the next call on, as fast as we can.
 
         In-process engine: copies of the tensors go to the engine's in-memory registry (see the

@@ -16,7 +16,7 @@ from ttsd.runs import RunDir, Summary
 def resolve_hardware(config: SolveConfig) -> SolveConfig:
     """`config` with device and dtype 'auto' replaced by what this machine picks, so the saved
     config says what ran and a resumed run (which reads it back) keeps the same numerics."""
-    from ttsd.engine.policy import dtype_name, pick_device, pick_dtype
+    from ttsd.engine.hardware import dtype_name, pick_device, pick_dtype
 
     device = pick_device(config.device)
     return config.model_copy(update={"device": device, "dtype": dtype_name(pick_dtype(config.dtype, device))})

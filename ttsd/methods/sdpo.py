@@ -4,23 +4,25 @@ Each step:
   1. sample n attempts from the current student (seeded per step),
   2. judge them in parallel; a passing one is discovery (solution.py, adapter_at_discovery/),
   3. teacher contexts: question + optional peer solution + this attempt's feedback,
-  4. student log-probs (with gradient) under the plain prompt; teacher log-probs (EMA adapter, the
-     frozen initial model, or the trust-region lerp of the two; no gradient) of the same tokens under
-     the teacher context,
-  5. SDPO loss (ttsd.sdpo.loss), AdamW with gradient clipping, EMA teacher update,
-  6. the new adapter goes to the sampler (in memory for hf; a saved adapter for vLLM).
+  4. the sampler sleeps (on a GPU its memory goes to the trainer), then `learn_from_batch`
+     (ttsd.sdpo.learn): student log-probs with gradient under the plain prompt, teacher log-probs
+     (EMA, frozen or trust-region, ttsd.sdpo.teacher) of the same tokens under the teacher context,
+     the SDPO loss, backward per micro-batch, AdamW with gradient clipping, the teacher's update,
+  5. the trainer gives its cached memory back, the sampler wakes and takes the new adapter
+     (`Sampler.sync_adapter`: in memory for hf, an adapter update for vLLM).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ttsd.methods.base import Method, StepOutcome
 from ttsd.runs import AttemptRecord, StepRecord
 
-TEACHER_ADAPTER = "teacher"
+if TYPE_CHECKING:
+    from ttsd.sdpo.learn import LearningBatch
 
 
 class Sdpo(Method):
@@ -28,29 +30,27 @@ class Sdpo(Method):
         import torch
 
         from ttsd.engine.chat import chat_prompt_ids
-        from ttsd.engine.policy import LoraSettings, Policy
+        from ttsd.engine.policy import Policy
+        from ttsd.sdpo.learn import LearnSettings
         from ttsd.sdpo.prompts import student_messages
+        from ttsd.sdpo.teacher import make_teacher
 
         config = self.config
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         self.make_judge()
-        lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha, target_modules=config.lora_target_modules)
         self.policy = Policy(
-            self.model_path, lora=lora, device=config.device, dtype=config.dtype,
+            self.model_path, lora=config.lora_settings(), device=config.device, dtype=config.dtype,
             gradient_checkpointing=config.gradient_checkpointing,
         )
         self._tokenizer = self.policy.tokenizer
-        self.teacher = None
-        if config.teacher == "ema" and config.ema_rate > 0:
-            from ttsd.sdpo.teacher import EmaTeacher
-
-            self.teacher = EmaTeacher(self.policy.model, rate=config.ema_rate)
+        self.teacher = make_teacher(config.teacher, self.policy, config.ema_rate, config.trust_region_alpha)
         self.optimizer = torch.optim.AdamW(
             self.policy.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        self.sampler = self.make_sampler(policy=self.policy)
+        self.learn_settings = LearnSettings.from_config(config)
         self.prompt_ids = chat_prompt_ids(self.tokenizer, student_messages(self.problem, config.templates))
+        self.sampler = self.make_sampler(policy=self.policy)
 
     # ----- resume ----------------------------------------------------------------------------
     def save_state(self, step: int) -> None:
@@ -62,7 +62,7 @@ class Sdpo(Method):
             "step": step,
             "adapter": {k: v.cpu() for k, v in self.policy.adapter_state().items()},
             "optimizer": self.optimizer.state_dict(),
-            "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+            "teacher": self.teacher.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
         # One file per step: a crash between this file and the step's record resumes from the
@@ -86,102 +86,61 @@ class Sdpo(Method):
             raise RuntimeError(f"{path} is from step {state['step']}, steps.jsonl ends at step {steps[-1].step}")
         self.policy.load_adapter_state({k: v.to(self.policy.device) for k, v in state["adapter"].items()})
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.teacher is not None and state["teacher"] is not None:
+        if state["teacher"] is not None:
             self.teacher.load_state_dict(state["teacher"])
         torch.set_rng_state(state["torch_rng"])
-        self.sync_sampler()
+        self.sampler.sync_adapter(self.policy.model)
 
     def on_discovery(self) -> None:
         self.policy.save_adapter(self.run.discovery_adapter_dir)
 
     # ----- the step --------------------------------------------------------------------------
-    def sync_sampler(self) -> None:
-        if self.sampler.backend == "vllm":  # hf shares the trainer's model: nothing to send
-            self.sampler.load_adapter_from_model(self.policy.model)
-
-    def teacher_scores(self, contexts: list[list[int]], responses: list[list[int]], given_ids: Any) -> Any:
-        from ttsd.engine.scorer import score_tokens
-
-        kwargs = dict(temperature=self.config.temperature, top_k=0, given_ids=given_ids, grad=False)
-        if self.config.teacher == "trust-region":
-            return score_tokens(self.policy.model, contexts, responses, trust_region_alpha=self.config.trust_region_alpha, **kwargs)
-        if self.config.teacher == "frozen" or self.config.ema_rate == 0:
-            with self.policy.using_adapter(None) as model:
-                return score_tokens(model, contexts, responses, **kwargs)
-        with self.teacher.swapped_in():
-            return score_tokens(self.policy.model, contexts, responses, **kwargs)
-
-    def run_step(self, step: int, num_attempts: int) -> StepOutcome:
-        import torch
-
+    def learning_batch(self, attempts: list) -> LearningBatch | None:
+        """The attempts with a teacher context (feedback or a peer's solution) and tokens; None if none."""
         from ttsd.engine.chat import chat_prompt_ids
-        from ttsd.engine.scorer import score_tokens
-        from ttsd.sdpo.loss import importance_weights, sdpo_loss, token_level_loss
+        from ttsd.sdpo.learn import LearningBatch
         from ttsd.sdpo.prompts import teacher_contexts
 
         config = self.config
-        attempts, time_sample, time_judge = self.sample_and_judge(self.prompt_ids, step, num_attempts)
-        record = StepRecord(step=step, attempts=0, time_sample_s=time_sample, time_judge_s=time_judge)
-        if any(a.judgement.passed for a in attempts) and not config.continue_after_discovery:
-            return StepOutcome(attempts, record)
-
         messages = teacher_contexts(
             self.problem, [a.response for a in attempts], [a.judgement for a in attempts], config.templates,
             use_feedback=config.use_feedback, use_peer_solutions=config.use_peer_solution,
         )
         chosen = [i for i, m in enumerate(messages) if m is not None and attempts[i].token_ids]
         if not chosen:
-            return StepOutcome(attempts, record)
-        responses = [attempts[i].token_ids for i in chosen]
-        contexts = [chat_prompt_ids(self.tokenizer, messages[i]) for i in chosen]
-        student_prompts = [self.prompt_ids] * len(chosen)
+            return None
+        return LearningBatch(
+            student_prompts=[self.prompt_ids] * len(chosen),
+            teacher_contexts=[chat_prompt_ids(self.tokenizer, messages[i]) for i in chosen],
+            responses=[attempts[i].token_ids for i in chosen],
+            sampler_logprobs=[attempts[i].logprobs for i in chosen],
+        )
 
-        sampled_logprobs = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(attempts[i].logprobs, dtype=torch.float32) for i in chosen], batch_first=True
-        ).to(self.policy.device)
-        grad_norm, stats = 0.0, None
-        for _ in range(config.optimizer_steps):
-            t_score = time.monotonic()
-            student = score_tokens(
-                self.policy.model, student_prompts, responses, temperature=config.temperature,
-                top_k=config.top_k, grad=True,
-            )
-            teacher = self.teacher_scores(contexts, responses, None if config.loss == "token" else student.topk_ids)
-            record.time_score_s += time.monotonic() - t_score
-            t_train = time.monotonic()
-            if record.logprob_gap is None:
-                gaps = [
-                    (student.response_logprobs[row, : len(attempts[i].logprobs)].detach()
-                     - torch.tensor(attempts[i].logprobs)).abs()
-                    for row, i in enumerate(chosen)
-                ]
-                record.logprob_gap = float(torch.cat(gaps).mean()) if gaps else None
-            # Several steps on one batch: later steps are off-policy, so tokens are reweighted by
-            # the (clipped, detached) ratio of current to sampling probabilities.
-            weights = None
-            if config.optimizer_steps > 1:
-                weights = importance_weights(student.response_logprobs, sampled_logprobs, clip=config.importance_clip)
-            if config.loss == "token":
-                loss, stats = token_level_loss(
-                    student.response_logprobs, teacher.response_logprobs, student.mask, weights
-                )
-            else:
-                loss, stats = sdpo_loss(
-                    student.topk_logprobs, teacher.given_logprobs, student.mask,
-                    divergence=config.divergence, alpha=config.jsd_alpha, weights=weights,
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), config.grad_clip))
-            self.optimizer.step()
-            if self.teacher is not None:
-                self.teacher.update()
-            record.time_train_s += time.monotonic() - t_train
-        t_sync = time.monotonic()
-        self.sync_sampler()
-        record.time_sync_s = time.monotonic() - t_sync
-        record.loss, record.mean_kl, record.grad_norm = stats.loss, stats.mean_kl, grad_norm
-        record.extra = {"attempts_with_signal": len(chosen), "tokens": stats.num_tokens}
-        if self.teacher is not None:  # 0 would mean the teacher is just the student again
+    def run_step(self, step: int, num_attempts: int) -> StepOutcome:
+        from ttsd.sdpo.learn import learn_from_batch
+        from ttsd.sdpo.teacher import EmaTeacher
+
+        attempts, time_sample, time_judge = self.sample_and_judge(self.prompt_ids, step, num_attempts)
+        record = StepRecord(step=step, attempts=0, time_sample_s=time_sample, time_judge_s=time_judge)
+        if any(a.judgement.passed for a in attempts) and not self.config.continue_after_discovery:
+            return StepOutcome(attempts, record)
+        batch = self.learning_batch(attempts)
+        if batch is None:
+            return StepOutcome(attempts, record)
+
+        self.sampler.sleep()  # on a GPU the engine's memory goes to the trainer for this step
+        try:
+            result = learn_from_batch(self.policy, self.teacher, self.optimizer, batch, self.learn_settings)
+        finally:
+            synced = time.monotonic()
+            self.policy.release_cached_memory()  # before wake: the engine takes its memory back
+            self.sampler.wake()
+        self.sampler.sync_adapter(self.policy.model)
+        record.time_sync_s = time.monotonic() - synced
+        record.time_score_s, record.time_train_s = result.time_score_s, result.time_train_s
+        record.loss, record.mean_kl, record.grad_norm = result.loss, result.mean_kl, result.grad_norm
+        record.logprob_gap = result.logprob_gap
+        record.extra = {"attempts_with_signal": len(batch.responses), "tokens": result.num_tokens}
+        if isinstance(self.teacher, EmaTeacher):  # 0 would mean the teacher is just the student again
             record.extra["teacher_student_gap"] = self.teacher.max_abs_difference()
         return StepOutcome(attempts, record)

@@ -1,21 +1,23 @@
-"""SDPO: the self-distillation loss, the self-teacher, and the prompts.
+"""SDPO: the self-distillation loss, the self-teacher, the learning step, and the prompts.
 
 - `ttsd.sdpo.loss`: `sdpo_loss` (logit level, student's top-K + tail bucket; reverse KL, forward KL
   or JSD_α), `token_level_loss` (sampled-token estimator), `importance_weights`, `LossStats`.
-- `ttsd.sdpo.teacher`: `ema_update` (`ema_update_` in place), `EmaTeacher` (EMA copy of the LoRA adapter, swapped in for
-  the teacher pass), `trust_region_logits` / `trust_region_logprobs` / `trust_region_teacher_logits`.
+- `ttsd.sdpo.teacher`: `make_teacher` → `EmaTeacher` (EMA copy of the LoRA adapter, swapped in for
+  the teacher pass), `FrozenTeacher`, `TrustRegionTeacher`; `ema_update`.
+- `ttsd.sdpo.learn`: `learn_from_batch(policy, teacher, optimizer, batch, settings) -> LearnResult`,
+  the step `Sdpo.run_step` runs and benchmarks measure (backward per micro-batch, exact).
+- `ttsd.sdpo.memory`: the expected peak memory of that step.
 - `ttsd.sdpo.prompts`: `PromptTemplates` (the paper's wording, editable), `student_messages`,
   `teacher_messages`, `teacher_contexts`, the multi-turn builders and `fit_*` token-limit helpers.
 
-One step of the loop, top to bottom:
+One step of the loop, top to bottom (`ttsd.sdpo.learn` has it with micro-batches):
 
     contexts = teacher_contexts(problem, responses, judgements, templates)     # None: no loss
-    with ema_teacher.swapped_in():                                             # no grad
-        teacher = score(teacher contexts, student's top-K ids)                 # (B, T, K)
     student = score(student prompt, with grad)                                 # (B, T, K) + ids
-    loss, stats = sdpo_loss(student.topk_logprobs, teacher.topk_logprobs, mask,
+    teacher = teacher.scores(policy, contexts, responses, given_ids=student.topk_ids)   # no grad
+    loss, stats = sdpo_loss(student.topk_logprobs, teacher.given_logprobs, mask,
                             divergence="reverse_kl", weights=None)
-    loss.backward(); clip; optimizer.step(); ema_teacher.update()
+    loss.backward(); clip; optimizer.step(); teacher.update()
 
 Names are imported lazily so that importing the prompts (e.g. by the CLI's config) does not import
 torch.
@@ -28,14 +30,8 @@ from typing import Any
 
 _EXPORTS = {
     "loss": ["LossStats", "sdpo_loss", "token_level_loss", "importance_weights", "with_tail", "DIVERGENCES"],
-    "teacher": [
-        "EmaTeacher",
-        "ema_update",
-        "ema_update_",
-        "trust_region_logits",
-        "trust_region_logprobs",
-        "trust_region_teacher_logits",
-    ],
+    "teacher": ["EmaTeacher", "FrozenTeacher", "TrustRegionTeacher", "make_teacher", "ema_update"],
+    "learn": ["LearnSettings", "LearningBatch", "LearnResult", "learn_from_batch"],
     "prompts": [
         "PromptTemplates",
         "student_messages",

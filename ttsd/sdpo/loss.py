@@ -18,6 +18,10 @@ Logit-level loss (the paper's, §2, eq. 2, with the top-K approximation of §2.2
     q_t       = [log π_T(v) for v in ids_t] ++ [log(1 − Σ_v π_T(v))]
     L         = Σ_t m_t · w_t · D(s_t, q_t) / Σ_t m_t                           (token mean)
 
+Micro-batches: with N = Σ_t m_t over the whole batch, L = Σ_g Σ_{t∈g} m_t w_t D_t / N, a sum of
+per-micro-batch terms; `token_count=N` makes a call on micro-batch g return its term, so backward
+per micro-batch adds up to the whole batch's gradient exactly (`ttsd.sdpo.learn`).
+
 The tail bucket keeps both vectors proper distributions, so D ≥ 0 and D = 0 iff they agree; with
 K = |vocab| it is empty and D is the exact divergence. m is the response mask, w the optional
 importance weights (below). D is one of
@@ -73,7 +77,8 @@ _LOG_RATIO_BOUND = 20.0
 class LossStats:
     """What one loss evaluation reports (plain floats, for steps.jsonl and the progress bar).
 
-    loss:             the value returned (weighted token mean of the chosen divergence)
+    loss:             weighted token mean of the chosen divergence over this call's tokens (the
+                      value returned, unless `token_count` scaled it as one micro-batch's share)
     mean_kl:          token mean of KL(student ‖ teacher) — over the K + 1 buckets for the
                       logit-level loss, the sampled-token estimate log π_S(y) − log π_T(y) for
                       the token-level loss; unweighted, whatever divergence is optimised
@@ -91,6 +96,19 @@ class LossStats:
     student_topk_mass: float = math.nan
     teacher_topk_mass: float = math.nan
     mean_weight: float = 1.0
+
+    @classmethod
+    def combine(cls, parts: list["LossStats"]) -> "LossStats":
+        """The stats of a batch from those of its micro-batches: token-weighted means, summed counts."""
+        total = sum(p.num_tokens for p in parts)
+        if total == 0:
+            raise ValueError("no tokens in any micro-batch")
+
+        def mean(field: str) -> float:
+            return sum(getattr(p, field) * p.num_tokens for p in parts) / total
+
+        fields = ("loss", "mean_kl", "mean_divergence", "student_topk_mass", "teacher_topk_mass", "mean_weight")
+        return cls(num_tokens=total, **{field: mean(field) for field in fields})
 
 
 def with_tail(topk_logprobs: torch.Tensor) -> torch.Tensor:
@@ -133,11 +151,15 @@ def divergence_per_token(
     raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
 
 
-def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Σ values·mask / Σ mask over every position of the batch (0 when the mask is empty)."""
+def masked_token_mean(values: torch.Tensor, mask: torch.Tensor, token_count: int | None = None) -> torch.Tensor:
+    """Σ values·mask / Σ mask over every position (0 when the mask is empty); with `token_count`
+    the denominator is that count instead (this call sees one micro-batch of a larger batch)."""
     keep = mask.bool()
     # where, not multiply: a NaN at a padding position must not leak into the mean
-    return torch.where(keep, values, torch.zeros_like(values)).sum() / keep.sum().clamp(min=1).to(values.dtype)
+    total = torch.where(keep, values, torch.zeros_like(values)).sum()
+    if token_count is not None:
+        return total / max(token_count, 1)
+    return total / keep.sum().clamp(min=1).to(values.dtype)
 
 
 def importance_weights(
@@ -180,6 +202,7 @@ def sdpo_loss(
     alpha: float = 0.5,
     weights: torch.Tensor | None = None,
     tail: bool = True,
+    token_count: int | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
     """The logit-level SDPO loss over the student's top-K tokens plus the tail bucket.
 
@@ -189,7 +212,8 @@ def sdpo_loss(
     divergence, alpha:     see the module docstring; alpha is used by "jsd" only
     weights:               (B, T) importance weights (`importance_weights`), detached here
     tail:                  add the tail bucket (K + 1 buckets); False renormalises over the K ids
-    Returns (loss, stats): L = Σ m·w·D / Σ m.
+    token_count:           N of the whole batch when this is one micro-batch of it (default Σ m)
+    Returns (loss, stats): L = Σ m·w·D / N; stats are means over this call's tokens.
     """
     _check_shapes(student_topk_logprobs, teacher_topk_logprobs, mask, leading=2)
     keep = mask.bool()
@@ -203,12 +227,13 @@ def sdpo_loss(
 
     per_token = divergence_per_token(student, teacher, divergence, alpha)
     weights = _clean_weights(weights, keep)
-    loss = masked_token_mean(per_token if weights is None else per_token * weights, keep)
+    weighted = per_token if weights is None else per_token * weights
+    loss = masked_token_mean(weighted, keep, token_count)
 
     with torch.no_grad():
         reverse = per_token if divergence == "reverse_kl" else kl_divergence(student, teacher)
         stats = LossStats(
-            loss=float(loss),
+            loss=float(masked_token_mean(weighted, keep)),
             mean_kl=float(masked_token_mean(reverse, keep)),
             mean_divergence=float(masked_token_mean(per_token, keep)),
             num_tokens=int(keep.sum()),
@@ -224,11 +249,13 @@ def token_level_loss(
     teacher_sampled_logprobs: torch.Tensor,
     mask: torch.Tensor,
     weights: torch.Tensor | None = None,
+    token_count: int | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
-    """The sampled-token SDPO loss: L = −Σ m·w·A·log π_S(y) / Σ m, A = (log π_T(y) − log π_S(y)) detached.
+    """The sampled-token SDPO loss: L = −Σ m·w·A·log π_S(y) / N, A = (log π_T(y) − log π_S(y)) detached.
 
     student_sampled_logprobs: (B, T) log π_S(y_t) of the sampled tokens (with gradient)
     teacher_sampled_logprobs: (B, T) log π_T(y_t) under the teacher context
+    token_count: N of the whole batch when this is one micro-batch of it (default Σ m)
     Its expected gradient is ∇ KL(π_S ‖ π_T) (Proposition 2.1): reverse KL only.
     """
     _check_shapes(student_sampled_logprobs, teacher_sampled_logprobs, mask, leading=2)
@@ -238,12 +265,13 @@ def token_level_loss(
     advantage = (teacher - student).detach()
     per_token = -advantage * student
     weights = _clean_weights(weights, keep)
-    loss = masked_token_mean(per_token if weights is None else per_token * weights, keep)
+    weighted = per_token if weights is None else per_token * weights
+    loss = masked_token_mean(weighted, keep, token_count)
 
     with torch.no_grad():
         kl_estimate = masked_token_mean(-advantage, keep)
         stats = LossStats(
-            loss=float(loss),
+            loss=float(masked_token_mean(weighted, keep)),
             mean_kl=float(kl_estimate),
             mean_divergence=float(kl_estimate),
             num_tokens=int(keep.sum()),

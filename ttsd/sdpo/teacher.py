@@ -1,44 +1,38 @@
-"""The self-teacher's weights: an EMA of the student's LoRA adapter, or the trust-region teacher.
+"""The self-teacher: which weights score the teacher context — an EMA of the student, the frozen
+initial model, or the trust-region lerp of the two.
 
 The self-teacher is the policy itself under a richer prompt (see `prompts.teacher_messages`). Using
 the *current* student as teacher lets the target drift with every step, so the paper regularises
-it (SDPO §2.3) in one of two ways:
+it (SDPO §2.3) in one of these ways, each a `Teacher` with one interface:
 
-EMA teacher (default, rate ρ = 0.01): a second copy of the trainable weights that trails the
-student,
+    teacher = make_teacher("ema", policy, ema_rate=0.01)
+    scores = teacher.scores(policy, contexts, responses, temperature=τ, given_ids=ids)   # no grad
+    ... student loss, backward, optimizer.step() ...
+    teacher.update()                                                                  # after each step
+
+EMA teacher (default, rate ρ = 0.01): a copy of the trainable weights that trails the student,
 
     θ_T ← (1 − ρ) θ_T + ρ θ_S        after every optimizer step     (= lerp(θ_T, θ_S, ρ))
 
-ρ = 0 keeps the initial teacher forever (with LoRA's zero-initialised B that is the base model);
 ρ = 1 makes the teacher the current student. Here the trainable weights are the LoRA adapter, so
 the teacher is itself a LoRA adapter whose A and B matrices are the EMAs of the student's (its
 weight delta B_T A_T is close to, not exactly, the EMA of B_S A_S — the natural analogue of the
 paper's full-weight EMA, at the cost of a few MB). `EmaTeacher` keeps that copy in float32 (a 1%
-update is below bf16's resolution) and swaps it into the model for the no-grad teacher pass:
+update is below bf16's resolution) and swaps it into the model for the no-grad teacher pass.
 
-    teacher = EmaTeacher(peft_model, rate=0.01)
-    with teacher.swapped_in():                 # the model now computes π_T; no gradients
-        teacher_scores = score(teacher contexts, ...)
-    ... student scores with gradients, loss, optimizer.step() ...
-    teacher.update()                           # θ_T ← lerp(θ_T, θ_S, ρ)
-
-(Alternatively keep the teacher as a second PEFT adapter, `Policy.add_adapter("teacher")`, score
-under `Policy.using_adapter("teacher")`, and update it with `ema_update_`; same arithmetic.)
+Frozen teacher (`--teacher frozen`, or the EMA at ρ = 0, which with LoRA's zero-initialised B is
+the same thing): the base model, i.e. the adapter switched off.
 
 Trust-region teacher: no second copy; the teacher's logits are interpolated between the frozen
-reference (the base model, i.e. the adapter disabled) and the current student, both evaluated on
-the teacher context:
+reference (the adapter switched off) and the current student, both on the teacher context:
 
     z_T = lerp(z_ref, z_S, α) = (1 − α) z_ref + α z_S,     log π_T = log_softmax(z_T / τ)
 
-α = 0 is the reference, α = 1 the student. The loop gets z_ref from the same PEFT model with
-`with model.disable_adapter():` (what `trust_region_teacher_logits` does). The lerp must happen
-before the full-vocabulary normalisation; it commutes with the division by the temperature and with
-adding a per-position constant, so lerping full-vocabulary log-probs instead of logits gives the
-same π_T after `log_softmax`. And since the output head is linear (no bias, no adapter on it by
-default), lerping the final hidden states gives the same logits, W lerp(h_ref, h_S, α) =
-lerp(W h_ref, W h_S, α): a chunked scorer can lerp the (B, L, H) hidden states of its two backbone
-passes and never hold (B, L, V) logits twice (`trust_region_logits` works on any tensor).
+α = 0 is the reference, α = 1 the student. The lerp must happen before the full-vocabulary
+normalisation. Since the output head is linear (no bias, no adapter on it), lerping the final
+hidden states gives the same logits, W lerp(h_ref, h_S, α) = lerp(W h_ref, W h_S, α): the scorer
+lerps the (B, L, H) hidden states of its two backbone passes and never holds (B, L, V) logits
+(`ttsd.engine.scorer.score_tokens(trust_region_alpha=α)`).
 
 References: Hübotter et al., "Reinforcement Learning via Self-Distillation", arXiv 2601.20802, §2.3;
 the reference implementation lasgroup/SDPO (`_update_teacher`, `TrustRegionTeacher`).
@@ -46,11 +40,15 @@ the reference implementation lasgroup/SDPO (`_update_teacher`, `TrustRegionTeach
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import torch
+
+from ttsd.engine.lora import adapter_parameters
+
+TeacherKind = Literal["ema", "frozen", "trust-region"]
 
 
 def ema_update(
@@ -73,50 +71,43 @@ def ema_update(
     return updated
 
 
-def ema_update_(
-    teacher: Mapping[str, torch.Tensor], student: Mapping[str, torch.Tensor], rate: float
-) -> None:
-    """In place: θ_T ← lerp(θ_T, θ_S, rate) on live tensors (e.g. a second "teacher" adapter).
+class Teacher(Protocol):
+    """What the learning step needs from a teacher."""
 
-    For `ttsd.engine.policy.Policy`, whose `adapter_parameters(name)` use the same canonical keys
-    for every adapter: `ema_update_(policy.adapter_parameters("teacher"), policy.adapter_parameters(), ρ)`.
-    """
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"EMA rate must be in [0, 1], got {rate}")
-    if set(teacher) != set(student):
-        raise ValueError("teacher and student hold different tensors")
-    with torch.no_grad():
-        for name, theta_t in teacher.items():
-            theta_t.lerp_(student[name].detach().to(device=theta_t.device, dtype=theta_t.dtype), rate)
+    def scores(self, policy: Any, contexts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], *,
+               temperature: float, given_ids: Any = None) -> Any:
+        """`ttsd.engine.scorer.TokenScores` of the responses under the teacher contexts, no gradients."""
+        ...
+
+    def update(self) -> None:
+        """Called after every optimizer step."""
+        ...
+
+    def state_dict(self) -> dict[str, Any] | None: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
-def adapter_parameters(model: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.nn.Parameter]:
-    """The LoRA parameters of one adapter of a PEFT model, by name.
+def _score(model: Any, contexts: Any, responses: Any, temperature: float, given_ids: Any, **options: Any) -> Any:
+    from ttsd.engine.scorer import score_tokens
 
-    PEFT names them `...<module>.lora_A.<adapter>.weight` (also lora_B, lora_embedding_A/B,
-    lora_magnitude_vector); we select every parameter whose path has a `lora_*` component directly
-    followed by the adapter's name.
-    """
-    selected = {}
-    for name, param in model.named_parameters():
-        parts = name.split(".")
-        if any(part.startswith("lora_") and nxt == adapter_name for part, nxt in zip(parts, parts[1:])):
-            selected[name] = param
-    if not selected:
-        raise ValueError(f"the model has no LoRA parameters for adapter {adapter_name!r}")
-    return selected
+    return score_tokens(model, contexts, responses, temperature=temperature, top_k=0, given_ids=given_ids,
+                        grad=False, **options)
 
 
 class EmaTeacher:
-    """A float32 EMA copy of a PEFT model's LoRA adapter, swappable into the model for scoring."""
+    """A float32 EMA copy of a PEFT model's student adapter, swapped into the model for scoring."""
 
-    def __init__(self, model: torch.nn.Module, rate: float = 0.01, adapter_name: str = "default"):
+    def __init__(self, model: torch.nn.Module, rate: float = 0.01):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"EMA rate must be in [0, 1], got {rate}")
         self.rate = rate
-        self.adapter_name = adapter_name
-        self._student = adapter_parameters(model, adapter_name)
+        self._student = adapter_parameters(model)
         self._teacher = {name: p.detach().to(torch.float32).clone() for name, p in self._student.items()}
+
+    def scores(self, policy: Any, contexts: Any, responses: Any, *, temperature: float, given_ids: Any = None) -> Any:
+        with self.swapped_in():
+            return _score(policy.model, contexts, responses, temperature, given_ids)
 
     def update(self) -> None:
         """θ_T ← lerp(θ_T, θ_S, rate): call after each optimizer step."""
@@ -124,7 +115,7 @@ class EmaTeacher:
             self._teacher = ema_update(self._teacher, self._student, self.rate)
 
     def weights(self) -> dict[str, torch.Tensor]:
-        """The teacher's adapter tensors (float32), by parameter name."""
+        """The teacher's adapter tensors (float32), keyed as `ttsd.engine.lora.adapter_parameters`."""
         return dict(self._teacher)
 
     def max_abs_difference(self) -> float:
@@ -139,8 +130,9 @@ class EmaTeacher:
 
         The copies go through `.data`, outside autograd, on purpose: a student graph built before
         the swap still backpropagates correctly afterwards, because the values it saved are
-        restored bit for bit before anyone calls backward. The Parameter objects stay the same,
-        so the optimizer's state is untouched.
+        restored bit for bit before anyone calls backward (the learning step scores the teacher
+        between a micro-batch's student forward and its backward). The Parameter objects stay the
+        same, so the optimizer's state is untouched.
         """
         saved = {name: p.data.clone() for name, p in self._student.items()}
         try:
@@ -153,12 +145,8 @@ class EmaTeacher:
                 p.data.copy_(saved[name])
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: rate, adapter name, teacher tensors (CPU)."""
-        return {
-            "rate": self.rate,
-            "adapter_name": self.adapter_name,
-            "weights": {name: t.detach().cpu().clone() for name, t in self._teacher.items()},
-        }
+        """Everything needed to resume: the rate and the teacher tensors (CPU)."""
+        return {"rate": self.rate, "weights": {name: t.detach().cpu().clone() for name, t in self._teacher.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         weights = state["weights"]
@@ -170,36 +158,50 @@ class EmaTeacher:
         }
 
 
-def trust_region_logits(reference: torch.Tensor, student: torch.Tensor, alpha: float) -> torch.Tensor:
-    """z_T = lerp(z_ref, z_S, α) = (1 − α) z_ref + α z_S (logits or full-vocabulary log-probs)."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"trust-region alpha must be in [0, 1], got {alpha}")
-    if reference.shape != student.shape:
-        raise ValueError(f"reference {tuple(reference.shape)} and student {tuple(student.shape)} shapes differ")
-    return torch.lerp(reference, student.to(reference.dtype), alpha)
+class FrozenTeacher:
+    """The initial model: the base weights with the adapter switched off."""
+
+    def scores(self, policy: Any, contexts: Any, responses: Any, *, temperature: float, given_ids: Any = None) -> Any:
+        with policy.base_weights() as model:
+            return _score(model, contexts, responses, temperature, given_ids)
+
+    def update(self) -> None:
+        pass
+
+    def state_dict(self) -> None:
+        return None
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
 
 
-def trust_region_logprobs(
-    reference_logits: torch.Tensor, student_logits: torch.Tensor, alpha: float, temperature: float = 1.0
-) -> torch.Tensor:
-    """log π_T = log_softmax(lerp(z_ref, z_S, α) / τ) over the full vocabulary (last dimension)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    return torch.log_softmax(trust_region_logits(reference_logits, student_logits, alpha).float() / temperature, dim=-1)
+class TrustRegionTeacher:
+    """lerp(initial model, current student, α) in logit space (see the module docstring)."""
+
+    def __init__(self, alpha: float):
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"trust-region alpha must be in [0, 1], got {alpha}")
+        self.alpha = alpha
+
+    def scores(self, policy: Any, contexts: Any, responses: Any, *, temperature: float, given_ids: Any = None) -> Any:
+        return _score(policy.model, contexts, responses, temperature, given_ids, trust_region_alpha=self.alpha)
+
+    def update(self) -> None:
+        pass
+
+    def state_dict(self) -> None:
+        return None
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
 
 
-def _logits_of(output: Any) -> torch.Tensor:
-    return output.logits if hasattr(output, "logits") else output
-
-
-def trust_region_teacher_logits(model: torch.nn.Module, alpha: float, *args: Any, **kwargs: Any) -> torch.Tensor:
-    """Run a PEFT model on the teacher context twice, adapter off (reference) and on (student), no grad.
-
-    `model(*args, **kwargs)` is the forward pass (e.g. input_ids=..., attention_mask=...); returns
-    lerp(z_ref, z_S, α) (raw logits: divide by the temperature and normalise afterwards).
-    """
-    with torch.no_grad():
-        with model.disable_adapter():
-            reference = _logits_of(model(*args, **kwargs))
-        student = _logits_of(model(*args, **kwargs))
-    return trust_region_logits(reference, student, alpha)
+def make_teacher(kind: TeacherKind, policy: Any, ema_rate: float = 0.01, trust_region_alpha: float = 0.01) -> Teacher:
+    """The teacher of `--teacher kind`; an EMA at rate 0 is the frozen initial model."""
+    if kind == "trust-region":
+        return TrustRegionTeacher(trust_region_alpha)
+    if kind == "frozen" or ema_rate == 0:
+        return FrozenTeacher()
+    if kind == "ema":
+        return EmaTeacher(policy.model, rate=ema_rate)
+    raise ValueError(f"unknown teacher {kind!r}: use ema, frozen or trust-region")
