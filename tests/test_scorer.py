@@ -205,3 +205,21 @@ def test_bad_input_is_rejected(policy):
         score_tokens(policy, [[1, 2]], [[3], [4]])
     with pytest.raises(ValueError):
         score_tokens(policy, [[]], [[3]])
+
+
+def test_a_transformers_without_the_read_only_cache_flag_is_refused(tiny_model_dir, monkeypatch):
+    """Without `_can_checkpoint_with_cache` a checkpointed layer drops the shared prompt's cache and
+    the student would be scored without its prompt: the scorer must refuse, not compute that."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from ttsd.engine.scorer import PrefixCacheUnsupported
+
+    torch.manual_seed(0)
+    policy = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu", dtype="float32")
+    prompts, contexts, responses = _shared_batch(policy.model.config.vocab_size)
+    monkeypatch.delattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache")  # as in an older transformers
+    with pytest.raises(PrefixCacheUnsupported, match="_can_checkpoint_with_cache"):
+        score_tokens(policy, prompts, responses, grad=True)
+    # no checkpointing runs without gradients (the teacher), so that path needs no flag
+    teacher = score_tokens(policy, contexts, responses, top_k=0)
+    assert teacher.mask.sum() == sum(len(r) for r in responses)
