@@ -8,7 +8,8 @@ cost: layer count, widths, heads, vocabulary and tied embeddings.
     from benchmarks.model_configs import build_random_model, weight_bytes
     model = build_random_model("qwen3-8b", dtype=torch.bfloat16, device="cuda")
 
-`tiny` is the tests' shape (tests/tiny_model.py: head_dim 32, vocab 512), for `--cpu` runs.
+`tiny` is the tests' shape (tests/tiny_model.py: head_dim 32, vocab 512), for `--cpu` runs;
+`tiny-vocab152k` the same with Qwen's vocabulary (the memory test of a large vocabulary).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, vocab_size=512, tie_word_embeddings=True,
+        max_position_embeddings=4096,
+    ),
+    # the tiny shape with Qwen's vocabulary: the scorer's memory must not grow with attempts × tokens × V
+    "tiny-vocab152k": dict(
+        model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, vocab_size=151936, tie_word_embeddings=False,
         max_position_embeddings=4096,
     ),
     "smollm2-135m": dict(

@@ -165,8 +165,8 @@ def test_sharing_the_prefix_changes_no_score_and_no_gradient(tiny_model_dir, che
     import ttsd.engine.scorer as scorer
 
     shared_caches = []
-    real = scorer._read_only_cache
-    monkeypatch.setattr(scorer, "_read_only_cache", lambda *a: shared_caches.append(real(*a)) or shared_caches[-1])
+    real = scorer._write_once_cache
+    monkeypatch.setattr(scorer, "_write_once_cache", lambda *a: shared_caches.append(real(*a)) or shared_caches[-1])
     torch.manual_seed(0)
     policy = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu", dtype="float32", gradient_checkpointing=checkpointing)
     with torch.no_grad():
