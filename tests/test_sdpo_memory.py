@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from tests.conftest import REPO
 from ttsd.engine.lora import LoraSettings
