@@ -151,3 +151,41 @@ def test_a_resumed_run_keeps_the_dtype_it_started_with(tiny_model_dir, problem, 
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)  # 'auto' alone would pick bf16
     summary = solve(problem, _config(tiny_model_dir, dtype="auto"), run, resume=True)
     assert seen == [("cpu", "float32")] and summary.finished and summary.attempts_used == 4
+
+
+class RecordingSampler:
+    """A real sampler whose protocol calls are written down in order (everything else passes through)."""
+
+    RECORDED = ("sample", "sleep", "wake", "sync_adapter")
+
+    def __init__(self, inner, calls: list) -> None:
+        self._inner, self._calls = inner, calls
+
+    def __getattr__(self, name):
+        attribute = getattr(self._inner, name)
+        if name not in self.RECORDED:
+            return attribute
+
+        def recorded(*args, **kwargs):
+            self._calls.append(name)
+            return attribute(*args, **kwargs)
+
+        return recorded
+
+
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_sdpo_sleeps_the_sampler_while_it_learns(tiny_model_dir, problem, tmp_path, monkeypatch, backend):
+    """Each step: sample, sleep the engine, learn, the trainer gives back its cached memory, wake,
+    send the new adapter — through the Sampler protocol, the same calls for either backend."""
+    from ttsd.engine.policy import Policy
+    from ttsd.methods.base import Method
+
+    calls: list[str] = []
+    make_sampler, release = Method.make_sampler, Policy.release_cached_memory
+    monkeypatch.setattr(Method, "make_sampler", lambda self, **kw: RecordingSampler(make_sampler(self, **kw), calls))
+    monkeypatch.setattr(Policy, "release_cached_memory", lambda self: calls.append("release") or release(self))
+    summary = solve(problem, _config(tiny_model_dir, backend=backend), tmp_path / "run")
+    assert summary.attempts_used == 4 and not summary.discovered
+    assert calls == ["sample", "sleep", "release", "wake", "sync_adapter"] * 2
+    steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
+    assert all(s["grad_norm"] > 0 and s["logprob_gap"] is not None for s in steps)
