@@ -58,7 +58,7 @@ def bench_vllm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ttsd.engine.models import resolve_model
-    from ttsd.engine.vllm_sampler import VLLMSampler, tmpfs_root, write_lora_adapter
+    from ttsd.engine.vllm_sampler import VLLMSampler, adapter_scratch_root, write_lora_adapter
 
     model_dir = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -96,7 +96,7 @@ def bench_vllm(
             )
 
         size = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
-        target = Path(tmpfs_root()) / "ttsd-bench-adapter"
+        target = adapter_scratch_root(2**28) / "ttsd-bench-adapter"
         in_memory, writes, loads, naive = [], [], [], []
         for step in range(updates):
             _perturb(peft_model, step)

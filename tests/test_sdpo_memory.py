@@ -65,3 +65,8 @@ def test_checkpointing_off_keeps_every_layers_activations():
     off = estimate_learning_peak(QWEN3_8B, _shape(response_tokens=4096, gradient_checkpointing=False))
     assert off.parts["student_graph"] > 20 * on.parts["student_graph"]
     assert on.parts["adapter_state"] == QWEN3_8B.lora_parameters(LoraSettings()) * (4 * 2 + 4)
+
+
+def test_an_8b_adapter_outgrows_dockers_default_shared_memory():
+    """#13: Qwen3-8B, rank 16 on every linear layer, bf16: ~87 MB, more than Docker's 64 MB /dev/shm."""
+    assert 86e6 < QWEN3_8B.lora_parameters(LoraSettings()) * 2 < 88e6

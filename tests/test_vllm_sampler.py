@@ -165,10 +165,10 @@ def test_in_process_update_goes_through_memory_and_leaves_the_trainer_alone(samp
 
 
 def test_rewritten_path_under_new_id_serves_new_weights(sampler, peft_model, tmp_path):
-    from ttsd.engine.vllm_sampler import tmpfs_root, write_lora_adapter
+    from ttsd.engine.vllm_sampler import SHARED_MEMORY, write_lora_adapter
 
     response = list(range(50, 70))
-    shared_dir = Path(tmpfs_root()) / f"ttsd-test-{tmp_path.name}"
+    shared_dir = SHARED_MEMORY / f"ttsd-test-{tmp_path.name}"
     fresh_dir = tmp_path / "fresh"
     try:
         _perturb_lora_b(peft_model, scale=0.5, seed=21)
@@ -218,6 +218,70 @@ def test_sleep_and_wake_keep_the_engine_usable(sampler):
     sampler.sleep()
     sampler.wake()
     assert sampler.sample([PROMPT], n=2, max_tokens=6, seed=9) == before
+
+
+def test_adapter_files_move_to_disk_when_dev_shm_lacks_room(sampler, peft_model, tmp_path):
+    """Docker's default /dev/shm is 64 MB, an 8B adapter 87 MB: the sampler's scratch directory goes
+    to disk with a warning, and adapters still load from there."""
+    import tempfile
+
+    from ttsd.engine.vllm_sampler import SHARED_MEMORY, adapter_bytes, adapter_scratch_root, write_lora_adapter
+
+    assert adapter_scratch_root(1) == SHARED_MEMORY
+    too_much = shutil.disk_usage(SHARED_MEMORY).free + 2**30
+    with pytest.warns(UserWarning, match="--shm-size"):
+        assert adapter_scratch_root(too_much) == Path(tempfile.gettempdir())
+    with pytest.warns(UserWarning, match="--shm-size"):
+        scratch = sampler._scratch(too_much)
+    assert not str(scratch).startswith(str(SHARED_MEMORY)) and scratch.is_dir()
+
+    response = list(range(50, 70))
+    _perturb_lora_b(peft_model, scale=0.5, seed=51)
+    saved = write_lora_adapter(peft_model, tmp_path / "elsewhere")
+    weights = (saved / "adapter_model.safetensors").stat().st_size
+    assert adapter_bytes(peft_model) <= weights < adapter_bytes(peft_model) + 2**16  # tensors + a header
+    sampler.load_adapter(saved)  # copied into the scratch directory, now on disk
+    assert any(scratch.glob("copy-*/adapter_model.safetensors"))
+    on_disk = sampler.score_prompt_logprobs(PROMPT, response)
+    sampler.sync_adapter(peft_model)  # the same weights, in memory
+    assert sampler.score_prompt_logprobs(PROMPT, response) == pytest.approx(on_disk, abs=1e-5)
+
+
+def test_patches_of_vllm_internals_refuse_what_they_were_not_written_for():
+    """Another vLLM release, or internals not where 0.32 has them: an error at start, never a
+    patch that silently does nothing."""
+    from types import SimpleNamespace
+
+    from ttsd.engine.vllm_sampler import (
+        VLLMPatchUnsupported,
+        _install_in_memory_loader,
+        _install_one_adapter_fast_path,
+        _make_one_adapter_fast,
+        check_patched_release,
+    )
+
+    check_patched_release("0.32.0", "patches")
+    check_patched_release("0.32.3+cpu", "patches")
+    for other in ("0.33.0", "0.31.2", "1.0.0"):
+        with pytest.raises(VLLMPatchUnsupported, match="vllm==0.32.0"):
+            check_patched_release(other, "patches")
+    moved = SimpleNamespace(model_runner=SimpleNamespace(lora_manager=None))
+    with pytest.raises(VLLMPatchUnsupported, match="in_memory_adapters=False"):
+        _install_in_memory_loader(moved)
+    with pytest.raises(VLLMPatchUnsupported, match="one_adapter_fast_path=False"):
+        _install_one_adapter_fast_path(moved)
+
+    class RenamedWrapper:  # add_lora_linear with other arguments than vLLM 0.32's
+        token_lora_indices = None
+
+        def update_metadata(self, *args):
+            pass
+
+        def add_lora_linear(self, y, x, lora_a, lora_b, scale, slices):
+            pass
+
+    with pytest.raises(VLLMPatchUnsupported, match="add_lora_linear"):
+        _make_one_adapter_fast(RenamedWrapper())
 
 
 # ---------------------------------------------------------------------- real model

