@@ -189,3 +189,39 @@ def test_sdpo_sleeps_the_sampler_while_it_learns(tiny_model_dir, problem, tmp_pa
     assert calls == ["sample", "sleep", "release", "wake", "sync_adapter"] * 2
     steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
     assert all(s["grad_norm"] > 0 and s["logprob_gap"] is not None for s in steps)
+
+
+def test_context_length_holds_the_prompt_and_max_tokens():
+    from ttsd.config import ContextTooLong, context_length
+
+    assert context_length(300, 8192, None, 40960) == 8492  # derived: vLLM never stops an attempt early
+    assert context_length(300, 1024, 4096, 8192) == 4096  # an explicit length that holds it is kept
+    with pytest.raises(ContextTooLong, match="max_model_len 4096 cannot hold"):
+        context_length(300, 8192, 4096, 40960)  # the old default with 8k attempts: refused, not cut
+    with pytest.raises(ContextTooLong, match="model's context is 8192"):
+        context_length(300, 8192, None, 8192)
+
+
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_the_sampler_gets_the_prompt_plus_max_tokens_or_the_run_is_refused(tiny_model_dir, problem, tmp_path, monkeypatch, backend):
+    """Either backend judges whole attempts: vLLM's context is the prompt + max_tokens; a configured
+    max_model_len too short for that, or attempts past the model's own 4096 tokens, stop the run."""
+    from transformers import AutoTokenizer
+
+    from ttsd.config import ContextTooLong
+    from ttsd.engine.chat import chat_prompt_ids
+    from ttsd.methods.base import Method
+    from ttsd.sdpo.prompts import student_messages
+
+    prompt = len(chat_prompt_ids(AutoTokenizer.from_pretrained(tiny_model_dir), student_messages(problem)))
+    samplers = []
+    make_sampler = Method.make_sampler
+    monkeypatch.setattr(Method, "make_sampler", lambda self, **kw: samplers.append(make_sampler(self, **kw)) or samplers[-1])
+    config = _config(tiny_model_dir, method="best-of-k", backend=backend, budget=2)
+    assert solve(problem, config, tmp_path / "fits").attempts_used == 2
+    if backend == "vllm":
+        assert samplers[0].max_model_len == prompt + config.max_tokens  # what the engine was started with
+    with pytest.raises(ContextTooLong, match=f"cannot hold a {prompt}-token prompt"):
+        solve(problem, config.model_copy(update={"max_model_len": prompt + config.max_tokens - 1}), tmp_path / "short")
+    with pytest.raises(ContextTooLong, match="model's context is 4096"):
+        solve(problem, config.model_copy(update={"max_tokens": 4096}), tmp_path / "long")

@@ -72,7 +72,11 @@ class SolveConfig(BaseModel):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="trainer device")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="trainer and sampler dtype (auto: bfloat16 on a GPU or a CPU with hardware bf16, else float32)")
-    max_model_len: int = Field(4096, ge=256, description="vLLM context length")
+    max_model_len: int | None = Field(
+        None, ge=256,
+        description="tokens the sampler holds per attempt (vLLM's max_model_len); default: the longest prompt "
+        "+ max_tokens, so no backend stops an attempt before max_tokens; a smaller value is refused",
+    )
     gpu_memory_utilization: float = Field(0.45, gt=0, le=1, description="vLLM's share of the GPU (the trainer uses the rest)")
     templates: PromptTemplates = Field(default_factory=PromptTemplates, description="prompt wording (a JSON object in --config)")
 
@@ -86,6 +90,34 @@ class SolveConfig(BaseModel):
 
 class ConfigError(ValueError):
     """A config file or option is invalid; the message names the file and the field."""
+
+
+class ContextTooLong(ConfigError):
+    """The prompt and max_tokens do not fit in max_model_len or in the model's own context."""
+
+
+def context_length(prompt_tokens: int, max_tokens: int, requested: int | None, model_limit: int | None) -> int:
+    """The sampler's context length: prompt_tokens + max_tokens, or `requested` when it holds that much.
+
+    Why not a fixed default: vLLM ends an attempt at its context length, Hugging Face `generate` only
+    at max_tokens, so a context shorter than prompt + max_tokens made the backends judge different
+    attempts (a 4096 default with max_tokens 8192 silently cut vLLM's). Raises ContextTooLong when
+    `requested` is too small or the model's own context (`model_limit`) cannot hold the attempt.
+    """
+    needed = prompt_tokens + max_tokens
+    if requested is not None and requested < needed:
+        raise ContextTooLong(
+            f"max_model_len {requested} cannot hold a {prompt_tokens}-token prompt and max_tokens {max_tokens} "
+            f"({needed} tokens): vLLM would stop attempts that Hugging Face samples in full. Raise --max-model-len "
+            "(or leave it out) or lower --max-tokens."
+        )
+    length = needed if requested is None else requested
+    if model_limit is not None and length > model_limit:
+        raise ContextTooLong(
+            f"the model's context is {model_limit} tokens; a {prompt_tokens}-token prompt and max_tokens {max_tokens} "
+            f"need {length}: lower --max-tokens" + ("" if requested is None else " or --max-model-len")
+        )
+    return length
 
 
 def _describe(error: ValidationError, source: str) -> str:

@@ -129,7 +129,7 @@ def solve_command(
     try:
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             summary = solve(loaded, config, Path(run_dir), resume=resume is not None, progress=lambda r, s: live.update(render(r, s)))
-    except (ModelNotFound, SamplerUnavailable, SandboxUnavailable) as error:
+    except (ModelNotFound, SamplerUnavailable, SandboxUnavailable, ConfigError) as error:
         fail(str(error))
     if summary.discovered:
         console.print(f"[bold green]discovered[/] at attempt k={summary.discovery_k}: {Path(run_dir) / 'solution.py'}")

@@ -12,6 +12,7 @@ seed and the step number, so a resumed run redoes an interrupted step exactly.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,12 +83,31 @@ class Method:
     def batch_size(self) -> int:
         return self.config.batch_size
 
+    def model_limit(self) -> int | None:
+        """The model's own context length (its config's max_position_embeddings), if it says."""
+        from transformers import AutoConfig
+
+        return getattr(AutoConfig.from_pretrained(self.model_path), "max_position_embeddings", None)
+
+    def context_length(self) -> int:
+        """What the sampler must hold per attempt: this method's prompt (`self.prompt_ids`, set by
+        setup before the sampler) + max_tokens; see `ttsd.config.context_length`."""
+        from ttsd.config import context_length
+
+        return context_length(len(self.prompt_ids), self.config.max_tokens, self.config.max_model_len, self.model_limit())
+
+    @functools.cached_property
+    def max_model_len(self) -> int:
+        """`context_length()`, worked out once (it reads the model's config)."""
+        return self.context_length()
+
     def make_sampler(self, policy: Any = None) -> Any:
         """The sampler: HF generate on the trainer's own model when there is one (no weight copies),
         else the configured backend on the base weights."""
         from ttsd.engine.samplers import make_sampler, pick_backend
 
         backend = pick_backend(self.config.backend)
+        max_model_len = self.max_model_len  # checked for either backend: both must judge whole attempts
         if backend == "hf":
             if policy is not None:
                 return policy.sampler()
@@ -95,7 +115,7 @@ class Method:
         # Serve in the trainer's dtype (solve resolved 'auto' already) so the trainer-vs-sampler
         # log-prob gap measures staleness only.
         options: dict[str, Any] = {
-            "max_model_len": self.config.max_model_len,
+            "max_model_len": max_model_len,
             "gpu_memory_utilization": self.config.gpu_memory_utilization,
             "seed": self.config.seed,
             "dtype": self.config.dtype,

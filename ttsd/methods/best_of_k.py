@@ -12,8 +12,8 @@ class BestOfK(Method):
         from ttsd.sdpo.prompts import student_messages
 
         self.make_judge()
-        self.sampler = self.make_sampler()
         self.prompt_ids = chat_prompt_ids(self.tokenizer, student_messages(self.problem, self.config.templates))
+        self.sampler = self.make_sampler()
 
     def run_step(self, step: int, num_attempts: int) -> StepOutcome:
         attempts, time_sample, time_judge = self.sample_and_judge(self.prompt_ids, step, num_attempts)

@@ -11,8 +11,20 @@ from ttsd.runs import AttemptRecord, StepRecord
 class MultiTurn(Method):
     def setup(self) -> None:
         self.make_judge()
-        self.sampler = self.make_sampler()
         self.history: list[tuple[str, str]] = []  # (response, feedback) of earlier failed turns
+        self.sampler = self.make_sampler()
+
+    def context_length(self) -> int:
+        """The prompt grows with feedback up to context_limit tokens, or up to what max_model_len (by
+        default the model's own context) leaves beside max_tokens; the first prompt must fit."""
+        from ttsd.config import context_length
+
+        config, limit = self.config, self.model_limit()
+        first, _ = self.prompt(prompt_limit=config.context_limit)  # no feedback yet: the question alone
+        context_length(len(first), config.max_tokens, config.max_model_len, limit)  # raises if even it does not fit
+        ceiling = config.max_model_len or limit
+        longest = config.context_limit if ceiling is None else min(config.context_limit, ceiling - config.max_tokens)
+        return context_length(longest, config.max_tokens, config.max_model_len, limit)
 
     def batch_size(self) -> int:
         return 1
@@ -21,18 +33,18 @@ class MultiTurn(Method):
         self.history = [(a.response, a.feedback) for a in attempts if a.verdict != "accepted"]
 
     def prompt_limit(self) -> int:
-        """Prompt tokens allowed: the context limit, and room for the answer within the model's length
-        (vLLM refuses a prompt + max_tokens beyond max_model_len)."""
-        return min(self.config.context_limit, self.config.max_model_len - self.config.max_tokens)
+        """Prompt tokens allowed: the context limit, and room for the answer within the sampler's
+        context length (vLLM refuses a prompt + max_tokens beyond its max_model_len)."""
+        return min(self.config.context_limit, self.max_model_len - self.config.max_tokens)
 
-    def prompt(self) -> tuple[list[int], int]:
+    def prompt(self, prompt_limit: int | None = None) -> tuple[list[int], int]:
         """Token ids of this turn's prompt and how many of the oldest feedbacks were dropped."""
         from ttsd.engine.chat import chat_prompt_ids
         from ttsd.sdpo.prompts import fit_chat_turn_messages, fit_multi_turn_messages
 
         tokenizer = self.tokenizer
         count = lambda messages: len(chat_prompt_ids(tokenizer, messages))  # noqa: E731
-        limit, templates = self.prompt_limit(), self.config.templates
+        limit, templates = prompt_limit or self.prompt_limit(), self.config.templates
         if self.config.multi_turn_chat:
             fitted = fit_chat_turn_messages(
                 self.problem, [r for r, _ in self.history], [f for _, f in self.history], limit, count, templates
