@@ -193,3 +193,42 @@ def test_bench_on_local_ray(tiny_model_dir, examples_dir, tmp_path):
     summaries = load_summaries(tmp_path / "bench")
     assert sorted(k.seed for k in summaries) == [0, 1]
     assert all(s.method == "best-of-k" and s.attempts_used >= 1 for s in summaries.values())
+
+
+def test_workers_get_a_gpu_each_or_are_refused():
+    from ttsd.bench import TooManyWorkers, worker_devices
+
+    assert worker_devices(3, 0) == [None, None, None]  # no GPU: nothing to pin
+    assert worker_devices(2, 4) == ["0", "1"]
+    assert worker_devices(2, 2, visible="5,7") == ["5", "7"]  # the parent's own selection is handed out
+    with pytest.raises(TooManyWorkers, match="--workers 1 or fewer"):
+        worker_devices(2, 1)  # two full model copies on one card
+
+
+def _device_of_this_worker(seconds: float) -> tuple[int, str | None]:
+    import os
+    import time
+
+    time.sleep(seconds)  # long enough that the pool uses every worker
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_each_worker_process_claims_its_own_device():
+    from ttsd.bench import process_pool
+
+    with process_pool(2, ["3", "6"]) as pool:
+        seen = dict(pool.map(_device_of_this_worker, [1.0] * 4))
+    assert len(seen) == 2 and sorted(seen.values()) == ["3", "6"]
+    import os
+
+    with process_pool(2, [None, None]) as pool:  # no GPUs: the workers keep the parent's environment
+        assert {device for _, device in pool.map(_device_of_this_worker, [0.0] * 2)} == {os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def test_bench_cli_refuses_more_workers_than_gpus(tmp_path, monkeypatch):
+    import ttsd.engine.hardware as hardware
+
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 1)  # this machine has none; the rule is what is tested
+    result = CliRunner().invoke(app, ["bench", "--split", "reverse-string", "--workers", "2", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "--workers 2 on a machine with 1 GPU" in result.output
+    assert not (tmp_path / "b").exists()

@@ -5,7 +5,9 @@
 
 A restarted bench skips runs whose summary.json exists and resumes the others that have a run
 directory (`solve(..., resume=True)`). Runs are independent, so they can go in parallel:
-- `workers > 1`: a process pool on this machine (spawned processes: each loads its own model);
+- `workers > 1`: a process pool on this machine (spawned processes: each loads its own model). On a
+  machine with GPUs each worker process gets a card of its own (CUDA_VISIBLE_DEVICES), and more
+  workers than cards is refused: every run holds a full model, a trainer and an engine;
 - `ray_address`: one Ray task per run (one GPU each when the cluster has GPUs, else one CPU).
   Ray workers write their run directories straight into BENCH_DIR, so BENCH_DIR must be on a
   filesystem every Ray node sees at the same path (NFS or similar) — the shared-filesystem assumption.
@@ -15,7 +17,7 @@ This module imports nothing heavy at import time (torch, vllm, ray stay inside f
 
 from __future__ import annotations
 
-import json
+import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -141,6 +143,47 @@ class BenchResult(BaseModel):
         return [o for o in self.outcomes if o.error is not None]
 
 
+class TooManyWorkers(ValueError):
+    """More parallel runs than GPUs on a GPU machine."""
+
+
+def worker_devices(workers: int, gpus: int, visible: str | None = None) -> list[str | None]:
+    """The CUDA_VISIBLE_DEVICES of each of `workers` parallel runs: one card each when the machine
+    has `gpus` of them (`visible`: the parent's CUDA_VISIBLE_DEVICES, whose entries are handed out),
+    None for all on a machine without GPUs. Raises TooManyWorkers when workers > gpus ≥ 1."""
+    if workers < 1:
+        raise ValueError("at least one worker")
+    if gpus == 0:
+        return [None] * workers
+    if workers > gpus:
+        raise TooManyWorkers(
+            f"--workers {workers} on a machine with {gpus} GPU{'s' if gpus > 1 else ''}: every run loads a full "
+            f"model, a trainer and an engine, so runs get a GPU each; use --workers {gpus} or fewer (or --ray)"
+        )
+    cards = [c.strip() for c in visible.split(",")] if visible else [str(i) for i in range(gpus)]
+    return cards[:workers]
+
+
+def _claim_device(devices: Any) -> None:
+    """Pool initializer: this worker process takes the next free card before anything touches CUDA."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = devices.get()
+
+
+def process_pool(workers: int, devices: list[str | None]) -> Any:
+    """A pool of `workers` spawned processes, each on its device from `devices` (all None: no pinning)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent may hold threads (rich Live) and torch state that fork corrupts.
+    context = multiprocessing.get_context("spawn")
+    if all(device is None for device in devices):
+        return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    free = context.Queue()
+    for device in devices:
+        free.put(device)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_claim_device, initargs=(free,))
+
+
 class BenchMismatch(ValueError):
     """The bench directory holds runs made with other solve options: mixing them would compare unlike runs."""
 
@@ -207,7 +250,8 @@ def run_bench(
 ) -> BenchResult:
     """Run every missing problem × method × seed; `on_update(key, state, summary)` reports progress
     with state one of "skipped", "running", "done", "failed". Raises BenchMismatch (and runs
-    nothing) when BENCH_DIR was started with other solve options."""
+    nothing) when BENCH_DIR was started with other solve options, TooManyWorkers when `workers`
+    exceeds the GPUs of a GPU machine."""
     manifest = BenchManifest(
         split=split,
         problem_ids=[p.id for p in problems],
@@ -238,7 +282,10 @@ def run_bench(
     if ray_address:
         outcomes = _run_on_ray(tasks, ray_address, notify)
     elif workers > 1:
-        outcomes = _run_in_processes(tasks, workers, notify)
+        from ttsd.engine.hardware import gpu_count
+
+        devices = worker_devices(workers, gpu_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+        outcomes = _run_in_processes(tasks, devices, notify)
     else:
         outcomes = []
         for task in tasks:
@@ -249,14 +296,11 @@ def run_bench(
     return BenchResult(skipped=skipped, outcomes=outcomes)
 
 
-def _run_in_processes(tasks: list[RunTask], workers: int, notify) -> list[RunOutcome]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def _run_in_processes(tasks: list[RunTask], devices: list[str | None], notify) -> list[RunOutcome]:
+    from concurrent.futures import as_completed
 
-    # spawn, not fork: the parent may hold threads (rich Live) and torch state that fork corrupts.
-    context = multiprocessing.get_context("spawn")
     outcomes = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with process_pool(len(devices), devices) as pool:
         futures = {}
         for task in tasks:
             futures[pool.submit(_execute_json, task.model_dump_json())] = task

@@ -131,6 +131,16 @@ def bench(
         fail("--methods is empty")
     if ray and workers > 1:
         fail("use either --workers or --ray, not both (Ray schedules runs over its own workers)")
+    if workers > 1:
+        import os
+
+        from ttsd.bench import TooManyWorkers, worker_devices
+        from ttsd.engine.hardware import gpu_count
+
+        try:
+            worker_devices(workers, gpu_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+        except TooManyWorkers as error:
+            fail(str(error))
     if ray:
         try:
             import ray as _ray  # noqa: F401
