@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def step_inputs(vocab: int, attempts: int, prompt_tokens: int, feedback_tokens: int, response_tokens: int):
-    """Random token ids of the batch's shape: one student prompt, one teacher context per attempt."""
+    """Random token ids of the batch's shape: one student prompt, one teacher context per attempt,
+    and sampler log-probs (so the stale-weights gap runs too, on the trainer's device)."""
     import torch
 
     from ttsd.sdpo.learn import LearningBatch
@@ -77,7 +78,10 @@ def step_inputs(vocab: int, attempts: int, prompt_tokens: int, feedback_tokens: 
     prompt = torch.randint(0, vocab, (prompt_tokens,), generator=generator).tolist()
     contexts = [prompt + torch.randint(0, vocab, (feedback_tokens,), generator=generator).tolist() for _ in range(attempts)]
     responses = [torch.randint(0, vocab, (response_tokens,), generator=generator).tolist() for _ in range(attempts)]
-    return LearningBatch(student_prompts=[prompt] * attempts, teacher_contexts=contexts, responses=responses)
+    # what a sampler reports (as Python floats): the step compares them with the trainer's on its device
+    sampler_logprobs = [[-1.0] * response_tokens for _ in range(attempts)]
+    return LearningBatch(student_prompts=[prompt] * attempts, teacher_contexts=contexts, responses=responses,
+                         sampler_logprobs=sampler_logprobs)
 
 
 def trainer(args: argparse.Namespace):
