@@ -158,12 +158,8 @@ class EmaTeacher:
         }
 
 
-class FrozenTeacher:
-    """The initial model: the base weights with the adapter switched off."""
-
-    def scores(self, policy: Any, contexts: Any, responses: Any, *, temperature: float, given_ids: Any = None) -> Any:
-        with policy.base_weights() as model:
-            return _score(model, contexts, responses, temperature, given_ids)
+class _StatelessTeacher:
+    """A teacher with nothing to update or save: its weights are the model's own."""
 
     def update(self) -> None:
         pass
@@ -175,7 +171,15 @@ class FrozenTeacher:
         pass
 
 
-class TrustRegionTeacher:
+class FrozenTeacher(_StatelessTeacher):
+    """The initial model: the base weights with the adapter switched off."""
+
+    def scores(self, policy: Any, contexts: Any, responses: Any, *, temperature: float, given_ids: Any = None) -> Any:
+        with policy.base_weights() as model:
+            return _score(model, contexts, responses, temperature, given_ids)
+
+
+class TrustRegionTeacher(_StatelessTeacher):
     """lerp(initial model, current student, α) in logit space (see the module docstring)."""
 
     def __init__(self, alpha: float):
@@ -185,15 +189,6 @@ class TrustRegionTeacher:
 
     def scores(self, policy: Any, contexts: Any, responses: Any, *, temperature: float, given_ids: Any = None) -> Any:
         return _score(policy.model, contexts, responses, temperature, given_ids, trust_region_alpha=self.alpha)
-
-    def update(self) -> None:
-        pass
-
-    def state_dict(self) -> None:
-        return None
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
 
 
 def make_teacher(kind: TeacherKind, policy: Any, ema_rate: float = 0.01, trust_region_alpha: float = 0.01) -> Teacher:
