@@ -96,7 +96,7 @@ def test_multi_turn_drops_oldest_feedback_past_the_limit(tiny_model_dir, problem
     from transformers import AutoTokenizer
 
     from ttsd.engine.chat import chat_prompt_ids
-    from ttsd.sdpo.prompts import student_messages
+    from ttsd.prompts import student_messages
 
     base = len(chat_prompt_ids(AutoTokenizer.from_pretrained(tiny_model_dir), student_messages(problem)))
     limit = max(256, base + 40)  # room for the feedback frame and little more: old feedback must go
@@ -112,7 +112,7 @@ def test_multi_turn_prompt_leaves_room_for_the_answer_within_the_model_length(ti
     from transformers import AutoTokenizer
 
     from ttsd.engine.chat import chat_prompt_ids
-    from ttsd.sdpo.prompts import student_messages
+    from ttsd.prompts import student_messages
 
     base = len(chat_prompt_ids(AutoTokenizer.from_pretrained(tiny_model_dir), student_messages(problem)))
     max_model_len = max(256, base + 64)

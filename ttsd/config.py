@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ttsd.sdpo.prompts import PromptTemplates
+from ttsd.prompts import PromptTemplates
 
 Method = Literal["sdpo", "best-of-k", "multi-turn"]
 METHODS: tuple[str, ...] = ("sdpo", "best-of-k", "multi-turn")
