@@ -90,7 +90,7 @@ def test_bench_runs_get_the_config_solve_gets_from_the_same_options(tiny_model_d
     ]
     solved = _invoke("solve", "reverse-string", "--method", "sdpo", "--seed", "0", "--out", tmp_path / "solve",
                      "--templates", json.dumps(templates), *shared)
-    assert solved.exit_code in (0, 1), solved.output
+    assert solved.exit_code == 1, solved.output  # a random tiny model spends its budget
     benched = _invoke("bench", "--split", "reverse-string", "--methods", "sdpo", "--seeds", "1", "--out", tmp_path / "bench",
                       "--templates", tmp_path / "templates.json", *shared)
     assert benched.exit_code == 0, benched.output

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttsd.prompts import PromptTemplates
 
 Method = Literal["sdpo", "best-of-k", "multi-turn"]
-METHODS: tuple[str, ...] = ("sdpo", "best-of-k", "multi-turn")
+METHODS: tuple[str, ...] = get_args(Method)
 
 # How the default learning rate was chosen: docs/learning-rate.md.
 DEFAULT_LEARNING_RATE = 1e-4
