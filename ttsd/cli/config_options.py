@@ -121,8 +121,8 @@ def _validator(annotation: Any, metadata: list[Any], read: Callable[[str], Any])
 
 
 def _shown(value: Any) -> str:
-    if isinstance(value, BaseModel):
-        return "the paper's wording (ttsd/prompts.py)" if type(value).__name__ == "PromptTemplates" else value.model_dump_json()
+    if isinstance(value, BaseModel):  # a whole model of defaults is too long for the help: name it
+        return f"the defaults of {type(value).__module__}.{type(value).__name__}"
     if isinstance(value, list):
         return ",".join(map(str, value))
     if isinstance(value, bool):
