@@ -94,7 +94,7 @@ def forward_rate(problem, config, lengths: list[int], repeats: int = 2) -> float
     from ttsd.engine.models import resolve_model
     from ttsd.engine.policy import LoraSettings, Policy
     from ttsd.engine.scorer import score_tokens
-    from ttsd.sdpo.prompts import student_messages
+    from ttsd.prompts import student_messages
 
     policy = Policy(resolve_model(config.model), lora=LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha,
                     target_modules=config.lora_target_modules), device=config.device, dtype=config.dtype)

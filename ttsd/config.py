@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ttsd.sdpo.prompts import PromptTemplates
+from ttsd.prompts import PromptTemplates
 
 Method = Literal["sdpo", "best-of-k", "multi-turn"]
-METHODS: tuple[str, ...] = ("sdpo", "best-of-k", "multi-turn")
+METHODS: tuple[str, ...] = get_args(Method)
 
 # How the default learning rate was chosen: docs/learning-rate.md.
 DEFAULT_LEARNING_RATE = 1e-4
@@ -72,7 +72,7 @@ class SolveConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="trainer and sampler dtype (auto: bfloat16 on a GPU or a CPU with hardware bf16, else float32)")
     max_model_len: int = Field(4096, ge=256, description="vLLM context length")
     gpu_memory_utilization: float = Field(0.45, gt=0, le=1, description="vLLM's share of the GPU (the trainer uses the rest)")
-    templates: PromptTemplates = Field(default_factory=PromptTemplates, description="prompt wording (a JSON object in --config)")
+    templates: PromptTemplates = Field(default_factory=PromptTemplates, description="prompt wording: a JSON object of PromptTemplates fields (ttsd/prompts.py), inline or in a file")
 
     @property
     def learns(self) -> bool:

@@ -147,7 +147,7 @@ def calibrate(
     from ttsd.engine.samplers import make_sampler, pick_backend
     from ttsd.judge import Judge
     from ttsd.sandbox import make_sandbox
-    from ttsd.sdpo.prompts import student_messages
+    from ttsd.prompts import student_messages
 
     model_path = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from ttsd.cli.app import app, fail
+from ttsd.cli.config_options import comma_list_parser, given, split_list, with_config_options
+from ttsd.config import METHODS
 
 splits_app = typer.Typer(
     help="Named problem splits by difficulty for a model (problems/splits/*.json).",
@@ -19,13 +21,9 @@ splits_app = typer.Typer(
 app.add_typer(splits_app, name="splits")
 
 
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def _ints(text: str, what: str) -> list[int]:
     try:
-        values = [int(part) for part in _csv(text)]
+        values = [int(part) for part in split_list(text)]
     except ValueError:
         fail(f"{what} must be comma-separated integers, got {text!r}")
     if not values or any(v < 1 for v in values):
@@ -77,56 +75,27 @@ def _load_problem_set(spec: str):
         fail(str(error))
 
 
-def _solve_options(
-    budget: int | None,
-    model: str | None,
-    backend: str | None,
-    sandbox: str | None,
-    batch_size: int | None,
-    max_tokens: int | None,
-    settings: list[str],
-) -> dict[str, Any]:
-    import json
-
-    options: dict[str, Any] = {}
-    for setting in settings:
-        key, sep, value = setting.partition("=")
-        if not sep or not key.strip():
-            fail(f"--set takes KEY=VALUE, got {setting!r}")
-        try:
-            options[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip().replace("-", "_")] = value
-    given = dict(budget=budget, model=model, backend=backend, sandbox=sandbox, batch_size=batch_size, max_tokens=max_tokens)
-    options.update({k: v for k, v in given.items() if v is not None})
-    if options.get("model") and Path(str(options["model"])).exists():
-        options["model"] = str(Path(str(options["model"])).resolve())  # workers may run elsewhere
-    return options
-
-
-@app.command()
-def bench(
+def _bench_command(
     split: Annotated[str, typer.Option("--split", help="A split name (problems/splits/<name>.json, e.g. very_hard), a split .json file, a problem file, a problem id, or a directory of problem files.")] = "very_hard",
-    methods: Annotated[str, typer.Option(help="Comma-separated methods to run on every problem.")] = "sdpo,best-of-k,multi-turn",
+    methods: Annotated[Any, typer.Option(parser=comma_list_parser(METHODS), metavar="<" + "|".join(METHODS) + ",...>", show_default=False, help=escape(f"Comma-separated methods to run on every problem.  [default: {','.join(METHODS)}]"))] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per problem and method (seeds seed-start .. seed-start+seeds-1).")] = 5,
     seed_start: Annotated[int, typer.Option(min=0, help="First seed.")] = 0,
-    budget: Annotated[int | None, typer.Option(min=1, help="Attempt budget of every run (default: solve's default).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Runs in parallel on this machine (separate processes, each loads the model).")] = 1,
     out: Annotated[Path, typer.Option("--out", help="The bench directory; rerunning with the same one skips finished runs and resumes unfinished ones.")] = Path("bench"),
     ray: Annotated[str | None, typer.Option("--ray", help="Submit each run as a Ray task to this cluster: an address, 'auto' (a running cluster) or 'local' (start one here). One GPU per run when the cluster has GPUs. --out must be on a filesystem every node sees at the same path.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model alias, folder or hub id (passed to every run).")] = None,
-    backend: Annotated[str | None, typer.Option(help="Sampling backend: auto, vllm or hf.")] = None,
-    sandbox: Annotated[str | None, typer.Option(help="Sandbox: local or docker.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Attempts sampled per step.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(min=1, help="Max new tokens per attempt.")] = None,
-    settings: Annotated[list[str] | None, typer.Option("--set", help="Any other solve option as KEY=VALUE (JSON values), e.g. --set learning_rate=1e-5. Repeatable.")] = None,
+    **values: Any,
 ) -> None:
-    """Run every problem × method × seed of a split into one bench directory, with a live table."""
+    """Run every problem × method × seed of a split into one bench directory, with a live table.
+
+    The run settings are `ttsd solve`'s options but --method and --seed, which the bench sets per run.
+    One not given is what the bench directory recorded when the bench started (a restarted bench
+    keeps its settings), else solve's default shown here."""
     from rich.live import Live
 
-    from ttsd.bench import BenchBoard, BenchMismatch, check_solve_options, run_bench, solve_config
+    from ttsd.bench import BenchBoard, BenchMismatch, check_solve_options, load_manifest, run_bench
+    from ttsd.config import ConfigError, load_config
 
-    method_list = _csv(methods)
+    method_list = methods if methods is not None else list(METHODS)
     if not method_list:
         fail("--methods is empty")
     if ray and workers > 1:
@@ -137,17 +106,20 @@ def bench(
         except ImportError:
             fail("--ray needs Ray: pip install 'ttsd[ray]'")
     split_name, problems, files = _load_problem_set(split)
-    options = _solve_options(budget, model, backend, sandbox, batch_size, max_tokens, settings or [])
+    options = given(values)
+    if options.get("model") and Path(options["model"]).exists():
+        options["model"] = str(Path(options["model"]).resolve())  # workers may run elsewhere
+    recorded = load_manifest(out)
+    if recorded is not None:  # a restarted bench: what it was started with, unless given again
+        options = {**recorded.solve_options, **options}
     try:
         for method in method_list:
-            solve_config(options, method, seed_start)
-    except ImportError as error:
-        fail(f"solve is not available in this installation: {error}")
-    except ValueError as error:  # pydantic ValidationError: a bad method or option
-        fail(f"bad solve options: {error}")
+            load_config(None, {**options, "method": method, "seed": seed_start})
+    except ConfigError as error:
+        fail(str(error))
     seed_list = list(range(seed_start, seed_start + seeds))
     try:  # before the live table: a mismatch is bad input, reported alone
-        check_solve_options(out, options)
+        check_solve_options(out, options, recorded)
     except BenchMismatch as error:
         fail(str(error))
     board = BenchBoard([p.id for p in problems], method_list, seed_list)
@@ -173,6 +145,9 @@ def bench(
         raise typer.Exit(1)
 
 
+app.command(name="bench")(with_config_options(_bench_command, "bench", exclude=("method", "seed")))
+
+
 @app.command()
 def compare(
     bench_dir: Annotated[Path, typer.Argument(help="A bench directory made by `ttsd bench`.")] = Path("bench"),
@@ -193,13 +168,13 @@ def compare(
         fail(f"{bench_dir} is not a bench directory (no runs/ inside); make one with `ttsd bench`")
     ks = _ints(k, "--k")
     try:
-        probabilities = [float(part) for part in _csv(p)]
+        probabilities = [float(part) for part in split_list(p)]
     except ValueError:
         fail(f"--p must be comma-separated probabilities, got {p!r}")
     if any(not 0 < value <= 1 for value in probabilities):
         fail(f"--p values must be in (0, 1], got {p!r}")
     report = compare_bench(
-        bench_dir, baselines=_csv(baselines), ks=ks, probabilities=probabilities, main_method=method,
+        bench_dir, baselines=split_list(baselines), ks=ks, probabilities=probabilities, main_method=method,
         confidence=confidence, resamples=resamples,
     )
     if not report.scopes:

@@ -1,13 +1,10 @@
 """`ttsd solve PROBLEM`: run one method (sdpo, best-of-k, multi-turn) on one problem.
 
-Every `SolveConfig` field is an option (generated from the model, so `--help` shows each field's
-description); `--config FILE.json` loads a config and options given here override it.
+Every `SolveConfig` field is a typed option (`ttsd.cli.config_options`, shared with `ttsd bench`);
+`--config FILE.json` loads a config and options given here override it.
 Exit codes: 0 discovered, 1 budget ran out, 2 bad input.
 """
 
-
-import inspect
-import json
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -15,49 +12,10 @@ from typing import Any, Optional
 import typer
 
 from ttsd.cli.app import app, fail
-from ttsd.config import SolveConfig
+from ttsd.cli.config_options import given, with_config_options
 
 EXIT_DISCOVERED = 0
 EXIT_BUDGET_SPENT = 1
-
-
-def _option_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def _config_parameters() -> list[inspect.Parameter]:
-    parameters = []
-    for name, field in SolveConfig.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        shown = default.model_dump() if hasattr(default, "model_dump") else default
-        if isinstance(shown, list):
-            shown = ",".join(shown)
-        help_text = f"{field.description} [default: {json.dumps(shown) if isinstance(shown, dict) else shown}]"
-        if field.annotation is bool:
-            option = typer.Option(None, f"{_option_name(name)}/--no-{name.replace('_', '-')}", help=help_text, show_default=False)
-            annotation: Any = Optional[bool]
-        else:
-            option = typer.Option(None, _option_name(name), help=help_text, show_default=False)
-            annotation = Optional[str]
-        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
-    return parameters
-
-
-def _overrides(values: dict[str, Any]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for name, value in values.items():
-        if value is None:
-            continue
-        field = SolveConfig.model_fields[name]
-        if name == "templates":
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as error:
-                fail(f"--templates: not a JSON object: {error.msg}")
-        elif "list" in str(field.annotation):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        overrides[name] = value
-    return overrides
 
 
 def _progress_printer(console: Any, budget: int):
@@ -103,13 +61,13 @@ def solve_command(
                 run = RunDir.open(resume)
             except FileNotFoundError as error:
                 fail(str(error))
-            config = load_config(resume / "config.json", _overrides(values))
+            config = load_config(resume / "config.json", given(values))
             loaded = run.problem()
             run_dir = resume
         else:
             if problem is None:
                 fail("give a PROBLEM (file or bundled example id) or --resume RUN_DIR")
-            config = load_config(config_file, _overrides(values))
+            config = load_config(config_file, given(values))
             loaded = find_problem(problem)
             run_dir = out or Path("results") / f"{loaded.id}-{config.method}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
             if (Path(run_dir) / "config.json").exists():
@@ -138,19 +96,4 @@ def solve_command(
     raise typer.Exit(EXIT_BUDGET_SPENT)
 
 
-def _with_config_options(function: Any) -> Any:
-    signature = inspect.signature(function)
-    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    names = {p.name for p in fixed}
-
-    def wrapper(**kwargs: Any) -> None:
-        own = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
-        return function(**own, **kwargs)
-
-    wrapper.__signature__ = signature.replace(parameters=fixed + _config_parameters())
-    wrapper.__doc__ = function.__doc__
-    wrapper.__name__ = "solve"
-    return wrapper
-
-
-app.command(name="solve")(_with_config_options(solve_command))
+app.command(name="solve")(with_config_options(solve_command, "solve"))

@@ -29,7 +29,7 @@ class Sdpo(Method):
 
         from ttsd.engine.chat import chat_prompt_ids
         from ttsd.engine.policy import LoraSettings, Policy
-        from ttsd.sdpo.prompts import student_messages
+        from ttsd.prompts import student_messages
 
         config = self.config
         torch.manual_seed(config.seed)

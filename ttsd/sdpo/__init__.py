@@ -1,11 +1,11 @@
-"""SDPO: the self-distillation loss, the self-teacher, and the prompts.
+"""SDPO: the self-distillation loss, the self-teacher, and the self-teacher's prompts.
 
 - `ttsd.sdpo.loss`: `sdpo_loss` (logit level, student's top-K + tail bucket; reverse KL, forward KL
   or JSD_α), `token_level_loss` (sampled-token estimator), `importance_weights`, `LossStats`.
 - `ttsd.sdpo.teacher`: `ema_update` (`ema_update_` in place), `EmaTeacher` (EMA copy of the LoRA adapter, swapped in for
   the teacher pass), `trust_region_logits` / `trust_region_logprobs` / `trust_region_teacher_logits`.
-- `ttsd.sdpo.prompts`: `PromptTemplates` (the paper's wording, editable), `student_messages`,
-  `teacher_messages`, `teacher_contexts`, the multi-turn builders and `fit_*` token-limit helpers.
+- `ttsd.sdpo.prompts`: `teacher_messages`, `teacher_contexts`, `peer_solution` (the wording and the
+  student's prompt are `ttsd.prompts`, shared with the baselines).
 
 One step of the loop, top to bottom:
 
@@ -17,8 +17,7 @@ One step of the loop, top to bottom:
                             divergence="reverse_kl", weights=None)
     loss.backward(); clip; optimizer.step(); ema_teacher.update()
 
-Names are imported lazily so that importing the prompts (e.g. by the CLI's config) does not import
-torch.
+Names are imported lazily so that importing the prompts does not import torch.
 """
 
 from __future__ import annotations
@@ -36,17 +35,7 @@ _EXPORTS = {
         "trust_region_logprobs",
         "trust_region_teacher_logits",
     ],
-    "prompts": [
-        "PromptTemplates",
-        "student_messages",
-        "teacher_messages",
-        "teacher_contexts",
-        "multi_turn_messages",
-        "chat_turn_messages",
-        "fit_multi_turn_messages",
-        "fit_chat_turn_messages",
-        "strip_thinking",
-    ],
+    "prompts": ["teacher_messages", "teacher_contexts", "peer_solution"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)
