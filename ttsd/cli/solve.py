@@ -47,19 +47,6 @@ def _progress_printer(console: Any, budget: int, learns: bool):
     return render
 
 
-def _discovery_likelihood_line(found: Any) -> str:
-    """What training did to the discovered solution's likelihood, in words (ttsd.sdpo.diagnostics)."""
-    if found.updates_before == 0:
-        return (
-            f"found by the initial weights (no update before it): log-likelihood {found.initial_nats:.2f} nats "
-            f"({found.per_token_initial_nats:.3f}/token), gain 0"
-        )
-    return (
-        f"{found.updates_before} updates changed its log-likelihood by {found.gain_nats:+.2f} nats "
-        f"({found.per_token_gain_nats:+.4f}/token): {found.initial_nats:.2f} → {found.discovery_nats:.2f}"
-    )
-
-
 def solve_command(
     problem: str = typer.Argument(None, help="problem file, or the id of a bundled example (e.g. sum-two-numbers)"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory [default: results/<problem>-<method>-s<seed>-<time>]"),
@@ -103,6 +90,7 @@ def solve_command(
     from ttsd.logs import RUN_LOG, quiet_terminal
     from ttsd.methods import solve
     from ttsd.sandbox.base import SandboxUnavailable
+    from ttsd.sdpo.diagnostics import describe_discovery
 
     log_path = Path(run_dir) / RUN_LOG
     try:
@@ -118,7 +106,7 @@ def solve_command(
             if summary.discovered:
                 console.print(f"[bold green]discovered[/] at attempt k={summary.discovery_k}: {Path(run_dir) / 'solution.py'}")
                 if summary.discovery_likelihood is not None:
-                    console.print(_discovery_likelihood_line(summary.discovery_likelihood), highlight=False)
+                    console.print(describe_discovery(summary.discovery_likelihood), highlight=False)
             else:
                 console.print(f"[yellow]budget spent[/]: {summary.attempts_used} attempts, best {summary.best_tests_passed}/{summary.tests_total} tests")
     except (ModelNotFound, SamplerUnavailable, SandboxUnavailable) as error:

@@ -106,6 +106,19 @@ def discovery_likelihood(
     )
 
 
+def describe_discovery(found: DiscoveryLikelihood) -> str:
+    """What training did to the discovered solution's likelihood, in one sentence."""
+    if found.updates_before == 0:
+        return (
+            f"found by the initial weights (no update before it): log-likelihood {found.initial_nats:.2f} nats "
+            f"({found.per_token_initial_nats:.3f}/token), gain 0"
+        )
+    return (
+        f"{found.updates_before} updates changed its log-likelihood by {found.gain_nats:+.2f} nats "
+        f"({found.per_token_gain_nats:+.4f}/token): {found.initial_nats:.2f} → {found.discovery_nats:.2f}"
+    )
+
+
 def stale_weights_threshold(top_p: float) -> float:
     """STALE_WEIGHTS_NATS + (−log top_p): the nucleus renormalisation is not staleness."""
     return STALE_WEIGHTS_NATS - math.log(top_p)
