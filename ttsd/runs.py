@@ -182,10 +182,6 @@ class RunDir:
         return self.path / "token_gaps.jsonl"
 
     @property
-    def log_path(self) -> Path:
-        return self.path / "run.log"
-
-    @property
     def state_dir(self) -> Path:
         return self.path / "state"
 
