@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from ttsd.cli.app import app, fail
 from ttsd.runs import AttemptRecord, DiscoveryLikelihood, RunDir, TokenGapRecord
 
-DEFAULT_SCALE_NATS = 2.0
+DEFAULT_SCALE_NATS = 1.0  # SmolLM2 on sum-two-numbers: most blamed tokens between −0.1 and −3 nats
 SHADE_STEPS = (0.1, 0.25, 0.5, 1.0)  # |g| / scale at which each shade starts
 # ColorBrewer RdBu, light to strong; white text on the two strong shades
 BLAMED = ((253, 219, 199), (244, 165, 130), (214, 96, 77), (178, 24, 43))
