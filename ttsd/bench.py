@@ -19,7 +19,6 @@ This module imports nothing heavy at import time (torch, vllm, ray stay inside f
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from collections.abc import Callable, Sequence

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from ttsd import metrics
-from ttsd.bench import BenchManifest, RunKey, load_manifest, load_summaries
+from ttsd.bench import BenchManifest, load_manifest, load_summaries
 from ttsd.runs import Summary
 
 MAIN_METHOD = "sdpo"
