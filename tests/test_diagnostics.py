@@ -98,7 +98,8 @@ def sdpo(tiny_model_dir, tmp_path):
     from ttsd.problems import load_problem
     from ttsd.runs import RunDir
 
-    problem = load_problem(REPO / "problems" / "examples" / "sum-two-numbers.json")
+    # a generous time limit: the correct program must pass even on a machine busy with other work
+    problem = load_problem(REPO / "problems" / "examples" / "sum-two-numbers.json").model_copy(update={"time_limit_s": 60.0})
     config = SolveConfig(model=str(tiny_model_dir), backend="hf", batch_size=2, max_tokens=24, seed=3, learning_rate=1e-2,
                          lora_rank=4, lora_alpha=8.0, judge_workers=2, dtype="float32", device="cpu")
     method = Sdpo(problem, config, RunDir.create(tmp_path / "run", config, problem), tiny_model_dir)
