@@ -187,7 +187,7 @@ def render(view: AttemptView) -> None:
 @app.command()
 def show(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (made by `ttsd solve` or `ttsd bench`).")],
-    attempt: Annotated[Optional[int], typer.Option("--attempt", "-k", help="Attempt number k (1-based, as in attempts.jsonl) [default: the discovered one, else the last failed one the self-teacher scored].")] = None,
+    attempt: Annotated[Optional[int], typer.Option("--attempt", "-k", help="Attempt number k (1-based, as in attempts.jsonl); without it: the discovered one, else the last failed one the self-teacher scored.")] = None,
     scale: Annotated[float, typer.Option("--scale", min=0.001, help="Nats of teacher − student log-prob at the strongest colour (shades start at 0.1, 0.25, 0.5 and 1 × scale).")] = DEFAULT_SCALE_NATS,
     as_json: Annotated[bool, typer.Option("--json", help="Print the attempt, its tokens and their gaps as one JSON object.")] = False,
 ) -> None:
