@@ -179,3 +179,19 @@ def test_an_sdpo_run_records_gaps_consistently_across_its_files(tiny_model_dir, 
     run.steps_path.write_text(run.steps_path.read_text().splitlines(keepends=True)[0])
     run.rollback_to_completed_steps()
     assert sorted(run.token_gaps()) == [1, 2]
+
+
+def test_teacher_gaps_from_padded_tensors_or_lists_agree(sdpo):
+    import torch
+
+    from ttsd.methods.base import Attempt
+    from ttsd.judge import Judgement, Verdict
+
+    failed = Judgement(verdict=Verdict.wrong_answer, feedback="wrong")
+    teacher, student = [[-1.0, -2.0], [-0.5]], [[-1.5, -1.0], [-0.25]]
+    from_lists = [Attempt("r", [5, 6], [0.0, 0.0], "stop", [1], failed), Attempt("s", [7], [0.0], "stop", [1], failed)]
+    sdpo.note_teacher_gaps(from_lists, [1, 0], teacher[::-1], student[::-1])  # row r scores attempts[rows[r]]
+    padded = lambda rows: torch.nn.utils.rnn.pad_sequence([torch.tensor(r) for r in rows], batch_first=True)  # noqa: E731
+    from_tensors = [Attempt("r", [5, 6], [0.0, 0.0], "stop", [1], failed), Attempt("s", [7], [0.0], "stop", [1], failed)]
+    sdpo.note_teacher_gaps(from_tensors, [0, 1], padded(teacher), padded(student))
+    assert [a.teacher_gaps for a in from_lists] == [a.teacher_gaps for a in from_tensors] == [[0.5, -1.0], [-0.25]]

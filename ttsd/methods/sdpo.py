@@ -190,18 +190,21 @@ class Sdpo(Method):
 
     # ----- learning diagnostics (equations: ttsd.sdpo.diagnostics) ----------------------------
     def note_teacher_gaps(self, attempts: list[Any], rows: list[int], teacher_logprobs: Any, student_logprobs: Any) -> None:
-        """Keep g_t = log π_T(y_t) − log π_S(y_t) on each failed attempt of `rows` (row r of both
-        (B, L) tensors scores attempts[rows[r]]); the loop aggregates and saves them."""
+        """Keep g_t = log π_T(y_t) − log π_S(y_t) on each failed attempt of `rows`: row r of
+        `teacher_logprobs` and `student_logprobs` (padded (B, L) tensors, or lists of per-token
+        lists) scores attempts[rows[r]], before any update on it. The loop aggregates and saves them."""
         from ttsd.sdpo.diagnostics import token_gaps
+
+        def floats(values: Any, length: int) -> list[float]:
+            values = values[:length]
+            return values.detach().float().tolist() if hasattr(values, "detach") else [float(v) for v in values]
 
         for row, index in enumerate(rows):
             attempt = attempts[index]
             if attempt.judgement.passed or attempt.teacher_gaps is not None:
                 continue
             length = len(attempt.token_ids)
-            attempt.teacher_gaps = token_gaps(
-                teacher_logprobs[row, :length].detach().float().tolist(), student_logprobs[row, :length].detach().float().tolist()
-            )
+            attempt.teacher_gaps = token_gaps(floats(teacher_logprobs[row], length), floats(student_logprobs[row], length))
 
     def updates_made(self) -> int:
         """Optimizer updates so far (AdamW counts them per parameter; restored on --resume)."""
