@@ -83,6 +83,7 @@ def _bench_command(
     workers: Annotated[int, typer.Option(min=1, help="Runs in parallel on this machine (separate processes, each loads the model).")] = 1,
     out: Annotated[Path, typer.Option("--out", help="The bench directory; rerunning with the same one skips finished runs and resumes unfinished ones.")] = Path("bench"),
     ray: Annotated[str | None, typer.Option("--ray", help="Submit each run as a Ray task to this cluster: an address, 'auto' (a running cluster) or 'local' (start one here). One GPU per run when the cluster has GPUs. --out must be on a filesystem every node sees at the same path.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Also show the engines' logs on the terminal; they always go to each run's RUN_DIR/run.log (and BENCH_DIR/bench.log outside runs).")] = False,
     **values: Any,
 ) -> None:
     """Run every problem × method × seed of a split into one bench directory, with a live table.
@@ -94,6 +95,7 @@ def _bench_command(
 
     from ttsd.bench import BenchBoard, BenchMismatch, check_solve_options, load_manifest, run_bench
     from ttsd.config import ConfigError, load_config
+    from ttsd.logs import BENCH_LOG, quiet_terminal
 
     method_list = methods if methods is not None else list(METHODS)
     if not method_list:
@@ -123,24 +125,24 @@ def _bench_command(
     except BenchMismatch as error:
         fail(str(error))
     board = BenchBoard([p.id for p in problems], method_list, seed_list)
-    console = Console()
-    with Live(board.render(), console=console, refresh_per_second=2, transient=False) as live:
+    with quiet_terminal(out / BENCH_LOG, verbose, fd=1) as console:
+        with Live(board.render(), console=console, refresh_per_second=2, transient=False, redirect_stdout=False, redirect_stderr=False) as live:
 
-        def on_update(key, state, summary) -> None:
-            board.update(key, state, summary)
+            def on_update(key, state, summary) -> None:
+                board.update(key, state, summary)
+                live.update(board.render())
+
+            result = run_bench(
+                out, problems, split=split_name, methods=method_list, seeds=seed_list, solve_options=options,
+                workers=workers, ray_address=ray, problem_files=files, on_update=on_update, verbose=verbose,
+            )
             live.update(board.render())
-
-        result = run_bench(
-            out, problems, split=split_name, methods=method_list, seeds=seed_list, solve_options=options,
-            workers=workers, ray_address=ray, problem_files=files, on_update=on_update,
+        console.print(
+            f"{len(result.outcomes) - len(result.failed)} runs done, {len(result.skipped)} already finished, "
+            f"{len(result.failed)} failed → {out}  [dim](engine logs: each run's run.log)[/]"
         )
-        live.update(board.render())
-    console.print(
-        f"{len(result.outcomes) - len(result.failed)} runs done, {len(result.skipped)} already finished, "
-        f"{len(result.failed)} failed → {out}"
-    )
-    for failure in result.failed:
-        console.print(f"[red]{failure.key.problem_id} {failure.key.method} seed {failure.key.seed}:[/red] {escape(failure.error or '')}")
+        for failure in result.failed:
+            console.print(f"[red]{failure.key.problem_id} {failure.key.method} seed {failure.key.seed}:[/red] {escape(failure.error or '')}")
     if result.failed:
         raise typer.Exit(1)
 
@@ -162,7 +164,7 @@ def compare(
     """Tables (markdown + JSON) and discovery@k plots from a bench: per problem and per split."""
     from rich.table import Table
 
-    from ttsd.compare import compare_bench, table_header, table_rows, write_outputs
+    from ttsd.compare import LEARNING_HEADER, compare_bench, learning_rows, table_header, table_rows, write_outputs
 
     if not (bench_dir / "runs").is_dir():
         fail(f"{bench_dir} is not a bench directory (no runs/ inside); make one with `ttsd bench`")
@@ -189,6 +191,14 @@ def compare(
             table.add_row(*(escape(cell) for cell in row))
     console.print(table)
     console.print(escape(report.censoring), style="dim")
+    learning = [row for scope in report.scopes for row in learning_rows(scope)]
+    if learning:
+        table = Table(title="learning diagnostics (see compare.md)", show_lines=True)
+        for column in LEARNING_HEADER:
+            table.add_column(column)
+        for row in learning:
+            table.add_row(*(escape(cell) for cell in row))
+        console.print(table)
     console.print(f"wrote {written['markdown']}, {written['json']} and {len(written) - 2} plots in {written['markdown'].parent / 'plots'}")
 
 

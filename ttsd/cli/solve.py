@@ -3,6 +3,9 @@
 Every `SolveConfig` field is a typed option (`ttsd.cli.config_options`, shared with `ttsd bench`);
 `--config FILE.json` loads a config and options given here override it.
 Exit codes: 0 discovered, 1 budget ran out, 2 bad input.
+
+The terminal shows the live table and ttsd's own warnings; the engines' logs (vLLM, transformers,
+torch, Python warnings) go to RUN_DIR/run.log, and with --verbose to the terminal too (ttsd.logs).
 """
 
 import time
@@ -18,21 +21,27 @@ EXIT_DISCOVERED = 0
 EXIT_BUDGET_SPENT = 1
 
 
-def _progress_printer(console: Any, budget: int):
+def _progress_printer(console: Any, budget: int, learns: bool):
     from rich.table import Table
 
     def render(record: Any, summary: Any) -> Table:
         table = Table(show_header=True, header_style="bold")
-        for column in ("attempts", "best tests", "last batch", "loss", "s/step"):
+        columns = ["attempts", "best tests", "last batch", "loss", "s/step"]
+        if learns:  # how much the feedback changes the model's view of its own failed tokens
+            columns.insert(4, "teacher−student")
+        for column in columns:
             table.add_column(column)
         mix = ", ".join(f"{v}×{k}" for k, v in sorted(record.verdicts.items()))
-        table.add_row(
+        cells = [
             f"{summary.attempts_used}/{budget}",
             f"{summary.best_tests_passed}/{summary.tests_total}",
             mix,
             "-" if record.loss is None else f"{record.loss:.4f}",
             f"{record.time_step_s:.1f}",
-        )
+        ]
+        if learns:
+            cells.insert(4, "-" if record.teacher_logprob_gap is None else f"{record.teacher_logprob_gap:+.4f}")
+        table.add_row(*cells)
         return table
 
     return render
@@ -43,10 +52,10 @@ def solve_command(
     out: Optional[Path] = typer.Option(None, "--out", help="run directory [default: results/<problem>-<method>-s<seed>-<time>]"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory after its last completed step"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON config file (a run's config.json works); options override it"),
+    verbose: bool = typer.Option(False, "--verbose", help="also show the engines' logs (vLLM, transformers, torch, Python warnings) on the terminal; they always go to RUN_DIR/run.log"),
     **values: Any,
 ) -> None:
     """Solve one problem: sample attempts, judge them, learn from the feedback (sdpo) until one passes."""
-    from rich.console import Console
     from rich.live import Live
 
     from ttsd.config import ConfigError, load_config
@@ -54,7 +63,6 @@ def solve_command(
     from ttsd.problems.loading import find_problem
     from ttsd.runs import RunDir
 
-    console = Console(stderr=True)
     try:
         if resume is not None:
             try:
@@ -79,21 +87,31 @@ def solve_command(
 
     from ttsd.engine.models import ModelNotFound
     from ttsd.engine.samplers import SamplerUnavailable
+    from ttsd.logs import RUN_LOG, quiet_terminal
     from ttsd.methods import solve
     from ttsd.sandbox.base import SandboxUnavailable
+    from ttsd.sdpo.diagnostics import describe_discovery
 
-    render = _progress_printer(console, config.budget)
-    console.print(f"[bold]{config.method}[/] on [bold]{loaded.id}[/] → {run_dir}")
+    log_path = Path(run_dir) / RUN_LOG
     try:
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
-            summary = solve(loaded, config, Path(run_dir), resume=resume is not None, progress=lambda r, s: live.update(render(r, s)))
+        with quiet_terminal(log_path, verbose) as console:
+            render = _progress_printer(console, config.budget, config.learns)
+            console.print(f"[bold]{config.method}[/] on [bold]{loaded.id}[/] → {run_dir}  [dim](engine logs: {log_path})[/]")
+            # Live must not redirect sys.stdout/sys.stderr: vLLM binds its log handler to sys.stdout
+            # at import (inside solve), and the log file, not the console, is where it belongs.
+            with Live(console=console, refresh_per_second=4, transient=False, redirect_stdout=False, redirect_stderr=False) as live:
+                summary = solve(loaded, config, Path(run_dir), resume=resume is not None, progress=lambda r, s: live.update(render(r, s)))
+            if not console.is_terminal:  # Live's last frame ends without a newline there
+                console.line()
+            if summary.discovered:
+                console.print(f"[bold green]discovered[/] at attempt k={summary.discovery_k}: {Path(run_dir) / 'solution.py'}")
+                if summary.discovery_likelihood is not None:
+                    console.print(describe_discovery(summary.discovery_likelihood), highlight=False)
+            else:
+                console.print(f"[yellow]budget spent[/]: {summary.attempts_used} attempts, best {summary.best_tests_passed}/{summary.tests_total} tests")
     except (ModelNotFound, SamplerUnavailable, SandboxUnavailable) as error:
         fail(str(error))
-    if summary.discovered:
-        console.print(f"[bold green]discovered[/] at attempt k={summary.discovery_k}: {Path(run_dir) / 'solution.py'}")
-        raise typer.Exit(EXIT_DISCOVERED)
-    console.print(f"[yellow]budget spent[/]: {summary.attempts_used} attempts, best {summary.best_tests_passed}/{summary.tests_total} tests")
-    raise typer.Exit(EXIT_BUDGET_SPENT)
+    raise typer.Exit(EXIT_DISCOVERED if summary.discovered else EXIT_BUDGET_SPENT)
 
 
 app.command(name="solve")(with_config_options(solve_command, "solve"))

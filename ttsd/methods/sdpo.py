@@ -122,6 +122,7 @@ class Sdpo(Method):
         config = self.config
         attempts, time_sample, time_judge = self.sample_and_judge(self.prompt_ids, step, num_attempts)
         record = StepRecord(step=step, attempts=0, time_sample_s=time_sample, time_judge_s=time_judge)
+        record.discovery_likelihood = self.discovery_likelihood(attempts)  # diagnostics: before any update on this batch
         if any(a.judgement.passed for a in attempts) and not config.continue_after_discovery:
             return StepOutcome(attempts, record)
 
@@ -156,6 +157,7 @@ class Sdpo(Method):
                     for row, i in enumerate(chosen)
                 ]
                 record.logprob_gap = float(torch.cat(gaps).mean()) if gaps else None
+                self.note_teacher_gaps(attempts, chosen, teacher.response_logprobs, student.response_logprobs)  # diagnostics
             # Several steps on one batch: later steps are off-policy, so tokens are reweighted by
             # the (clipped, detached) ratio of current to sampling probabilities.
             weights = None
@@ -185,3 +187,45 @@ class Sdpo(Method):
         if self.teacher is not None:  # 0 would mean the teacher is just the student again
             record.extra["teacher_student_gap"] = self.teacher.max_abs_difference()
         return StepOutcome(attempts, record)
+
+    # ----- learning diagnostics (equations: ttsd.sdpo.diagnostics) ----------------------------
+    def note_teacher_gaps(self, attempts: list[Any], rows: list[int], teacher_logprobs: Any, student_logprobs: Any) -> None:
+        """Keep g_t = log π_T(y_t) − log π_S(y_t) on each failed attempt of `rows`: row r of
+        `teacher_logprobs` and `student_logprobs` (padded (B, L) tensors, or lists of per-token
+        lists) scores attempts[rows[r]], before any update on it. The loop aggregates and saves them."""
+        from ttsd.sdpo.diagnostics import token_gaps
+
+        def floats(values: Any, length: int) -> list[float]:
+            values = values[:length]
+            return values.detach().float().tolist() if hasattr(values, "detach") else [float(v) for v in values]
+
+        for row, index in enumerate(rows):
+            attempt = attempts[index]
+            if attempt.judgement.passed or attempt.teacher_gaps is not None:
+                continue
+            length = len(attempt.token_ids)
+            attempt.teacher_gaps = token_gaps(floats(teacher_logprobs[row], length), floats(student_logprobs[row], length))
+
+    def updates_made(self) -> int:
+        """Optimizer updates so far (AdamW counts them per parameter; restored on --resume)."""
+        return max((int(state["step"]) for state in self.optimizer.state.values() if "step" in state), default=0)
+
+    def discovery_likelihood(self, attempts: list[Any]) -> Any:
+        """ℓ(θ_0) and ℓ(θ_d) of the batch's first passing attempt under the student prompt, or None.
+
+        Called before the batch trains anything, so the current adapter is θ_d, the weights that
+        sampled it; the adapter disabled is θ_0 (LoRA's B starts at 0)."""
+        from ttsd.engine.scorer import score_tokens
+        from ttsd.sdpo.diagnostics import discovery_likelihood
+
+        passing = next((a for a in attempts if a.judgement.passed and a.token_ids), None)
+        if passing is None:
+            return None
+        options = dict(temperature=self.config.temperature, top_k=0, grad=False)
+        length = len(passing.token_ids)
+        found = score_tokens(self.policy.model, [self.prompt_ids], [passing.token_ids], **options)
+        with self.policy.using_adapter(None) as model:
+            initial = score_tokens(model, [self.prompt_ids], [passing.token_ids], **options)
+        return discovery_likelihood(
+            initial.response_logprobs[0, :length].tolist(), found.response_logprobs[0, :length].tolist(), self.updates_made()
+        )

@@ -27,13 +27,13 @@ and the dedicated uid only, and says loudly what is then not isolated.
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -392,5 +392,7 @@ def _remove_host_dir(host_dir: str, uid: int | None) -> None:
 
 
 def _warn_fallback(reason: str, as_root: bool) -> None:
+    # Logger "ttsd...": a solve shows it on the terminal beside the live table (ttsd.logs); with no
+    # logging set up, Python's last-resort handler prints it to stderr.
     uid_note = " and a dedicated uid" if as_root else " (and NOT a dedicated uid: ttsd is not root)"
-    print(_FALLBACK_WARNING.format(reason=reason, uid_note=uid_note), file=sys.stderr, flush=True)
+    logging.getLogger(__name__).warning(_FALLBACK_WARNING.format(reason=reason, uid_note=uid_note).removeprefix("WARNING: "))
