@@ -182,6 +182,13 @@ def validate(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def _note_import(out: Path, importer: str, arguments: list[str]) -> None:
+    """Remember in OUT how it was imported: a split over these problems can then say how to recreate them."""
+    from ttsd.problems.importers import ImportNote, write_import_note
+
+    write_import_note(out, ImportNote(importer=importer, arguments=arguments))
+
+
 def _date(value: datetime | None):
     return value.date() if value else None
 
@@ -220,6 +227,8 @@ def import_lcb_command(
         report = import_lcb(jsonl, out, visible_fraction, seed, _date(start_date), _date(end_date))
     except ProblemFileError as error:
         fail(str(error))
+    window = [f"--{name}={day.date()}" for name, day in (("start-date", start_date), ("end-date", end_date)) if day]
+    _note_import(out, "lcb", [str(jsonl.resolve()), f"--visible-fraction={visible_fraction:g}", f"--seed={seed}", *window])
     _stdout().print(
         f"wrote {len(report.written)} problems to {escape(str(out))} "
         f"({report.visible_tests} visible, {report.hidden_tests} hidden tests; "
@@ -246,6 +255,7 @@ def import_humaneval_command(
         fail(str(error))
     except ProblemFileError as error:
         fail(str(error))
+    _note_import(out, "humaneval", [f"--data={Path(source).resolve()}"] if data else [])
     _stdout().print(f"wrote {len(report.written)} problems from {escape(str(source))} to {escape(str(out))}")
 
 
@@ -286,6 +296,7 @@ def import_mbpp_plus_command(
         fail(str(error))
     finally:
         chosen.close()
+    _note_import(out, "mbpp-plus", [str(jsonl.resolve())])
     _stdout().print(
         f"wrote {len(report.written)} of {report.records} problems to {escape(str(out))} "
         f"({report.visible_tests} visible, {report.hidden_tests} hidden tests; {len(report.skipped)} skipped)",

@@ -651,3 +651,35 @@ def import_mbpp_plus(
             if on_progress:
                 on_progress(row, None)
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# How a folder was imported (so a split over it can say how to recreate it)
+# ---------------------------------------------------------------------------------------------
+
+IMPORT_NOTE_FILE = ".ttsd-import"  # not *.json: never read as a problem
+
+
+class ImportNote(BaseModel):
+    """`ttsd problems import <importer> <arguments...> --out <the folder>` made this folder."""
+
+    importer: str
+    arguments: list[str] = Field(default_factory=list)
+
+    def command(self, out_dir: Path | str) -> str:
+        import shlex
+
+        return shlex.join(["ttsd", "problems", "import", self.importer, *self.arguments, "--out", str(out_dir)])
+
+
+def write_import_note(out_dir: Path | str, note: ImportNote) -> None:
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / IMPORT_NOTE_FILE).write_text(note.model_dump_json() + "\n")
+
+
+def read_import_note(directory: Path | str) -> ImportNote | None:
+    path = Path(directory) / IMPORT_NOTE_FILE
+    try:
+        return ImportNote.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return None
