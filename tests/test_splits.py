@@ -1,15 +1,11 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from ttsd.cli import app
-from ttsd.problems import load_problem
 from ttsd.splits import (
     SPLITS_DIR,
     Calibration,
     ProblemRate,
-    SplitFile,
     SplitNotFound,
     SplitProblemsMissing,
     SplitSource,

@@ -77,6 +77,7 @@ class StageResult(BaseModel):
     samples: int
     passed: int
     truncated: int = 0  # samples that hit max_tokens (they count as failures)
+    tokens: int = 0  # tokens generated for these samples (what sampling time scales with)
     seconds: float = 0.0  # this problem's share of its call's sampling + judging time
 
 
@@ -280,6 +281,7 @@ class _Engine:
                 StageResult(
                     problem_id=problem.id, stage=stage, samples=len(batch), passed=sum(v.passed for v in verdicts),
                     truncated=sum(s.finish_reason == "length" for s in batch),
+                    tokens=sum(len(s.token_ids) for s in batch),
                 )
             )
         share = (time.monotonic() - started) / len(problems)

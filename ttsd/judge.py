@@ -14,8 +14,12 @@ runs inside the sandbox):
   top-level function) is called; a top-level tuple result becomes a list; the result must `==` the
   JSON-parsed expected output (`values_match`). Nested tuples are not converted (as in LCB).
 * assert (HumanEval): the program, then the test code, then `check(<entry>)`.
+* evalplus (MBPP+): the program is loaded once and `<entry>` called on every test's arguments in
+  ONE process per group (visible, then hidden), each call with the per-test limit; results are
+  compared as EvalPlus does (`evalplus_match`: ==, the problem's output_match and also_accepted,
+  float tolerance atol / 1e-6).
 
-Every test runs in a fresh sandboxed process with the problem's wall-clock limit; the whole suite
+Every test of the other kinds runs in a fresh sandboxed process with the problem's wall-clock limit; the whole suite
 has its own limit (`Judge.suite_time_limit_s`). Only inputs enter the sandbox: the comparison with
 the expected output happens here, outside, from the raw output or returned value, so nothing the
 program does inside can fake a pass (assert problems excepted: their test code must run inside).
@@ -48,6 +52,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ttsd.judge_harness import decode_value as harness_decode_value
 from ttsd.problems.model import Problem, TestCase
 from ttsd.sandbox.base import ExecResult, Job, Sandbox
 
@@ -322,19 +327,11 @@ class _Opaque:
 def decode_value(encoded: Any) -> Any:
     """Undo the harness's `encode_value`: tuples, sets (as frozensets), dicts and complex numbers
     come back as such, anything else the program returned as an opaque value equal to nothing."""
-    if isinstance(encoded, list):
-        return [decode_value(item) for item in encoded]
-    if isinstance(encoded, dict):
-        if "$tuple" in encoded:
-            return tuple(decode_value(item) for item in encoded["$tuple"])
-        if "$set" in encoded:
-            return frozenset(decode_value(item) for item in encoded["$set"])
-        if "$dict" in encoded:
-            return {decode_value(k): decode_value(v) for k, v in encoded["$dict"]}
-        if "$complex" in encoded:
-            return complex(*encoded["$complex"])
-        return _Opaque(str(encoded.get("$opaque", "object")), str(encoded.get("repr", "")))
-    return encoded
+    return harness_decode_value(encoded, frozenset, _opaque)
+
+
+def _opaque(record: dict) -> _Opaque:
+    return _Opaque(str(record.get("$opaque", "object")), str(record.get("repr", "")))
 
 
 def _is_plain_json(value: Any) -> bool:

@@ -192,20 +192,23 @@ def encode_value(value, depth=0):
     return {"$opaque": kind.__name__, "repr": _short_repr(value)}
 
 
-def decode_value(encoded):
-    """The arguments of an `evalplus` call from their `encode_value` form (sets come back mutable,
-    as the function would get them from its caller)."""
+def decode_value(encoded, make_set=set, unknown=None):
+    """Undo `encode_value`. Sets are built with `make_set` (here: mutable, the arguments of an
+    `evalplus` call are what its caller would pass); an object that is no encoded value goes to
+    `unknown(record)`, or is refused."""
     if isinstance(encoded, list):
-        return [decode_value(item) for item in encoded]
+        return [decode_value(item, make_set, unknown) for item in encoded]
     if isinstance(encoded, dict):
         if "$tuple" in encoded:
-            return tuple(decode_value(item) for item in encoded["$tuple"])
+            return tuple(decode_value(item, make_set, unknown) for item in encoded["$tuple"])
         if "$set" in encoded:
-            return {decode_value(item) for item in encoded["$set"]}
+            return make_set(decode_value(item, make_set, unknown) for item in encoded["$set"])
         if "$dict" in encoded:
-            return {decode_value(k): decode_value(v) for k, v in encoded["$dict"]}
+            return {decode_value(k, make_set, unknown): decode_value(v, make_set, unknown) for k, v in encoded["$dict"]}
         if "$complex" in encoded:
             return complex(*encoded["$complex"])
+        if unknown is not None:
+            return unknown(encoded)
         raise ValueError(f"not an encoded value: {sorted(encoded)}")
     return encoded
 

@@ -173,6 +173,18 @@ def split_visible(
     return visible, hidden
 
 
+def _jsonl_lines(path: Path | str) -> Iterator[tuple[str, str]]:
+    """(`FILE:LINE`, line) for every non-blank line of a .jsonl or .jsonl.gz file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProblemFileError(path, [("", "no such file" if not path.exists() else "not a file")])
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for line_number, line in enumerate(lines, start=1):
+            if line.strip():
+                yield f"{path}:{line_number}", line
+
+
 def lcb_record_to_problem(record: LcbRecord, visible_fraction: float = 0.0, seed: int = 0) -> Problem:
     """One LiveCodeBench record → Problem. The random split depends only on (seed, question_id),
     so a problem gets the same split whatever else is in the file or the date window."""
@@ -229,35 +241,27 @@ def iter_lcb_problems(
     """Problems from a LiveCodeBench JSONL file, in file order; None for a record outside the
     inclusive window start_date ≤ contest_date ≤ end_date. Bad lines raise ProblemFileError
     naming `FILE:LINE`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ProblemFileError(path, [("", "no such file" if not path.exists() else "not a file")])
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                record = LcbRecord.model_validate_json(line)
-            except ValidationError as error:
-                raise ProblemFileError(where, validation_faults(error)) from None
-            if record.contest_date is not None and (
-                (start_date and record.contest_date.date() < start_date)
-                or (end_date and record.contest_date.date() > end_date)
-            ):
-                yield None
-                continue
-            if (start_date or end_date) and record.contest_date is None:
-                yield None
-                continue
-            try:
-                yield lcb_record_to_problem(record, visible_fraction, seed)
-            except LcbDecodeError as error:
-                field, _, message = str(error).partition(": ")
-                raise ProblemFileError(where, [(field, message)] if message else [("", str(error))]) from None
-            except ValidationError as error:
-                raise ProblemFileError(where, validation_faults(error)) from None
+    for where, line in _jsonl_lines(path):
+        try:
+            record = LcbRecord.model_validate_json(line)
+        except ValidationError as error:
+            raise ProblemFileError(where, validation_faults(error)) from None
+        if record.contest_date is not None and (
+            (start_date and record.contest_date.date() < start_date)
+            or (end_date and record.contest_date.date() > end_date)
+        ):
+            yield None
+            continue
+        if (start_date or end_date) and record.contest_date is None:
+            yield None
+            continue
+        try:
+            yield lcb_record_to_problem(record, visible_fraction, seed)
+        except LcbDecodeError as error:
+            field, _, message = str(error).partition(": ")
+            raise ProblemFileError(where, [(field, message)] if message else [("", str(error))]) from None
+        except ValidationError as error:
+            raise ProblemFileError(where, validation_faults(error)) from None
 
 
 def import_lcb(
@@ -498,20 +502,12 @@ def mbpp_plus_arguments(record: MbppPlusRecord) -> tuple[list, list]:
 
 def iter_mbpp_plus_rows(path: Path | str) -> Iterator[MbppPlusRow]:
     """Every non-blank line of an MBPP+ JSONL file, parsed (`FILE:LINE` names each)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ProblemFileError(path, [("", "no such file" if not path.exists() else "not a file")])
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                yield MbppPlusRow(where=where, record=MbppPlusRecord.model_validate_json(line))
-            except ValidationError as error:
-                field, message = validation_faults(error)[0]
-                yield MbppPlusRow(where=where, fault=f"{field}: {message}" if field else message)
+    for where, line in _jsonl_lines(path):
+        try:
+            yield MbppPlusRow(where=where, record=MbppPlusRecord.model_validate_json(line))
+        except ValidationError as error:
+            field, message = validation_faults(error)[0]
+            yield MbppPlusRow(where=where, fault=f"{field}: {message}" if field else message)
 
 
 def mbpp_plus_problem(record: MbppPlusRecord, sandbox: Sandbox) -> Problem:
