@@ -124,7 +124,7 @@ def test_load_good_file_and_defaults(tmp_path):
         ),
         (good_problem(tests=[{"input": "1", "output": 4}]), "tests[0].output: input should be a valid string (got 4)"),
         (good_problem(hidden_tests=[{"input": "1", "outptu": "1"}]), "hidden_tests[0].outptu: unknown field"),
-        (good_problem(kind="interactive"), "kind: input should be 'stdin', 'functional' or 'assert'"),
+        (good_problem(kind="interactive"), "kind: input should be 'stdin', 'functional', 'assert' or 'evalplus'"),
         (good_problem(time_limit_s=0), "time_limit_s: input should be greater than 0"),
         (good_problem(statement=""), "statement: string should have at least 1 character"),
         (good_problem(id="bad id/../x"), "id: must start with a letter or digit"),
