@@ -1,4 +1,4 @@
-"""`ttsd bench`, `ttsd compare` and `ttsd splits calibrate`."""
+"""`ttsd bench` and `ttsd compare` (`ttsd splits calibrate` lives in cli/splits.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,6 @@ from rich.markup import escape
 from ttsd.cli.app import app, fail
 from ttsd.cli.config_options import comma_list_parser, given, split_list, with_config_options
 from ttsd.config import METHODS
-
-splits_app = typer.Typer(
-    help="Named problem splits by difficulty for a model (problems/splits/*.json).",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-)
-app.add_typer(splits_app, name="splits")
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -200,59 +193,3 @@ def compare(
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
     console.print(f"wrote {written['markdown']}, {written['json']} and {len(written) - 2} plots in {written['markdown'].parent / 'plots'}")
-
-
-@splits_app.command("calibrate")
-def calibrate(
-    problems: Annotated[Path, typer.Argument(help="A directory of problem files (or one problem file).")],
-    model: Annotated[str, typer.Option(help="Model alias, folder or hub id to calibrate against.")] = "smollm2-135m-instruct",
-    samples: Annotated[int, typer.Option(min=1, help="Samples per problem (the paper uses 64).")] = 64,
-    out: Annotated[Path, typer.Option("--out", help="Directory for the split files hard.json and very_hard.json.")] = Path("problems/splits"),
-    backend: Annotated[str, typer.Option(help="Sampling backend: auto, vllm or hf.")] = "auto",
-    sandbox: Annotated[str, typer.Option(help="Sandbox: local or docker.")] = "local",
-    max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per sample.")] = 1024,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Samples drawn at once.")] = 16,
-    note: Annotated[str, typer.Option(help="A note stored in the split files.")] = "",
-) -> None:
-    """Estimate each problem's per-sample success rate from SAMPLES draws, then write the splits
-    `hard` (rate < 0.5) and `very_hard` (rate < 0.03), as the SDPO paper defines them with pass@64."""
-    import os
-
-    from rich.table import Table
-
-    from ttsd.engine.models import ModelNotFound
-    from ttsd.problems import ProblemFileError, ProblemFilesError, load_problem, load_problems
-    from ttsd.splits import calibrate as run_calibration
-    from ttsd.splits import make_split_files, save_split
-
-    try:
-        problem_list = load_problems(problems) if problems.is_dir() else [load_problem(problems)]
-    except (ProblemFileError, ProblemFilesError, FileNotFoundError) as error:
-        fail(str(error))
-    if not problem_list:
-        fail(f"no problem files in {problems}")
-    console = Console()
-
-    def report(problem, rate) -> None:
-        console.print(f"{problem.id}: {rate.passed}/{rate.samples} passed (rate {rate.rate:.3f})")
-
-    try:
-        rates, calibration = run_calibration(
-            problem_list, model, samples=samples, backend=backend, sandbox=sandbox, max_tokens=max_tokens,
-            temperature=temperature, batch_size=batch_size, on_problem=report,
-        )
-    except ModelNotFound as error:
-        fail(str(error))
-    calibration.note = note
-    problems_dir = problems if problems.is_dir() else problems.parent
-    relative = os.path.relpath(problems_dir.resolve(), out.resolve())
-    table = Table(title=f"splits for {model} ({samples} samples per problem)")
-    table.add_column("split")
-    table.add_column("threshold")
-    table.add_column("problems")
-    table.add_column("file")
-    for split in make_split_files(rates, calibration, problems_dir=relative):
-        path = save_split(split, out)
-        table.add_row(split.name, f"rate < {calibration.thresholds[split.name]}", ", ".join(split.problem_ids) or "–", str(path))
-    console.print(table)
