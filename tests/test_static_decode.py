@@ -19,6 +19,7 @@ from ttsd.engine.static_decode import (
     _Stepper,
     attention_windows,
     dense_lora,
+    fused_rms_norms,
     grouped_decode_attention,
     static_decode,
     unsupported_reason,
@@ -160,6 +161,32 @@ def test_dense_lora_equals_peft_and_is_undone(policy):
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
         with policy.model.disable_adapter(), dense_lora(policy.model) as changed:
             assert changed == 0  # base weights: nothing to add
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rms_norm_equals_the_models(gqa_model, dtype):
+    norms = [m for m in gqa_model.modules() if type(m).__name__.endswith("RMSNorm")]
+    generator = torch.Generator().manual_seed(3)
+    originals = {id(n): n.weight.detach().clone() for n in norms}
+    with torch.no_grad():
+        for norm in norms:  # weights away from 1, so a dropped scale would show
+            norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape, generator=generator))
+        x = 3 * torch.randn(2, 5, norms[0].weight.shape[0], generator=generator)
+        for norm in norms:
+            norm.to(dtype)
+        try:
+            expected = [n(x.to(dtype)) for n in norms if n.weight.shape == norms[0].weight.shape]
+            with fused_rms_norms(gqa_model) as changed:
+                got = [n(x.to(dtype)) for n in norms if n.weight.shape == norms[0].weight.shape]
+            assert changed == len(norms) and all("forward" not in vars(n) for n in norms)
+        finally:
+            for norm in norms:
+                norm.to(torch.float32)
+                norm.weight.copy_(originals[id(norm)])
+    # one rounding instead of two: within one bf16 step (2^-7 relative) of the model's own
+    tolerance = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.0, rtol=2**-7)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a.float(), b.float(), **tolerance)
 
 
 class _HostSyncs(TorchDispatchMode):

@@ -15,6 +15,9 @@ no Python in between, and the step is trimmed before capture:
 - **Grouped decode attention**: with a mask, transformers' SDPA path copies every KV head once per
   query head it serves (`repeat_kv`: 4× the cache for Qwen3-8B, each step). At decode the query
   heads of one KV head become rows of one SDPA call instead: the same attention, no copy.
+- **Fused RMSNorm**: Llama/Qwen2/Qwen3's RMSNorm is seven elementwise kernels in transformers
+  (upcast, square, mean, add, rsqrt, multiply, downcast, scale); `torch.nn.functional.rms_norm`
+  is one fused kernel on CUDA, the same formula rounded once instead of twice.
 - **Dense LoRA**: each adapted projection computes `y = W x` then `y += (x Aᵀ)(s B)ᵀ` in the base
   dtype (two small matmuls, the second accumulating in place) instead of peft's six kernels
   (casts to the adapter's float32, two matmuls, the scaling, the add, the cast back). A and s·B
@@ -143,6 +146,7 @@ def static_decode(
         stack.enter_context(torch.no_grad())
         stack.enter_context(_decode_attention(inner))
         stack.enter_context(dense_lora(model))
+        stack.enter_context(fused_rms_norms(inner))
 
         started = time.perf_counter()
         real = attention_mask.bool()
@@ -319,6 +323,38 @@ def _decode_attention(model: Any) -> Iterator[None]:
         config._attn_implementation = original
         for module in modules:
             del module._ttsd_prefill_attention
+
+
+# RMSNorm classes computing weight * x / sqrt(mean(x²) + eps), which is F.rms_norm (Gemma's, with
+# 1 + weight, is not).
+PLAIN_RMS_NORMS = ("LlamaRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "MistralRMSNorm")
+
+
+@contextmanager
+def fused_rms_norms(model: Any) -> Iterator[int]:
+    """While active, the model's plain RMSNorm layers run `torch.nn.functional.rms_norm`. Yields
+    how many layers changed."""
+    changed = [m for m in model.modules() if type(m).__name__ in PLAIN_RMS_NORMS and hasattr(m, "variance_epsilon")]
+    for module in changed:
+        module.forward = _fused_rms_norm(module)
+    try:
+        yield len(changed)
+    finally:
+        for module in changed:
+            del module.forward
+
+
+def _fused_rms_norm(module: Any) -> Any:
+    import torch.nn.functional as F
+
+    original = type(module).forward.__get__(module)
+
+    def forward(hidden_states: Any) -> Any:
+        if hidden_states.dtype != module.weight.dtype:
+            return original(hidden_states)
+        return F.rms_norm(hidden_states, module.weight.shape, module.weight, module.variance_epsilon)
+
+    return forward
 
 
 @contextmanager
