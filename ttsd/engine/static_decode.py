@@ -1,9 +1,10 @@
 """The fast Hugging Face decode path: a static KV cache, one decode step per CUDA graph replay.
 
 Why: transformers' `generate` on a GPU is bound by the CPU, not by memory. Each decode step of an
-8B model with a LoRA adapter launches ~3,000 small kernels from Python (48 per layer for the base
-model, 7 adapted projections × 6 for peft's LoRA), so a step of 16 attempts took ~108 ms on an
-H100 where reading the weights once takes ~5 ms (148 tokens/s, 5% of the bandwidth limit). Here a
+8B model with a LoRA adapter launches ~3,500 kernels from Python (counted in the eager code: ~60
+per layer for the base model, 6 for each of the 7 LoRA-adapted projections), so a step of 16
+attempts took ~108 ms on an H100 where reading the weights once takes ~5 ms (148 tokens/s, issue
+#10: 5% of the bandwidth limit). Here a
 decode step is captured once into a CUDA graph and replayed, so the GPU runs it back to back with
 no Python in between, and the step is trimmed before capture:
 
@@ -15,7 +16,7 @@ no Python in between, and the step is trimmed before capture:
 - **Grouped decode attention**: with a mask, transformers' SDPA path copies every KV head once per
   query head it serves (`repeat_kv`: 4× the cache for Qwen3-8B, each step). At decode the query
   heads of one KV head become rows of one SDPA call instead: the same attention, no copy.
-- **Fused RMSNorm**: Llama/Qwen2/Qwen3's RMSNorm is seven elementwise kernels in transformers
+- **Fused RMSNorm**: Llama/Qwen2/Qwen3's RMSNorm is eight elementwise kernels in transformers
   (upcast, square, mean, add, rsqrt, multiply, downcast, scale); `torch.nn.functional.rms_norm`
   is one fused kernel on CUDA, the same formula rounded once instead of twice.
 - **Dense LoRA**: each adapted projection computes `y = W x` then `y += (x Aᵀ)(s B)ᵀ` in the base
@@ -30,8 +31,9 @@ tokens. What differs is how the logits are computed (other attention kernels and
 the base dtype): in float32 the two paths agree to ~1e-6 and draw the same tokens (tested on CPU);
 in bfloat16 they differ at the rounding of bf16 logits, as any two kernels do.
 
-`static_decode(..., cuda_graphs=False)` runs the same loop eagerly on any device: the CPU tests
-use it, and it is what a CUDA run falls back to when a graph cannot be captured.
+`static_decode(..., cuda_graphs=False)` runs the same loop eagerly on any device (the CPU tests
+compare it with `generate`; `HFSampler(decode="static")`). When the graph path fails, the sampler
+falls back to `generate`, not to this loop: a failure there says the static path is suspect.
 """
 
 from __future__ import annotations
