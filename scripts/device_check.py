@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,7 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 TAIL_CHARS = 4000
+LOG_CHARS = 1_000_000
 
 
 class Section:
@@ -90,24 +92,31 @@ class Check:
         return env
 
     def command(self, argv: list[str], timeout_s: float, label: str) -> subprocess.CompletedProcess:
-        """Run argv at the repository root; its output goes to the log. Raises SectionFailed on a timeout."""
+        """Run argv at the repository root in its own process group (a timeout ends everything it
+        started, e.g. an engine holding GPU memory); its output goes to the log. Raises
+        SectionFailed on a timeout."""
         with self.log_path.open("a") as log:
             log.write(f"\n===== {label}: {' '.join(argv)} (cap {timeout_s:.0f} s)\n")
+        process = subprocess.Popen(argv, cwd=REPO, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, start_new_session=True)
         try:
-            done = subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired as expired:
-            output = _text(expired.stdout) + _text(expired.stderr)
+            stdout, stderr = process.communicate(timeout=max(timeout_s, 1))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            output = _text(stdout) + _text(stderr)
             self._log(output)
             raise SectionFailed(f"timed out after {timeout_s:.0f} s", {"log_tail": output[-TAIL_CHARS:]}) from None
-        self._log(done.stdout + done.stderr)
-        return done
+        self._log(stdout + stderr)
+        return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
     def python(self, args: list[str], timeout_s: float, label: str) -> subprocess.CompletedProcess:
         return self.command([sys.executable, *args], timeout_s, label)
 
     def _log(self, text: str) -> None:
+        # The device tool returns files of at most 16 MiB: each command keeps its last 1 MB.
         with self.log_path.open("a") as log:
-            log.write(text)
+            log.write(text if len(text) <= LOG_CHARS else f"[... {len(text) - LOG_CHARS} characters cut ...]\n" + text[-LOG_CHARS:])
 
     def tiny_model(self, timeout_s: float) -> Path:
         """The tests' tiny model (random Llama, trained tokenizer, ChatML template), built once."""
