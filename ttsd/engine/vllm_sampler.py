@@ -372,7 +372,9 @@ class VLLMSampler:
         self._in_memory: dict[int, dict[str, Any]] | None = None
         if in_process:
             self._in_memory = self.llm.collective_rpc(_install_in_memory_loader)[0]
-        if one_adapter_fast_path and not has_gpu:
+        # The patch is a function run in the worker: an engine in another process would have to
+        # unpickle it, which vLLM refuses by default (VLLM_ALLOW_INSECURE_SERIALIZATION).
+        if one_adapter_fast_path and not has_gpu and in_process:
             self.llm.collective_rpc(_install_one_adapter_fast_path)
         self._in_memory_dir: Path | None = None
 
