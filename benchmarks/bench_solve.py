@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_solve.py [--model smollm2-135m-instruct] [--backend auto]
         [--problem sum-two-numbers] [--budget 32] [--batch-size 16] [--max-tokens 256]
-        [--no-gradient-checkpointing] [--dtype auto]
+        [--no-gradient-checkpointing] [--dtype auto] [--device auto] [--json OUT.json]
 
 Both runs spend the whole budget (continue_after_discovery), so they sample the same number of
 attempts. Prints the time split per attempt (sample / judge / score / train / sync) and the ratio
@@ -40,6 +40,8 @@ def main() -> None:
                         help="train without activation recomputation (more memory, less time)")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="trainer dtype (SolveConfig.dtype)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="SolveConfig.device")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
 
     from ttsd.config import SolveConfig
@@ -53,7 +55,8 @@ def main() -> None:
             config = SolveConfig(method=method, model=args.model, backend=args.backend, budget=args.budget,
                                  batch_size=args.batch_size, max_tokens=args.max_tokens, seed=args.seed,
                                  continue_after_discovery=True,
-                                 gradient_checkpointing=not args.no_gradient_checkpointing, dtype=args.dtype)
+                                 gradient_checkpointing=not args.no_gradient_checkpointing, dtype=args.dtype,
+                                 device=args.device)
             summary = solve(problem, config, Path(tmp) / method)
             steps = [json.loads(l) for l in (Path(tmp) / method / "steps.jsonl").read_text().splitlines()]
             n = summary.attempts_used
@@ -81,6 +84,12 @@ def main() -> None:
     print(f"learning (score + train) per attempt: {learning:.3f} s = {learning / forward_s:.1f} forward passes per token")
     print(f"floor at 3 forward passes per token (teacher, student, backward; no LoRA cost in sampling): "
           f"{floor:.2f}×")
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "settings": vars(args) | {"json": str(args.json)}, "seconds_per_attempt": rows,
+            "ratio": rows["sdpo"]["total"] / rows["best-of-k"]["total"], "forward_tokens_per_s": rate,
+            "tokens_per_attempt": tokens, "forward_passes_per_token": learning / forward_s, "floor_ratio": floor,
+        }, indent=1))
 
 
 def forward_rate(problem, config, lengths: list[int], repeats: int = 2) -> float:
@@ -94,7 +103,7 @@ def forward_rate(problem, config, lengths: list[int], repeats: int = 2) -> float
     from ttsd.engine.models import resolve_model
     from ttsd.engine.policy import Policy
     from ttsd.engine.scorer import score_tokens
-    from ttsd.sdpo.prompts import student_messages
+    from ttsd.prompts import student_messages
 
     policy = Policy(resolve_model(config.model), lora=config.lora_settings(), device=config.device, dtype=config.dtype)
     prompt = chat_prompt_ids(policy.tokenizer, student_messages(problem, config.templates))

@@ -6,14 +6,16 @@ every process the program left behind (`kill(-1)` spares only pid 1, i.e. this r
 /work, /tmp and /dev/shm, and writes one JSON result line on stdout. As pid 1 it cannot be killed
 from inside the container, and being non-dumpable, programs running under the same uid cannot
 ptrace it or read its memory or file descriptors. Standard library only.
+
+The rlimits, the file names, the output collection and the result fields are the local sandbox's
+(`ttsd/sandbox/supervisor.py`, which the image build copies beside this file as supervisor.py).
 """
 
 import ctypes
-import errno
+import importlib.util
 import json
 import os
 import resource
-import selectors
 import shutil
 import signal
 import subprocess
@@ -26,18 +28,24 @@ PATH = "/usr/local/bin:/usr/bin:/bin"
 PR_SET_DUMPABLE = 4
 
 
+def load_supervisor():
+    """ttsd/sandbox/supervisor.py, copied beside this file (`python3 -I` puts no script dir on sys.path)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervisor.py")
+    spec = importlib.util.spec_from_file_location("ttsd_supervisor", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+supervisor = load_supervisor()
+
+
 def make_undumpable():
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-
-
-def safe_relative(name):
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if not parts or ".." in parts or name.startswith("/"):
-        raise ValueError("bad file name %r" % name)
-    return os.path.join(*parts)
 
 
 def wipe(directory):
@@ -53,15 +61,13 @@ def wipe(directory):
 
 
 def limits(job):
+    """Set the job's rlimits in the child (a preexec_fn); the container's pids cgroup caps processes."""
+    chosen = supervisor.rlimits(job["time_limit_s"], job["memory_limit_mb"], job["file_size_limit_mb"],
+                                job["max_open_files"])
+
     def apply():
-        cpu = int(job["time_limit_s"]) + 2
-        mem = job["memory_limit_mb"] << 20
-        fsize = job["file_size_limit_mb"] << 20
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (job["max_open_files"],) * 2)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        for name, values in chosen.items():
+            resource.setrlimit(getattr(resource, "RLIMIT_" + name.upper()), values)
 
     return apply
 
@@ -80,16 +86,19 @@ def oom_kills():
     return 0
 
 
-def kill_everything_else():
-    """SIGKILL every process but this one; True when there was something to kill."""
+def kill_everything_else(proc):
+    """SIGKILL every process but this one and reap them all, the program first (so that its status is
+    its own); True when there was something to kill besides an exited program."""
+    proc.poll()  # reap the program if it has exited: a zombie would count as something to kill
     try:
         os.kill(-1, signal.SIGKILL)
     except ProcessLookupError:
         found = False
     else:
         found = True
+    proc.wait()
     deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:  # reap the children and the orphans re-parented to us
+    while time.monotonic() < deadline:  # reap the orphans re-parented to us
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
@@ -105,75 +114,45 @@ def run(job):
     wipe(WORK)
     os.mkdir(JOB_DIR)
     for name, content in job["files"].items():
-        path = os.path.join(JOB_DIR, safe_relative(name))
+        path = os.path.join(JOB_DIR, supervisor.safe_relative(name))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             f.write(content)
-    stdin_fd = os.memfd_create("stdin")
-    os.write(stdin_fd, job["stdin"].encode())
-    os.lseek(stdin_fd, 0, os.SEEK_SET)
+    stdin_fd = supervisor.memfd("stdin", job["stdin"].encode())
     env = {"PATH": PATH, "HOME": JOB_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         proc = subprocess.Popen(job["argv"], cwd=JOB_DIR, stdin=stdin_fd, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env, start_new_session=True,
                                 preexec_fn=limits(job))
     except OSError as exc:
-        os.close(stdin_fd)
         return {"stderr": "%s: %s" % (type(exc).__name__, exc), "exit_code": 127,
                 "wall_s": time.monotonic() - start, "leftovers": False}
-    os.close(stdin_fd)
-    limit = job["output_limit_bytes"]
-    deadline = start + job["time_limit_s"]
-    buffers = {proc.stdout: bytearray(), proc.stderr: bytearray()}
-    timed_out = truncated = False
+    finally:
+        os.close(stdin_fd)
     leftovers = False
-    status = None
-    with selectors.DefaultSelector() as sel:
-        for stream in buffers:
-            sel.register(stream, selectors.EVENT_READ)
-        while sel.get_map() and not truncated:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            if status is None and proc.poll() is not None:
-                # The program is done: whatever still holds its pipes open is a leftover (a
-                # daemon); kill it so the pipes reach EOF, keeping all output written so far.
-                status = proc.returncode
-                leftovers = kill_everything_else()
-            for key, _ in sel.select(timeout=min(remaining, 0.05)):
-                chunk = os.read(key.fd, 1 << 16)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    continue
-                buffers[key.fileobj] += chunk
-                truncated = truncated or len(buffers[key.fileobj]) > limit
-    if status is None and not (timed_out or truncated):
-        try:
-            status = proc.wait(timeout=max(deadline - time.monotonic(), 0))
-        except subprocess.TimeoutExpired:
-            timed_out = True
+
+    def on_exit():
+        # The program is done: whatever still holds its pipes open is a leftover (a daemon); kill
+        # it so the pipes reach EOF, keeping all output written so far.
+        nonlocal leftovers
+        leftovers = kill_everything_else(proc)
+
+    collected = supervisor.collect_output(proc, start + job["time_limit_s"], job["output_limit_bytes"], on_exit=on_exit)
     wall_s = time.monotonic() - start
-    leftovers = kill_everything_else() or leftovers
-    if proc.returncode is None:
-        proc.returncode = -signal.SIGKILL  # reaped by kill_everything_else
-    for stream in buffers:
+    leftovers = kill_everything_else(proc) or leftovers
+    for stream in (proc.stdout, proc.stderr):
         stream.close()
     wipe(WORK)
     wipe("/tmp")
     if os.path.isdir("/dev/shm"):
         wipe("/dev/shm")
-    killed = timed_out or truncated
-    return {
-        "stdout": bytes(buffers[proc.stdout][:limit]).decode("utf-8", "replace"),
-        "stderr": bytes(buffers[proc.stderr][:limit]).decode("utf-8", "replace"),
-        "exit_code": None if killed else status,
-        "timed_out": timed_out or status == -signal.SIGXCPU,
-        "output_truncated": truncated,
-        "wall_s": wall_s,
-        "leftovers": leftovers and not killed,
-        "oom_kills": oom_kills() - ooms_before,
-    }
+    result = collected.result(proc.returncode)
+    result.update(
+        wall_s=wall_s,
+        leftovers=leftovers and not collected.killed,
+        oom_kills=oom_kills() - ooms_before,
+    )
+    return result
 
 
 def main():

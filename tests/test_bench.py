@@ -137,6 +137,8 @@ def test_bench_writes_every_run(small_bench):
     for key, summary in summaries.items():
         assert summary.budget == BUDGET and 1 <= summary.attempts_used <= BUDGET
         assert (run_dir_for(bench_dir, key) / "attempts.jsonl").is_file()
+        # each worker's engine output went to its run's log, not the bench's terminal
+        assert "Loading weights" in (run_dir_for(bench_dir, key) / "run.log").read_text()
     manifest = load_manifest(bench_dir)
     assert manifest.methods == list(METHODS) and manifest.seeds == [0, 1]
     assert manifest.solve_options["budget"] == BUDGET
@@ -193,6 +195,30 @@ def test_bench_on_local_ray(tiny_model_dir, examples_dir, tmp_path):
     summaries = load_summaries(tmp_path / "bench")
     assert sorted(k.seed for k in summaries) == [0, 1]
     assert all(s.method == "best-of-k" and s.attempts_used >= 1 for s in summaries.values())
+
+
+def test_a_run_directory_with_only_a_log_is_pending(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.log").write_text("2026-01-01 00:00:00.000 the model was not found\n")
+    assert run_state(run_dir) == "pending"  # a run that failed before it began starts afresh
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_bench_cli_keeps_engine_logs_off_the_terminal(tiny_model_dir, examples_dir, tmp_path, verbose):
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench"
+    command = [sys.executable, "-m", "ttsd", "bench", "--split", str(examples_dir / "reverse-string.json"),
+               "--methods", "best-of-k", "--seeds", "1", "--out", str(out), *cli_options(tiny_model_dir)]
+    result = subprocess.run(command + (["--verbose"] if verbose else []), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "1 runs done" in result.stdout and "reverse-string" in result.stdout  # the board and its tally
+    run_log = (run_dir_for(out, RunKey(problem_id="reverse-string", method="best-of-k", seed=0)) / "run.log").read_text()
+    assert "Loading weights" in run_log
+    assert ("Loading weights" in result.stdout + result.stderr) == verbose
+    assert (out / "bench.log").is_file()
 
 
 def test_workers_get_a_gpu_each_or_are_refused():

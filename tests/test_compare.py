@@ -129,3 +129,38 @@ def test_compare_cli_bad_input(tmp_path):
     assert result.exit_code == 2 and "--k" in result.output
     result = runner.invoke(app, ["compare", str(bench), "--p", "1.5"])
     assert result.exit_code == 2 and "--p" in result.output
+
+
+def test_learning_diagnostics_are_pooled_over_runs(tmp_path):
+    from ttsd.runs import DiscoveryLikelihood
+
+    bench = write_synthetic_bench(tmp_path / "bench")
+    # sdpo's runs: p1 seeds 0, 1 discovered (after 2 updates, then before any), p2 seed 0 discovered at k=1
+    gaps = {("p1", 0): -0.2, ("p1", 1): -0.4, ("p2", 0): None, ("p2", 1): -0.3}
+    found = {("p1", 0): (2, -30.0, -20.0), ("p1", 1): (0, -12.0, -12.0), ("p2", 0): (0, -8.0, -8.0)}
+    for (problem_id, seed), gap in gaps.items():
+        path = run_dir_for(bench, RunKey(problem_id=problem_id, method="sdpo", seed=seed)) / "summary.json"
+        summary = Summary.model_validate_json(path.read_text())
+        summary.teacher_logprob_gap = gap
+        if (problem_id, seed) in found:
+            updates, initial, discovery = found[(problem_id, seed)]
+            summary.discovery_likelihood = DiscoveryLikelihood(
+                tokens=10, updates_before=updates, initial_nats=initial, discovery_nats=discovery,
+                gain_nats=discovery - initial, per_token_initial_nats=initial / 10,
+                per_token_discovery_nats=discovery / 10, per_token_gain_nats=(discovery - initial) / 10,
+            )
+        path.write_text(summary.model_dump_json())
+    report = compare_bench(bench, baselines=["best-of-k", "multi-turn"], ks=[1, 4], resamples=50)
+    p1 = stats(scope(report, "problem", "p1"), "sdpo").learning
+    assert (p1.runs_with_gap, p1.discoveries, p1.discoveries_after_updates) == (2, 2, 1)
+    assert p1.teacher_logprob_gap == pytest.approx(-0.3) and p1.gain_nats == pytest.approx(5.0)
+    assert p1.per_token_gain_nats == pytest.approx(0.5)
+    split = stats(scope(report, "split", "synthetic"), "sdpo").learning
+    assert split.teacher_logprob_gap == pytest.approx(-0.3) and split.runs_with_gap == 3
+    assert (split.discoveries, split.discoveries_after_updates) == (3, 1) and split.gain_nats == pytest.approx(10 / 3)
+    assert stats(scope(report, "split", "synthetic"), "best-of-k").learning is None  # it does not learn
+    markdown = to_markdown(report)
+    assert "## Learning diagnostics" in markdown
+    assert "| problem p1 | sdpo | -0.3000 (2 runs) | 1/2 | 5.00 | 0.5000 |" in markdown
+    result = CliRunner().invoke(app, ["compare", str(bench), "--k", "1,4", "--resamples", "50"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0 and "learning diagnostics" in result.output and "-0.3000 (2 runs)" in result.output

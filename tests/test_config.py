@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 
-from ttsd.config import ConfigError, SolveConfig, load_config
+from ttsd.config import METHODS, ConfigError, SolveConfig, load_config
 
 
-def test_defaults_match_the_paper_settings():
-    config = SolveConfig()
-    assert (config.method, config.batch_size, config.temperature, config.top_k, config.grad_clip) == ("sdpo", 16, 1.0, 20, 1.0)
-    assert config.ema_rate == 0.01 and config.context_limit == 32768 and config.divergence == "reverse_kl"
+def test_every_default_passes_its_own_field_rules():
+    # pydantic does not validate defaults: a default outside its own bounds or choices would only
+    # fail when a saved config.json is loaded again
+    defaults = SolveConfig()
+    assert SolveConfig.model_validate(defaults.model_dump(mode="json")) == defaults
+
+
+def test_every_field_explains_itself_on_the_command_line():
+    undescribed = [name for name, field in SolveConfig.model_fields.items() if not (field.description or "").strip()]
+    assert not undescribed
+
+
+def test_only_sdpo_learns():
+    assert [SolveConfig(method=m).learns for m in METHODS] == [True, False, False]
+    assert METHODS == typing.get_args(SolveConfig.model_fields["method"].annotation)
+
+
+def test_default_lora_targets_are_modules_of_a_llama_model(tiny_model_dir):
+    # SmolLM2, the default model, is a Llama; a misspelt target would make PEFT fail at the first run
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    assert set(SolveConfig().lora_target_modules) <= leaf_names
 
 
 def test_file_then_overrides(tmp_path):

@@ -89,6 +89,20 @@ def test_logprobs_equal_scorer(policy, temperature, top_p):
         assert all(row[0] == r for row in rows for r in row)  # greedy: all n identical
 
 
+def test_a_checkpoints_sampling_defaults_do_not_reshape_the_distribution(policy):
+    """Qwen2.5-Instruct's generation_config.json sets repetition_penalty 1.05: `generate` would apply it
+    before the recorder, and the recorded log-probs would no longer be log_softmax(z / T)."""
+    _perturb(policy)
+    generation_config = policy.model.get_base_model().generation_config
+    generation_config.repetition_penalty = 1.3
+    try:
+        prompts = _prompts(policy.tokenizer)
+        results = policy.sampler(decode="generate").sample(prompts, n=2, max_tokens=24, seed=2)
+        _assert_logprobs_match_scorer(policy, prompts, results, 1.0, atol=1e-5)
+    finally:
+        generation_config.repetition_penalty = None
+
+
 def test_top_p_mask_keeps_the_nucleus():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     kept = torch.isfinite(_top_p_mask(logits, 0.8))[0].tolist()

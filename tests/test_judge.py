@@ -21,6 +21,7 @@ from ttsd.judge import (
     clip_field,
     clip_total,
     decode_value,
+    evalplus_match,
     extract_code,
     feedback_text,
     lines_match,
@@ -137,7 +138,7 @@ def test_returned_values_round_trip_through_the_harness_encoding():
         __hash__ = int.__hash__
 
     def round_trip(value):
-        return decode_value(json.loads(json.dumps(judge_harness._encode(value))))
+        return decode_value(json.loads(json.dumps(judge_harness.encode_value(value))))
 
     assert round_trip((1, "a")) == (1, "a") and isinstance(round_trip((1, "a")), tuple)
     assert round_trip({1: [2, (3,)]}) == {1: [2, (3,)]}  # int keys survive (JSON would make them str)
@@ -599,6 +600,82 @@ def test_judge_many_is_bounded_and_keeps_order():
 def test_judge_many_checks_lengths(local_judge):
     with pytest.raises(ValueError):
         local_judge.judge_many(SUM, ["a", "b"], ["stop"])
+
+
+# ---------------------------------------------------------------------------------------------
+# evalplus (MBPP+): many calls in one process, EvalPlus's comparison
+# ---------------------------------------------------------------------------------------------
+
+
+def test_evalplus_match_follows_evalplus():
+    assert evalplus_match((4, 5), (4, 5)) and not evalplus_match([4, 5], (4, 5))  # no tuple-to-list
+    # floats: 1e-6 (with rtol 1e-7) when atol is 0 and the expected value is a float or floats only
+    assert evalplus_match(0.1 + 0.2, 0.3) and evalplus_match([1.0000005], [1.0]) and not evalplus_match(1.00001, 1.0)
+    assert not evalplus_match((1, 2, 3.000000001), (1, 2, 3))  # ints expected: exact only
+    assert not evalplus_match(1, 1.0000001)  # inexact needs the same type
+    assert evalplus_match(3.1416, 3.14159, atol=1e-4) and not evalplus_match(3.15, 3.14159, atol=1e-4)
+    assert not evalplus_match([1.0, 2.0], [1.0], atol=1.0)  # lengths must agree
+    assert evalplus_match(float("inf"), float("inf")) and not evalplus_match(float("nan"), float("nan"))
+    assert evalplus_match((5, 4), (4, 5), output_match="set") and not evalplus_match((5,), (4, 5), output_match="set")
+    assert evalplus_match("<re.Match>", True, output_match="not_none") and evalplus_match(None, False, output_match="not_none")
+    assert not evalplus_match(None, True, output_match="not_none") and not evalplus_match(False, True, output_match="not_none")
+    assert evalplus_match("anything", 1, output_match="any")
+    assert evalplus_match(0, 7, also_accepted=[0]) and not evalplus_match(1, 7, also_accepted=[0])
+    assert not evalplus_match(object(), [1], output_match="set")  # a comparison that raises is a mismatch
+
+
+def evalplus_problem(visible, hidden=(), **fields) -> Problem:
+    """visible/hidden: (arguments, expected) pairs of plain Python values."""
+
+    def test(arguments, expected):
+        return TestCase(input=json.dumps(judge_harness.encode_value(list(arguments))), output=json.dumps(judge_harness.encode_value(expected)))
+
+    data = dict(id="ep", statement="s", kind="evalplus", entry_point="f", time_limit_s=2.0)
+    data.update(fields)
+    return Problem(**data, tests=[test(*t) for t in visible], hidden_tests=[test(*t) for t in hidden])
+
+
+def test_evalplus_judging_one_process_per_group(local_judge):
+    problem = evalplus_problem(
+        [(((1, 2), 3), (1, 2, 3)), (((), 0), (0,))],
+        [(((1.5,), 0.1), (1.5, 0.1)), ((({1, 2},), 4), ({1, 2}, 4))],
+    )
+    good = local_judge.judge_program(problem, "def f(t, x):\n    return tuple(t) + (x,)\n")
+    assert good.passed and good.tests_passed == 4 and [r.hidden for r in good.test_results] == [False, False, True, True]
+    wrong = local_judge.judge_program(problem, "def f(t, x):\n    print('called', x)\n    return list(t) + [x]\n")
+    assert wrong.verdict == Verdict.wrong_answer and wrong.tests_passed == 0 and len(wrong.test_results) == 2
+    assert "Input:\nf((1, 2), 3)\nOutput:\n[1, 2, 3]\nExpected:\n(1, 2, 3)" in wrong.feedback
+    # what each call printed goes with that call
+    blocks = {block.split("\n")[1]: block for block in wrong.feedback.split("\n\n")[1:]}
+    assert "Printed Output:\ncalled 3" in blocks["f((1, 2), 3)"] and "called 0" not in blocks["f((1, 2), 3)"]
+    assert "Printed Output:\ncalled 0" in blocks["f((), 0)"]
+    # a hidden failure: judging stops at it, and the feedback names no hidden content
+    hidden = local_judge.judge_program(problem, "def f(t, x):\n    return tuple(t) + (x,) if x != 0.1 else ()\n")
+    assert hidden.verdict == Verdict.wrong_answer and hidden.feedback == HIDDEN_FAILURE_FEEDBACK
+    assert [r.verdict for r in hidden.test_results] == [Verdict.accepted] * 2 + [Verdict.wrong_answer]
+
+
+def test_evalplus_errors_limits_and_subclassed_results(local_judge):
+    problem = evalplus_problem([((1,), {1: 1}), ((2,), {2: 1}), ((3,), {3: 1})], [((4,), {4: 1})])
+    counter = local_judge.judge_program(problem, "from collections import Counter\ndef f(x):\n    return Counter([x])\n")
+    assert counter.passed, counter.feedback  # a Counter equals the dict it holds, as in EvalPlus
+    raising = local_judge.judge_program(problem, "def f(x):\n    if x == 2:\n        raise KeyError(x)\n    return {x: 1}\n")
+    assert raising.verdict == Verdict.runtime_error and "KeyError: 2" in raising.feedback
+    assert [r.verdict for r in raising.test_results] == [Verdict.accepted, Verdict.runtime_error, Verdict.accepted]
+    spin = local_judge.judge_program(problem, "def f(x):\n    while x == 2:\n        pass\n    return {x: 1}\n")
+    assert spin.verdict == Verdict.time_limit and "f(2)" in spin.feedback
+    assert [r.verdict for r in spin.test_results] == [Verdict.accepted, Verdict.time_limit]  # stops there
+    missing = local_judge.judge_program(problem, "def g(x):\n    return {x: 1}\n")
+    assert missing.verdict == Verdict.runtime_error and len(missing.test_results) == 1 and "no function 'f'" in missing.feedback
+    exits = local_judge.judge_program(problem, "import os\ndef f(x):\n    os._exit(0)\n")
+    assert exits.verdict == Verdict.runtime_error and "ended before the test finished" in exits.feedback
+
+
+def test_evalplus_problem_files_are_checked():
+    with pytest.raises(ValueError, match=r"tests\[0\]\.input: must be a JSON array"):
+        Problem(id="x", statement="s", kind="evalplus", entry_point="f", tests=[TestCase(input="3", output="1")])
+    with pytest.raises(ValueError, match="apply only to kind 'evalplus'"):
+        Problem(id="x", statement="s", kind="functional", entry_point="f", atol=0.1, tests=[TestCase(input="3", output="1")])
 
 
 # ---------------------------------------------------------------------------------------------

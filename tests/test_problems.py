@@ -124,7 +124,7 @@ def test_load_good_file_and_defaults(tmp_path):
         ),
         (good_problem(tests=[{"input": "1", "output": 4}]), "tests[0].output: input should be a valid string (got 4)"),
         (good_problem(hidden_tests=[{"input": "1", "outptu": "1"}]), "hidden_tests[0].outptu: unknown field"),
-        (good_problem(kind="interactive"), "kind: input should be 'stdin', 'functional' or 'assert'"),
+        (good_problem(kind="interactive"), "kind: input should be 'stdin', 'functional', 'assert' or 'evalplus'"),
         (good_problem(time_limit_s=0), "time_limit_s: input should be greater than 0"),
         (good_problem(statement=""), "statement: string should have at least 1 character"),
         (good_problem(id="bad id/../x"), "id: must start with a letter or digit"),
@@ -475,3 +475,68 @@ def test_cli_subprocess_bad_files_exit_2_without_traceback(tmp_path):
         [sys.executable, "-m", "ttsd", "problems", "validate", str(bad)], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert f"{bad}: invalid JSON at line 2 column 12: Expecting value" in done.stderr
+
+
+# ---------------------------------------------------------------- MBPP+
+
+
+MBPP_PLUS = SHARED / "data" / "mbpp_plus" / "MbppPlus_767efcc.jsonl"
+
+
+@pytest.fixture(scope="module")
+def local_sandbox():
+    from ttsd.sandbox import make_sandbox
+
+    sandbox = make_sandbox("local")
+    yield sandbox
+    sandbox.close()
+
+
+def test_mbpp_plus_whole_release_imports_and_every_canonical_solution_is_accepted(tmp_path, local_sandbox):
+    from ttsd.judge import Judge
+    from ttsd.problems.importers import import_mbpp_plus, iter_mbpp_plus_rows
+
+    report = import_mbpp_plus(MBPP_PLUS, tmp_path, local_sandbox, verify=False)
+    assert report.records == 399
+    # two lines of the release are unusable: Mbpp/255's canonical solution needs more than the
+    # memory limit on one plus input, and Mbpp/793's plus_input is {} instead of a list
+    assert {s.where.rsplit(":", 1)[1]: s.reason.split(" (")[0] for s in report.skipped} == {
+        "127": "canonical_solution: did not return on plus_input[85]",
+        "385": "plus_input: input should be a valid array",
+    }
+    assert len(report.written) == 397 and report.visible_tests > 1000 and report.hidden_tests > 40000
+    problems = {p.id: p for p in load_problems(tmp_path)}
+    assert {p.kind for p in problems.values()} == {"evalplus"}
+    assert problems["mbpp-2"].output_match == "set" and problems["mbpp-124"].atol == 0.0001
+    assert problems["mbpp-737"].output_match == "not_none" and problems["mbpp-295"].hidden_tests[0].also_accepted == ["0"]
+    assert "similar_elements" in problems["mbpp-2"].statement and "assert similar_elements(" in problems["mbpp-2"].statement
+    references = {f"mbpp-{row.record.number}": row.record.reference_code for row in iter_mbpp_plus_rows(MBPP_PLUS) if row.record}
+    rejected = {}
+    with Judge(local_sandbox, max_workers=2) as judge:
+        for problem_id, problem in problems.items():
+            judgement = judge.judge_program(problem, references[problem_id])
+            if not judgement.passed or judgement.tests_passed != len(problem.all_tests):
+                rejected[problem_id] = judgement.feedback[:200]
+    assert rejected == {}
+
+
+def test_mbpp_plus_bad_lines_are_reported_and_the_rest_imported(tmp_path):
+    good = {
+        "task_id": "Mbpp/900", "prompt": "'''\nWrite a function to add two numbers.\n'''", "entry_point": "add",
+        "canonical_solution": "\ndef add(a, b):\n    return a + b\n", "base_input": [[1, 2]], "plus_input": [[0.1, 0.2], [-5, 5]],
+        "atol": 0, "assertion": "\nassert add(1, 2) == 3\n",
+    }
+    raises = dict(good, task_id="Mbpp/901", canonical_solution="\ndef add(a, b):\n    return a / (b - 5)\n")
+    lines = [json.dumps(good), '{"task_id": "Mbpp/902"}', "not json", json.dumps(raises)]
+    data = write_json(tmp_path / "mbpp.jsonl", "\n".join(lines) + "\n")
+    result = runner.invoke(app, ["problems", "import", "mbpp-plus", str(data), "--out", str(tmp_path / "out")], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    assert "wrote 1 of 4 problems" in result.output and "3 skipped" in result.output
+    assert "mbpp.jsonl:2: prompt: field required" in result.output
+    assert "mbpp.jsonl:3: invalid JSON" in result.output
+    assert "mbpp.jsonl:4: canonical_solution: raised ZeroDivisionError: division by zero on plus_input[1]" in result.output
+    problem = load_problem(tmp_path / "out" / "mbpp-900.json")
+    assert [t.input for t in problem.tests] == ["[1, 2]"] and [t.output for t in problem.hidden_tests] == ["0.30000000000000004", "0"]
+    assert problem.statement.endswith("Your code should pass this test:\n\nassert add(1, 2) == 3")
+    missing = runner.invoke(app, ["problems", "import", "mbpp-plus", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 2 and "no such file" in missing.output

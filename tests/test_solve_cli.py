@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -35,3 +36,24 @@ def test_config_file_with_override_runs_and_saves_resolved_config(tiny_model_dir
     assert saved["config"]["budget"] == 2 and saved["config"]["batch_size"] == 2 and saved["versions"]["torch"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["attempts_used"] == 2 and summary["discovered"] is False
+
+
+VLLM_INFO = re.compile(r"\) INFO \d\d-\d\d \d\d:\d\d:\d\d \[")  # "(MainProcess pid=1) INFO 12-01 03:18:18 [model.py:733]"
+
+
+def test_a_vllm_solve_keeps_the_terminal_quiet_and_logs_everything(tiny_model_dir, tmp_path):
+    options = ["--model", tiny_model_dir, "--backend", "vllm", "--budget", "2", "--batch-size", "2", "--max-tokens", "8",
+               "--max-model-len", "512"]
+    quiet = _ttsd("sum-two-numbers", *options, "--out", tmp_path / "quiet", cwd=REPO)
+    assert quiet.returncode == 1, quiet.stderr[-3000:]
+    log = (tmp_path / "quiet" / "run.log").read_text()
+    assert VLLM_INFO.search(log) and "FutureWarning" in log  # everything the engines said, timestamped
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} .*Loading weights", log, re.MULTILINE)
+    terminal = quiet.stdout + quiet.stderr
+    assert not VLLM_INFO.search(terminal) and "FutureWarning" not in terminal and "Loading weights" not in terminal
+    assert "budget spent" in quiet.stderr and "teacher−student" in quiet.stderr  # the live table and the outcome
+
+    verbose = _ttsd("sum-two-numbers", *options, "--out", tmp_path / "verbose", "--verbose", cwd=REPO)
+    assert verbose.returncode == 1, verbose.stderr[-3000:]
+    assert VLLM_INFO.search(verbose.stderr) and "FutureWarning" in verbose.stderr and "budget spent" in verbose.stderr
+    assert VLLM_INFO.search((tmp_path / "verbose" / "run.log").read_text())

@@ -48,9 +48,14 @@ def test_solve_end_to_end_with_smollm2(backend, tmp_path):
         tolerance = 1e-3 if config["config"]["dtype"] == "float32" else 0.1
         assert steps[0]["loss"] is not None
         assert all(s["logprob_gap"] < tolerance for s in steps), [s["logprob_gap"] for s in steps]
+        assert all(s["teacher_logprob_gap"] is not None for s in steps)  # the self-teacher scored every step
         assert (out / "adapter" / "adapter_model.safetensors").exists()
     else:
         assert summary["discovery_k"] == first["k"]
+        found = summary["discovery_likelihood"]
+        assert found["tokens"] == first["num_tokens"] and found["initial_nats"] < 0
+        if found["updates_before"] == 0:  # the initial weights found it: training had no part in it
+            assert found["gain_nats"] == 0.0
         solution = out / "solution.py"
         check = subprocess.run(
             [sys.executable, "-m", "ttsd", "check", "problems/examples/sum-two-numbers.json", str(solution)],

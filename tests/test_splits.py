@@ -1,42 +1,41 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from ttsd.cli import app
-from ttsd.problems import load_problem
 from ttsd.splits import (
     SPLITS_DIR,
     Calibration,
     ProblemRate,
-    SplitFile,
     SplitNotFound,
+    SplitProblemsMissing,
+    SplitSource,
     assign_splits,
-    calibrate,
     find_split,
+    in_split,
     make_split_files,
     save_split,
     split_problems,
 )
 
 
-def test_thresholds_follow_the_paper():
+def test_split_definitions():
     rates = {
         "easy": ProblemRate(samples=64, passed=40),  # 0.625
         "half": ProblemRate(samples=64, passed=32),  # 0.5: not hard (strict <)
         "hard": ProblemRate(samples=64, passed=10),
         "two": ProblemRate(samples=64, passed=2),  # 0.031: hard, not very hard
         "one": ProblemRate(samples=64, passed=1),  # 0.016: very hard
-        "none": ProblemRate(samples=64, passed=0),
+        "none": ProblemRate(samples=64, passed=0),  # never solved: hard, but not very hard
+        "screened": ProblemRate(samples=16, passed=3),  # decided after 16 samples: 0.19
     }
     splits = assign_splits(rates)
-    assert splits["hard"] == ["hard", "none", "one", "two"]
-    assert splits["very_hard"] == ["none", "one"]
+    assert splits["hard"] == ["hard", "none", "one", "screened", "two"]
+    assert splits["very_hard"] == ["one"]
 
 
 def test_split_files_round_trip_and_lookup(tmp_path, examples_dir):
-    rates = {"reverse-string": ProblemRate(samples=8, passed=0), "sum-two-numbers": ProblemRate(samples=8, passed=6)}
-    calibration = Calibration(model="tiny", samples=8, note="test")
+    rates = {"reverse-string": ProblemRate(samples=64, passed=1), "sum-two-numbers": ProblemRate(samples=8, passed=6)}
+    calibration = Calibration(model="tiny", samples=64, note="test")
     files = make_split_files(rates, calibration, problems_dir=str(examples_dir))
     assert [f.name for f in files] == ["hard", "very_hard"]
     path = save_split(files[1], tmp_path)
@@ -59,43 +58,21 @@ def test_bundled_splits_are_well_formed():
         assert {r.samples for r in split.rates.values()} == {64}
         assert set(split.rates) == {p.stem for p in (SPLITS_DIR.parent / "examples").glob("*.json")}
         assert split.problem_ids == sorted(
-            pid for pid, r in split.rates.items() if r.rate < split.calibration.thresholds[name]
+            pid for pid, r in split.rates.items() if in_split(name, r, split.calibration.thresholds[name])
         )
-        assert len(split_problems(split, path)) == len(split.problem_ids)
+        assert len(split_problems(split, path)) == len(split.problem_ids) > 0  # `ttsd bench --split very_hard` works
 
 
-def test_calibrate_samples_and_judges_every_problem(tiny_model_dir, examples_dir):
-    problems = [load_problem(examples_dir / "reverse-string.json"), load_problem(examples_dir / "sum-two-numbers.json")]
-    seen = []
-    rates, calibration = calibrate(
-        problems, str(tiny_model_dir), samples=3, backend="hf", max_tokens=8, batch_size=2,
-        on_problem=lambda problem, rate: seen.append(problem.id),
-    )
-    assert seen == ["reverse-string", "sum-two-numbers"]
-    assert {pid: r.samples for pid, r in rates.items()} == {"reverse-string": 3, "sum-two-numbers": 3}
-    # a random model writes no program: every sample fails, so both problems are very hard for it
-    assert all(r.passed == 0 for r in rates.values())
-    assert calibration.backend == "hf" and calibration.samples == 3
-
-
-def test_calibrate_cli_writes_split_files(tiny_model_dir, examples_dir, tmp_path):
-    problems_dir = tmp_path / "problems"
-    problems_dir.mkdir()
-    (problems_dir / "reverse-string.json").write_text((examples_dir / "reverse-string.json").read_text())
-    result = CliRunner().invoke(
-        app,
-        ["splits", "calibrate", str(problems_dir), "--model", str(tiny_model_dir), "--samples", "2",
-         "--max-tokens", "8", "--backend", "hf", "--out", str(tmp_path / "splits")],
-        terminal_width=200,
-    )
-    assert result.exit_code == 0, result.output
-    data = json.loads((tmp_path / "splits" / "very_hard.json").read_text())
-    assert data["problem_ids"] == ["reverse-string"]
-    assert data["rates"]["reverse-string"] == {"samples": 2, "passed": 0}
-    split = SplitFile.model_validate(data)
-    assert [p.id for p in split_problems(split, tmp_path / "splits" / "very_hard.json")] == ["reverse-string"]
-
-
-def test_calibrate_cli_bad_input(tmp_path):
-    result = CliRunner().invoke(app, ["splits", "calibrate", str(tmp_path / "missing")])
-    assert result.exit_code == 2 and "error" in result.output
+def test_missing_pool_problems_name_the_import_command(tmp_path, examples_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # ./problems is searched too: keep a checkout's own pool out of it
+    rates = {"humaneval-0": ProblemRate(samples=64, passed=1), "reverse-string": ProblemRate(samples=64, passed=1)}
+    sources = [SplitSource(dir="../pool/humaneval", import_command="ttsd problems import humaneval --out problems/pool/humaneval")]
+    split = make_split_files(rates, Calibration(model="m", samples=64), sources=sources, prefix="pool-")[1]
+    path = save_split(split, tmp_path / "splits")
+    assert path.name == "pool-very_hard.json"
+    with pytest.raises(SplitProblemsMissing, match=r"1 problems not found in .*pool/humaneval \(humaneval-0\); recreate them with: ttsd problems import humaneval --out problems/pool/humaneval"):
+        split_problems(split, path)
+    (tmp_path / "pool" / "humaneval").mkdir(parents=True)
+    problem = json.loads((examples_dir / "reverse-string.json").read_text())
+    (tmp_path / "pool" / "humaneval" / "humaneval-0.json").write_text(json.dumps(dict(problem, id="humaneval-0")))
+    assert [p.id for p in split_problems(split, path)] == ["humaneval-0", "reverse-string"]

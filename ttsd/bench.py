@@ -2,6 +2,10 @@
 
     BENCH_DIR/bench.json                                  BenchManifest (split, problems, methods, seeds, options)
     BENCH_DIR/runs/<problem_id>/<method>/seed-<s>/        a run directory (ttsd.runs), summary.json when finished
+    BENCH_DIR/bench.log                                   what the bench printed outside its runs (`ttsd bench`)
+
+Each run's engine logs go to its RUN_DIR/run.log (`execute` captures them, ttsd.logs), whichever
+process runs it; with `verbose` they are passed on to the bench's output as well.
 
 A restarted bench skips runs whose summary.json exists and resumes the others that have a run
 directory (`solve(..., resume=True)`). Runs are independent, so they can go in parallel:
@@ -27,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ttsd.logs import RUN_LOG
 from ttsd.problems import Problem
 from ttsd.runs import Summary
 
@@ -61,6 +66,7 @@ class RunTask(BaseModel):
     solve_options: dict[str, Any]
     run_dir: str
     resume: bool
+    verbose: bool = False  # pass the run's log lines on to the bench's output too
 
 
 class RunOutcome(BaseModel):
@@ -76,7 +82,8 @@ def run_dir_for(bench_dir: Path, key: RunKey) -> Path:
 def run_state(run_dir: Path) -> RunState:
     if (run_dir / "summary.json").is_file():
         return "done"
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    # a run.log alone is a run that failed before it began (a bad model, say): it starts afresh
+    if run_dir.is_dir() and any(path.name != RUN_LOG for path in run_dir.iterdir()):
         return "partial"
     return "pending"
 
@@ -117,12 +124,14 @@ def solve_config(options: dict[str, Any], method: str, seed: int):
 def execute(task: RunTask) -> RunOutcome:
     """Do one run in this process (also the body of a pool worker and of a Ray task)."""
     try:
+        from ttsd.logs import capture_output
         from ttsd.methods import solve
 
         config = solve_config(task.solve_options, task.key.method, task.key.seed)
         run_dir = Path(task.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        summary = solve(task.problem, config, run_dir, resume=task.resume)
+        with capture_output(run_dir / RUN_LOG, tee=task.verbose):
+            summary = solve(task.problem, config, run_dir, resume=task.resume)
         return RunOutcome(key=task.key, summary=summary)
     except Exception as error:  # one failed run must not stop the bench: it is reported and rerun next time
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
@@ -247,11 +256,13 @@ def run_bench(
     ray_address: str | None = None,
     problem_files: dict[str, str] | None = None,
     on_update: Callable[[RunKey, str, Summary | None], None] | None = None,
+    verbose: bool = False,
 ) -> BenchResult:
     """Run every missing problem × method × seed; `on_update(key, state, summary)` reports progress
     with state one of "skipped", "running", "done", "failed". Raises BenchMismatch (and runs
     nothing) when BENCH_DIR was started with other solve options, TooManyWorkers when `workers`
-    exceeds the GPUs of a GPU machine."""
+    exceeds the GPUs of a GPU machine. `verbose`: each run's log lines also go to this process's
+    output (they always go to the run's run.log)."""
     manifest = BenchManifest(
         split=split,
         problem_ids=[p.id for p in problems],
@@ -277,6 +288,7 @@ def run_bench(
                 solve_options=solve_options,
                 run_dir=str(run_dir_for(bench_dir, key).resolve()),
                 resume=state == "partial",
+                verbose=verbose,
             )
         )
     if ray_address:

@@ -9,7 +9,11 @@ Per problem and per split (all problems of the bench), for each method:
   discovery@k >= p; "–" when the curve never gets there within the budget),
 - and, for the main method (sdpo) against each baseline, the attempts each needs to reach the
   matched discovery probability p* (the largest p both curves reach) and their ratio
-  k_baseline(p*) / k_sdpo(p*) (> 1: sdpo needs fewer attempts).
+  k_baseline(p*) / k_sdpo(p*) (> 1: sdpo needs fewer attempts),
+- for methods that learn (sdpo), the learning diagnostics of ttsd.sdpo.diagnostics pooled over the
+  scope's runs: the mean teacher-minus-student log-prob gap (each run's mean over its steps), and at
+  discovery the mean log-likelihood gain of the solution, ℓ(θ_d) − ℓ(θ_0), with how many discoveries
+  came after at least one update (the others were found by the initial weights: gain 0).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from ttsd import metrics
-from ttsd.bench import BenchManifest, RunKey, load_manifest, load_summaries
+from ttsd.bench import BenchManifest, load_manifest, load_summaries
 from ttsd.runs import Summary
 
 MAIN_METHOD = "sdpo"
@@ -36,6 +40,33 @@ class Interval(BaseModel):
     high: float | None
 
 
+class LearningStats(BaseModel):
+    """The learning diagnostics of one method's runs in a scope (nats; runs pooled, not per problem)."""
+
+    runs_with_gap: int
+    teacher_logprob_gap: float | None  # mean over runs of Summary.teacher_logprob_gap, nats/token
+    discoveries: int  # discoveries whose likelihood was recorded
+    discoveries_after_updates: int  # of those, found after at least one update
+    gain_nats: float | None  # mean ℓ(θ_d) − ℓ(θ_0) over those discoveries
+    per_token_gain_nats: float | None
+
+
+def learning_stats(summaries: list[Summary]) -> LearningStats | None:
+    """Means of the runs' diagnostics; None when no run has any (a method that does not learn)."""
+    gaps = [s.teacher_logprob_gap for s in summaries if s.teacher_logprob_gap is not None]
+    found = [s.discovery_likelihood for s in summaries if s.discovery_likelihood is not None]
+    if not gaps and not found:
+        return None
+    return LearningStats(
+        runs_with_gap=len(gaps),
+        teacher_logprob_gap=float(np.mean(gaps)) if gaps else None,
+        discoveries=len(found),
+        discoveries_after_updates=sum(f.updates_before > 0 for f in found),
+        gain_nats=float(np.mean([f.gain_nats for f in found])) if found else None,
+        per_token_gain_nats=float(np.mean([f.per_token_gain_nats for f in found])) if found else None,
+    )
+
+
 class MethodStats(BaseModel):
     method: str
     runs: int
@@ -46,6 +77,7 @@ class MethodStats(BaseModel):
     pass_at: dict[int, float | None] = {}
     attempts_at: dict[float, int | None] = {}  # smallest k with discovery@k >= p, per requested p
     curve: metrics.Band
+    learning: LearningStats | None = None  # sdpo's learning diagnostics; None for methods that do not learn
 
 
 class Ratio(BaseModel):
@@ -141,6 +173,7 @@ def scope_report(
                 pass_at=pass_at,
                 attempts_at={p: metrics.attempts_to_reach(curves[m], p) for p in probabilities},
                 curve=band,
+                learning=learning_stats([s for per_problem in runs[m].values() for s in per_problem]),
             )
         )
     ratios = []
@@ -246,6 +279,30 @@ def table_rows(report: CompareReport, scope: ScopeReport) -> list[list[str]]:
     return rows
 
 
+LEARNING_HEADER = [
+    "scope", "method", "mean teacher − student (nats/token)", "discoveries after ≥1 update",
+    "log-likelihood gain at discovery (nats)", "gain per token (nats)",
+]
+
+
+def learning_rows(scope: ScopeReport) -> list[list[str]]:
+    """One row per method with learning diagnostics (sdpo), for LEARNING_HEADER."""
+    rows = []
+    for stats in scope.methods:
+        learning = stats.learning
+        if learning is None:
+            continue
+        rows.append([
+            f"{scope.scope} {scope.name}",
+            stats.method,
+            f"{_fmt(learning.teacher_logprob_gap, 4)} ({learning.runs_with_gap} runs)",
+            f"{learning.discoveries_after_updates}/{learning.discoveries}",
+            _fmt(learning.gain_nats),
+            _fmt(learning.per_token_gain_nats, 4),
+        ])
+    return rows
+
+
 def to_markdown(report: CompareReport) -> str:
     header = table_header(report)
     lines = [
@@ -264,6 +321,21 @@ def to_markdown(report: CompareReport) -> str:
         for scope in scopes:
             lines += ["| " + " | ".join(row) + " |" for row in table_rows(report, scope)]
         lines.append("")
+    learning = [row for scope in report.scopes for row in learning_rows(scope)]
+    if learning:
+        lines += [
+            "## Learning diagnostics",
+            "",
+            "Teacher − student: the mean over runs of each run's mean, over its steps, of log π_T(y_t) − log π_S(y_t) "
+            "on failed attempts (how much the feedback changes the model's view of its own tokens; < 0: the "
+            "teacher blames them). Gain: ℓ(θ_d) − ℓ(θ_0), the discovered solution's log-likelihood under the "
+            "weights that found it minus under the initial weights (0 when found before any update).",
+            "",
+            "| " + " | ".join(LEARNING_HEADER) + " |",
+            "|" + "---|" * len(LEARNING_HEADER),
+            *("| " + " | ".join(row) + " |" for row in learning),
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttsd.engine.lora import LoraSettings
-from ttsd.sdpo.prompts import PromptTemplates
+from ttsd.prompts import PromptTemplates
 
 Method = Literal["sdpo", "best-of-k", "multi-turn"]
-METHODS: tuple[str, ...] = ("sdpo", "best-of-k", "multi-turn")
+METHODS: tuple[str, ...] = get_args(Method)
 
 # How the default learning rate was chosen: docs/learning-rate.md.
 DEFAULT_LEARNING_RATE = 1e-4
@@ -78,7 +78,7 @@ class SolveConfig(BaseModel):
         "+ max_tokens, so no backend stops an attempt before max_tokens; a smaller value is refused",
     )
     gpu_memory_utilization: float = Field(0.45, gt=0, le=1, description="vLLM's share of the GPU (the trainer uses the rest)")
-    templates: PromptTemplates = Field(default_factory=PromptTemplates, description="prompt wording (a JSON object in --config)")
+    templates: PromptTemplates = Field(default_factory=PromptTemplates, description="prompt wording: a JSON object of PromptTemplates fields (ttsd/prompts.py), inline or in a file")
 
     @property
     def learns(self) -> bool:

@@ -14,8 +14,12 @@ runs inside the sandbox):
   top-level function) is called; a top-level tuple result becomes a list; the result must `==` the
   JSON-parsed expected output (`values_match`). Nested tuples are not converted (as in LCB).
 * assert (HumanEval): the program, then the test code, then `check(<entry>)`.
+* evalplus (MBPP+): the program is loaded once and `<entry>` called on every test's arguments in
+  ONE process per group (visible, then hidden), each call with the per-test limit; results are
+  compared as EvalPlus does (`evalplus_match`: ==, the problem's output_match and also_accepted,
+  float tolerance atol / 1e-6).
 
-Every test runs in a fresh sandboxed process with the problem's wall-clock limit; the whole suite
+Every test of the other kinds runs in a fresh sandboxed process with the problem's wall-clock limit; the whole suite
 has its own limit (`Judge.suite_time_limit_s`). Only inputs enter the sandbox: the comparison with
 the expected output happens here, outside, from the raw output or returned value, so nothing the
 program does inside can fake a pass (assert problems excepted: their test code must run inside).
@@ -48,6 +52,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ttsd.judge_harness import decode_value as harness_decode_value
 from ttsd.problems.model import Problem, TestCase
 from ttsd.sandbox.base import ExecResult, Job, Sandbox
 
@@ -228,6 +233,77 @@ def values_match(value: Any, expected: Any) -> bool:
         return False
 
 
+EVALPLUS_FLOAT_ATOL = 1e-6  # EvalPlus's tolerance for float results of a problem whose atol is 0
+EVALPLUS_RTOL = 1e-7  # np.allclose's relative tolerance as EvalPlus sets it
+
+
+def _is_floats(value: Any) -> bool:
+    """A float, or a non-empty list/tuple of floats only (EvalPlus's `is_floats`)."""
+    if isinstance(value, float):
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(item, float) for item in value)
+
+
+def _all_close(value: Any, expected: Any, atol: float) -> bool:
+    """np.allclose(value, expected, rtol=1e-7, atol) for numbers and equal-length nested sequences:
+    |v - e| <= atol + rtol·|e| elementwise, infinities equal only to themselves, NaN to nothing."""
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(expected, numbers):
+        if value == expected:  # also the infinities
+            return True
+        return abs(value - expected) <= atol + EVALPLUS_RTOL * abs(expected)
+    if isinstance(value, (list, tuple)) and isinstance(expected, (list, tuple)) and len(value) == len(expected):
+        return all(_all_close(v, e, atol) for v, e in zip(value, expected))
+    return False
+
+
+def evalplus_match(
+    value: Any,
+    expected: Any,
+    *,
+    atol: float = 0.0,
+    output_match: str = "equal",
+    also_accepted: Sequence[Any] = (),
+) -> bool:
+    """EvalPlus's verdict on one returned value (evalplus/eval: `unsafe_execute` with its MBPP
+    special oracles, expressed as data: `output_match` and `also_accepted`).
+
+    exact = value == expected, or, by output_match: set(value) == set(expected) (set); value ==
+    expected when value is a bool, else expected == (value is not None) (not_none); True (any).
+    exact or value equals one of also_accepted passes. Otherwise, with tol = atol, or 1e-6 when
+    atol is 0 and the expected value is a float or a list of floats: tol > 0, the same type (and
+    length), and allclose(value, expected, rtol=1e-7, atol=tol).
+    """
+    try:
+        if output_match == "any":
+            return True
+        if output_match == "set":
+            exact = set(value) == set(expected)
+        elif output_match == "not_none":
+            exact = value == expected if isinstance(value, bool) else expected == (value is not None)
+        else:
+            exact = bool(value == expected)  # no tuple-to-list here: EvalPlus compares as returned
+        if exact or any(bool(value == other) for other in also_accepted):
+            return True
+        tolerance = atol or (EVALPLUS_FLOAT_ATOL if _is_floats(expected) else 0.0)
+        if tolerance == 0 or type(value) is not type(expected):
+            return False
+        return _all_close(value, expected, tolerance)
+    except Exception:  # a comparison that raises (an unhashable item in a set...) is a mismatch
+        return False
+
+
+def show_call(entry_point: str, arguments: Sequence[Any]) -> str:
+    """An evalplus test's input as the call it makes: `f((3, 4), [1, 2])`."""
+    return f"{entry_point}({', '.join(_show_argument(a) for a in arguments)})"
+
+
+def _show_argument(value: Any) -> str:
+    if isinstance(value, frozenset):  # arguments are plain sets to the function
+        return repr(set(value)) if value else "set()"
+    return repr(value)
+
+
 def parse_arguments(test_input: str) -> list[Any]:
     """A functional test's arguments: one JSON value per non-blank input line."""
     return [json.loads(line) for line in test_input.split("\n") if line.strip()]
@@ -249,18 +325,13 @@ class _Opaque:
 
 
 def decode_value(encoded: Any) -> Any:
-    """Undo the harness's `_encode`: tuples, sets and dicts come back as such."""
-    if isinstance(encoded, list):
-        return [decode_value(item) for item in encoded]
-    if isinstance(encoded, dict):
-        if "$tuple" in encoded:
-            return tuple(decode_value(item) for item in encoded["$tuple"])
-        if "$set" in encoded:
-            return frozenset(decode_value(item) for item in encoded["$set"])
-        if "$dict" in encoded:
-            return {decode_value(k): decode_value(v) for k, v in encoded["$dict"]}
-        return _Opaque(str(encoded.get("$opaque", "object")), str(encoded.get("repr", "")))
-    return encoded
+    """Undo the harness's `encode_value`: tuples, sets (as frozensets), dicts and complex numbers
+    come back as such, anything else the program returned as an opaque value equal to nothing."""
+    return harness_decode_value(encoded, frozenset, _opaque)
+
+
+def _opaque(record: dict) -> _Opaque:
+    return _Opaque(str(record.get("$opaque", "object")), str(record.get("repr", "")))
 
 
 def _is_plain_json(value: Any) -> bool:
@@ -573,6 +644,9 @@ class _PreparedTest(BaseModel):
     test: TestCase
     stdin: str  # what enters the sandbox: the input only, never the expected output
     expected_value: Any = None
+    arguments: Any = None  # evalplus: the encoded argument list sent to the harness
+    shown_input: str | None = None  # evalplus: the input as feedback shows it (the call)
+    accepted_values: list[Any] = Field(default_factory=list)  # evalplus: also_accepted, decoded
 
 
 class Judge:
@@ -636,7 +710,9 @@ class Judge:
         suite_limit = self._suite_limit(problem)
         deadline = started + suite_limit
         runs: list[TestRun] = []
-        for item in prepared:
+        if problem.kind == "evalplus":
+            runs = self._run_calls(problem, code, prepared, deadline, suite_limit)
+        for item in prepared if problem.kind != "evalplus" else []:
             failed_so_far = any(r.verdict != Verdict.accepted for r in runs)
             if item.hidden and failed_so_far:
                 break
@@ -747,6 +823,9 @@ class Judge:
                 payload = json.dumps({"test": test.input})
                 prepared.append(_PreparedTest(index=index, hidden=hidden, test=test, stdin=payload))
                 continue
+            if problem.kind == "evalplus":
+                prepared.append(_prepare_evalplus(name, problem, index, hidden, test))
+                continue
             try:
                 arguments = parse_arguments(test.input)
             except ValueError as exc:
@@ -760,6 +839,39 @@ class Judge:
                 _PreparedTest(index=index, hidden=hidden, test=test, stdin=payload, expected_value=expected_value)
             )
         return prepared
+
+    def _run_calls(
+        self, problem: Problem, code: str, items: list[_PreparedTest], deadline: float, suite_limit: float
+    ) -> list[TestRun]:
+        """evalplus: the visible tests in one sandboxed process, then (when all passed) the hidden
+        ones in another, cut after the first hidden failure. One process per test would cost a
+        process start per input, and MBPP+ problems have a hundred inputs each."""
+        runs: list[TestRun] = []
+        for hidden in (False, True):
+            group = [item for item in items if item.hidden == hidden]
+            if not group:
+                continue
+            if any(run.verdict != Verdict.accepted for run in runs):
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.01:
+                runs.append(self._suite_timeout(group[0], problem))
+                break
+            group_runs = self._run_call_batch(problem, code, group, remaining)
+            failure = next((i for i, run in enumerate(group_runs) if run.verdict != Verdict.accepted), None)
+            if hidden and failure is not None:
+                group_runs = group_runs[: failure + 1]
+            runs.extend(group_runs)
+        return runs
+
+    def _run_call_batch(self, problem: Problem, code: str, items: list[_PreparedTest], time_limit_s: float) -> list[TestRun]:
+        call_limit = min(problem.time_limit_s, time_limit_s)
+        result, nonce = run_calls(
+            self.sandbox, code, str(problem.entry_point), [item.arguments for item in items],
+            call_time_limit_s=call_limit, time_limit_s=time_limit_s, memory_limit_mb=problem.memory_limit_mb,
+            output_limit_bytes=max(self.output_limit_bytes, 2 * sum(len(i.test.output.encode()) for i in items) + (64 << 10)),
+        )
+        return classify_calls(problem, items, result, nonce, per_call_limit_s=call_limit)
 
     def _run_test(self, problem: Problem, code: str, item: _PreparedTest, time_limit_s: float) -> TestRun:
         nonce = secrets.token_hex(16)
@@ -795,3 +907,135 @@ class Judge:
             wall_s=result.wall_s,
             time_limit_s=time_limit_s,
         )
+
+
+def _prepare_evalplus(name: str, problem: Problem, index: int, hidden: bool, test: TestCase) -> _PreparedTest:
+    try:
+        arguments = json.loads(test.input)
+        expected = decode_value(json.loads(test.output))
+        accepted = [decode_value(json.loads(text)) for text in test.also_accepted or []]
+        shown = show_call(str(problem.entry_point), decode_value(arguments))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}: not in the evalplus value encoding ({exc})") from None
+    if not isinstance(arguments, list):
+        raise ValueError(f"{name}: the input must be a JSON array of arguments")
+    return _PreparedTest(
+        index=index, hidden=hidden, test=test, stdin="", expected_value=expected, arguments=arguments,
+        shown_input=shown, accepted_values=accepted,
+    )
+
+
+def run_calls(
+    sandbox: Sandbox,
+    code: str,
+    entry_point: str,
+    calls: Sequence[Any],
+    *,
+    call_time_limit_s: float,
+    time_limit_s: float,
+    memory_limit_mb: int = 1024,
+    output_limit_bytes: int = 4 << 20,
+) -> tuple[ExecResult, str]:
+    """Run `code`'s `entry_point` on every encoded argument list in one sandboxed process (the
+    harness's `calls` mode): (the raw result, the nonce its report lines carry; see `call_reports`).
+    call_time_limit_s bounds each call (0: no bound), time_limit_s the whole process."""
+    nonce = secrets.token_hex(16)
+    payload = {"calls": list(calls), "time_limit_s": call_time_limit_s}
+    job = Job(
+        files={SOLUTION_FILE: code, HARNESS_FILE: HARNESS_SOURCE},
+        argv=["python3", "-I", HARNESS_FILE, "calls", entry_point],
+        stdin=nonce + "\n" + json.dumps(payload),
+        time_limit_s=time_limit_s,
+        memory_limit_mb=memory_limit_mb,
+        output_limit_bytes=output_limit_bytes,
+    )
+    return sandbox.run(job), nonce
+
+
+def call_reports(stdout: str, nonce: str) -> tuple[list[dict], list[str]]:
+    """The harness's `NONCE {json}` report lines of a batch, in order, and what the program printed
+    before each of them (the last piece: after the last report)."""
+    reports: list[dict] = []
+    printed: list[str] = []
+    piece: list[str] = []
+    marker = nonce + " "
+    for line in stdout.split("\n"):
+        if line.startswith(marker):
+            try:
+                record = json.loads(line[len(marker) :])
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                reports.append(record)
+                printed.append("\n".join(piece))
+                piece = []
+                continue
+        piece.append(line)
+    printed.append("\n".join(piece))
+    return reports, printed
+
+
+def classify_calls(
+    problem: Problem, items: Sequence[_PreparedTest], result: ExecResult, nonce: str, per_call_limit_s: float
+) -> list[TestRun]:
+    """The runs of one evalplus batch: one per reported call, then (when the batch ended early) one
+    for the call it ended on, with the reason (time, output or memory limit, crash)."""
+    reports, printed = call_reports(result.stdout, nonce)
+    runs: list[TestRun] = []
+    for position, item in enumerate(items):
+        report = reports[position] if position < len(reports) else None
+        base = dict(
+            index=item.index, hidden=item.hidden, kind=problem.kind, input=item.shown_input or item.test.input,
+            expected=_show_expected(problem, item.expected_value), stdout=printed[position] if report else printed[-1],
+            time_limit_s=per_call_limit_s,
+        )
+        if report is None or report.get("index") != position:
+            runs.append(_batch_end(result, base))
+            break
+        status = report.get("status")
+        if status == "timeout":
+            runs.append(TestRun(verdict=Verdict.time_limit, detail="this call ran past its time limit", **base))
+            break
+        if status == "error":
+            error = ErrorInfo.model_validate(report)
+            verdict = Verdict.memory_limit if error.type == "MemoryError" else Verdict.runtime_error
+            runs.append(TestRun(verdict=verdict, error=error, **base))
+            if error.phase == "load":
+                break
+            continue
+        try:
+            value = decode_value(report["value"])
+        except (KeyError, TypeError, ValueError, RecursionError):
+            runs.append(TestRun(verdict=Verdict.runtime_error, detail="the returned value could not be read", **base))
+            continue
+        same = evalplus_match(
+            value, item.expected_value, atol=problem.atol or 0.0, output_match=problem.output_match or "equal",
+            also_accepted=item.accepted_values,
+        )
+        runs.append(TestRun(verdict=Verdict.accepted if same else Verdict.wrong_answer, output=show_value(value), **base))
+    first_failure = next((run for run in runs if run.verdict != Verdict.accepted), None)
+    if first_failure is not None and result.stderr.strip():
+        first_failure.stderr = result.stderr  # the batch's stderr cannot be told apart per call
+    return runs
+
+
+def _batch_end(result: ExecResult, base: dict) -> TestRun:
+    """The run of the call a batch ended on without a report for it."""
+    if result.timed_out or result.exit_code in (-_SIGXCPU, 128 + _SIGXCPU):
+        return TestRun(verdict=Verdict.time_limit, suite_cut=True, **base)
+    if result.output_truncated:
+        return TestRun(verdict=Verdict.output_limit, **base)
+    if result.memory_exceeded:
+        return TestRun(verdict=Verdict.memory_limit, **base)
+    detail = _exit_detail(result.exit_code)
+    if result.exit_code == 0:
+        detail = "the program ended before the test finished (did it call exit()?)"
+    return TestRun(verdict=Verdict.runtime_error, detail=detail, **base)
+
+
+def _show_expected(problem: Problem, expected: Any) -> str:
+    if problem.output_match == "not_none":
+        return "a value other than None" if expected else "None"
+    if problem.output_match == "set":
+        return show_value(expected) + " (in any order)"
+    return show_value(expected)

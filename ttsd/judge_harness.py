@@ -13,6 +13,8 @@ Usage (argv[1] is the kind; the program is in ./solution.py):
     python3 -I _ttsd_harness.py stdin NONCE          stdin is the program's stdin
     python3 -I _ttsd_harness.py functional ENTRY     stdin: NONCE line, then {"args": [...]}
     python3 -I _ttsd_harness.py assert ENTRY         stdin: NONCE line, then {"test": "<code>"}
+    python3 -I _ttsd_harness.py calls ENTRY          stdin: NONCE line, then {"calls": [[args], ...],
+                                                     "time_limit_s": T}  (evalplus: many inputs, one process)
 
 Reports are single lines `NONCE <json>` at the end of stdout (results) or stderr (errors); the
 per-run random NONCE tells them apart from anything the program itself prints. For `functional` and
@@ -28,6 +30,7 @@ top-level tuple result becomes a list.
 import builtins
 import json
 import os
+import signal
 import sys
 import traceback
 
@@ -144,11 +147,11 @@ def _flush_std_streams():
             pass
 
 
-def _encode(value, depth=0):
+def encode_value(value, depth=0):
     """A JSON form of a returned value that keeps what JSON would blur (tuples, sets, dict keys).
 
-    Only the underlying builtin value is kept: a subclass of int/float/str is reduced to its plain
-    value (so an overridden __eq__ cannot make a wrong answer compare equal), and any other object
+    Only the underlying builtin value is kept: a subclass of int/float/str (or of a container) is
+    reduced to its plain value (so an overridden __eq__ cannot make a wrong answer compare equal), and any other object
     becomes an opaque marker that equals nothing.
     """
     if depth > 200:
@@ -157,13 +160,15 @@ def _encode(value, depth=0):
     if value is None or kind is bool or kind is str or kind is int or kind is float:
         return value
     if kind is list:
-        return [_encode(item, depth + 1) for item in value]
+        return [encode_value(item, depth + 1) for item in value]
     if kind is tuple:
-        return {"$tuple": [_encode(item, depth + 1) for item in value]}
+        return {"$tuple": [encode_value(item, depth + 1) for item in value]}
     if kind is set or kind is frozenset:
-        return {"$set": [_encode(item, depth + 1) for item in value]}
+        return {"$set": [encode_value(item, depth + 1) for item in value]}
     if kind is dict:
-        return {"$dict": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
+        return {"$dict": [[encode_value(k, depth + 1), encode_value(v, depth + 1)] for k, v in value.items()]}
+    if kind is complex:
+        return {"$complex": [value.real, value.imag]}
     if isinstance(value, bool):
         return bool.__bool__(value)
     if isinstance(value, int):
@@ -172,7 +177,40 @@ def _encode(value, depth=0):
         return float.__float__(value)
     if isinstance(value, str):
         return str.__str__(value)
+    if isinstance(value, complex):
+        return {"$complex": [complex.__complex__(value).real, complex.__complex__(value).imag]}
+    # Containers of a subclass (Counter, OrderedDict, a namedtuple...) compare equal to the plain
+    # container they hold, as in EvalPlus; their plain items are kept, methods are not.
+    if isinstance(value, dict):
+        return {"$dict": [[encode_value(k, depth + 1), encode_value(v, depth + 1)] for k, v in dict.items(value)]}
+    if isinstance(value, tuple):
+        return {"$tuple": [encode_value(item, depth + 1) for item in tuple.__iter__(value)]}
+    if isinstance(value, list):
+        return [encode_value(item, depth + 1) for item in list.__iter__(value)]
+    if isinstance(value, (set, frozenset)):
+        return {"$set": [encode_value(item, depth + 1) for item in frozenset.__iter__(frozenset(value))]}
     return {"$opaque": kind.__name__, "repr": _short_repr(value)}
+
+
+def decode_value(encoded, make_set=set, unknown=None):
+    """Undo `encode_value`. Sets are built with `make_set` (here: mutable, the arguments of an
+    `evalplus` call are what its caller would pass); an object that is no encoded value goes to
+    `unknown(record)`, or is refused."""
+    if isinstance(encoded, list):
+        return [decode_value(item, make_set, unknown) for item in encoded]
+    if isinstance(encoded, dict):
+        if "$tuple" in encoded:
+            return tuple(decode_value(item, make_set, unknown) for item in encoded["$tuple"])
+        if "$set" in encoded:
+            return make_set(decode_value(item, make_set, unknown) for item in encoded["$set"])
+        if "$dict" in encoded:
+            return {decode_value(k, make_set, unknown): decode_value(v, make_set, unknown) for k, v in encoded["$dict"]}
+        if "$complex" in encoded:
+            return complex(*encoded["$complex"])
+        if unknown is not None:
+            return unknown(encoded)
+        raise ValueError(f"not an encoded value: {sorted(encoded)}")
+    return encoded
 
 
 def _plain(value, depth=0):
@@ -260,7 +298,7 @@ def _run_functional(entry_point):
         value = function(*payload["args"])
         if isinstance(value, tuple):
             value = list(value)
-        record = {"status": "returned", "value": _encode(value)}
+        record = {"status": "returned", "value": encode_value(value)}
         text = json.dumps(record)  # may fail (e.g. NaN inside is fine, recursion is not)
     except _LoadError as failure:
         record = _error_record(failure.cause, "load", lines)
@@ -322,6 +360,55 @@ def _run_assert(entry_point):
     return 0
 
 
+class _CallTimeout(BaseException):
+    """One call of an `evalplus` batch ran past its time limit (raised by SIGALRM)."""
+
+
+def _on_alarm(signum, frame):
+    raise _CallTimeout()
+
+
+def _run_calls(entry_point):
+    """evalplus: load the program once, then call the function on every argument list in order
+    (as EvalPlus does: one namespace, fresh arguments per call). One report line per call, in
+    order, on the real stdout; a call past its limit stops the batch (every further call could
+    cost a full limit too), a load error stops it before the first call."""
+    nonce, payload = _read_payload()
+    result_fd = os.dup(1)
+    source = _read_source()
+    lines = source.split("\n")
+    try:
+        function = _entry(_load(source, "solution", None), entry_point)
+    except _LoadError as failure:
+        record = _error_record(failure.cause, "load", lines)
+        record["index"] = 0
+        _flush_std_streams()
+        _report(result_fd, nonce, record)
+        return 1
+    time_limit_s = float(payload.get("time_limit_s") or 0)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    for index, encoded in enumerate(payload["calls"]):
+        arguments = decode_value(encoded)
+        try:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, time_limit_s)
+                value = function(*arguments)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            record = {"status": "returned", "value": encode_value(value)}
+            json.dumps(record)  # may fail (nested too deep): then it is this call's error
+        except _CallTimeout:
+            _flush_std_streams()
+            _report(result_fd, nonce, {"status": "timeout", "index": index})
+            return 0
+        except BaseException as exc:
+            record = _error_record(exc, "call", lines)
+        record["index"] = index
+        _flush_std_streams()
+        _report(result_fd, nonce, record)
+    return 0
+
+
 def main(argv):
     if hasattr(sys, "set_int_max_str_digits"):
         sys.set_int_max_str_digits(0)  # LiveCodeBench raises the 3.11 limit too; big ints are common
@@ -332,6 +419,8 @@ def main(argv):
         return _run_functional(argv[2])
     if kind == "assert":
         return _run_assert(argv[2])
+    if kind == "calls":
+        return _run_calls(argv[2])
     raise SystemExit(f"unknown kind {kind!r}")
 
 

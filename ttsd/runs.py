@@ -5,9 +5,17 @@
     RUN_DIR/attempts.jsonl       one AttemptRecord per line, flushed as written
     RUN_DIR/steps.jsonl          one StepRecord per line
     RUN_DIR/summary.json         Summary, rewritten after every step (final when `finished`)
+    RUN_DIR/token_gaps.jsonl     sdpo: one TokenGapRecord per failed attempt the self-teacher scored
+    RUN_DIR/run.log              everything the engines printed (vLLM, transformers, torch, warnings), timestamped
     RUN_DIR/solution.py          the first passing program, when discovered
     RUN_DIR/adapter/             latest LoRA adapter (PEFT format); adapter_at_discovery/ at discovery
     RUN_DIR/state/               what `--resume` needs: trainer state after the last completed step
+
+token_gaps.jsonl is what `ttsd show` colours an attempt by: per line {"k", "step", "tokens",
+"gaps"}, `tokens` the attempt's sampled tokens as text pieces (their concatenation is the decoded
+response, special tokens such as the stop token included) and `gaps` the per-token teacher-minus-
+student log-prob g_t = log π_T(y_t) − log π_S(y_t) in nats, rounded to 3 significant digits (about
+float16 precision; ~15 kB for a 1024-token attempt). The equations: ttsd.sdpo.diagnostics.
 
 Crash safety: a step is *completed* when its StepRecord is in steps.jsonl (written after its attempts
 and its state). On resume, attempts of a step that did not complete are dropped from attempts.jsonl
@@ -40,6 +48,35 @@ class AttemptRecord(BaseModel):
     feedback: str
     num_tokens: int
     finish_reason: str
+    teacher_logprob_gap: float | None = Field(
+        None, description="sdpo: token mean of log π_T − log π_S over this attempt (nats/token); None when no "
+        "self-teacher scored it (a passing attempt, a discovery batch, a baseline)",
+    )
+
+
+class DiscoveryLikelihood(BaseModel):
+    """How much training made the discovered solution more likely (equations: ttsd.sdpo.diagnostics).
+
+    Log-likelihoods in nats of the solution's sampled tokens (stop token included) under the student
+    prompt, at the sampling temperature; `per_token_*` are the same divided by `tokens`."""
+
+    tokens: int
+    updates_before: int = Field(description="optimizer updates made before the solution was sampled; 0: the initial weights found it, so the gain is 0 by definition")
+    initial_nats: float = Field(description="log-likelihood under the initial weights θ_0 (the LoRA adapter disabled)")
+    discovery_nats: float = Field(description="log-likelihood under the weights that sampled the solution θ_d")
+    gain_nats: float = Field(description="discovery_nats − initial_nats: > 0 means training made the solution more likely (exp(gain) times)")
+    per_token_initial_nats: float
+    per_token_discovery_nats: float
+    per_token_gain_nats: float
+
+
+class TokenGapRecord(BaseModel):
+    """One line of token_gaps.jsonl: an attempt's tokens and the self-teacher's per-token verdict on them."""
+
+    k: int
+    step: int
+    tokens: list[str]  # text pieces of the sampled tokens, in order
+    gaps: list[float]  # log π_T(y_t) − log π_S(y_t) per token, nats, 3 significant digits
 
 
 class StepRecord(BaseModel):
@@ -51,6 +88,11 @@ class StepRecord(BaseModel):
     mean_kl: float | None = None
     grad_norm: float | None = None
     logprob_gap: float | None = None  # mean |trainer - sampler| log-prob of sampled tokens (stale-weights alarm)
+    teacher_logprob_gap: float | None = Field(
+        None, description="sdpo: pooled token mean of log π_T − log π_S over the step's failed attempts the "
+        "self-teacher scored (nats/token): how much the feedback changes the model's view of its own tokens",
+    )
+    discovery_likelihood: DiscoveryLikelihood | None = None  # sdpo, on the step that discovered
     time_sample_s: float = 0.0
     time_judge_s: float = 0.0
     time_score_s: float = 0.0
@@ -72,6 +114,10 @@ class Summary(BaseModel):
     finished: bool = True  # False while the run is still going (or crashed)
     best_tests_passed: int = 0
     tests_total: int = 0
+    teacher_logprob_gap: float | None = Field(
+        None, description="sdpo: mean over steps of StepRecord.teacher_logprob_gap (nats/token)"
+    )
+    discovery_likelihood: DiscoveryLikelihood | None = None  # sdpo, when discovered
 
 
 def package_versions() -> dict[str, str]:
@@ -132,6 +178,10 @@ class RunDir:
         return self.path / "summary.json"
 
     @property
+    def token_gaps_path(self) -> Path:
+        return self.path / "token_gaps.jsonl"
+
+    @property
     def state_dir(self) -> Path:
         return self.path / "state"
 
@@ -187,6 +237,14 @@ class RunDir:
     def append_step(self, record: StepRecord) -> None:
         _append_jsonl(self.steps_path, [record])
 
+    def append_token_gaps(self, records: list[TokenGapRecord]) -> None:
+        if records:
+            _append_jsonl(self.token_gaps_path, records)
+
+    def token_gaps(self) -> dict[int, TokenGapRecord]:
+        """Attempt k -> its token gaps (attempts no self-teacher scored are absent)."""
+        return {record.k: record for record in _read_jsonl(self.token_gaps_path, TokenGapRecord)}
+
     def attempts(self) -> list[AttemptRecord]:
         return _read_jsonl(self.attempts_path, AttemptRecord)
 
@@ -220,4 +278,9 @@ class RunDir:
         tmp = self.steps_path.with_name("steps.jsonl.tmp")
         tmp.write_text("".join(s.model_dump_json() + "\n" for s in steps), encoding="utf-8")
         os.replace(tmp, self.steps_path)
+        if self.token_gaps_path.exists():
+            kept = [g for g in self.token_gaps().values() if g.k <= used]
+            tmp = self.token_gaps_path.with_name("token_gaps.jsonl.tmp")
+            tmp.write_text("".join(g.model_dump_json() + "\n" for g in kept), encoding="utf-8")
+            os.replace(tmp, self.token_gaps_path)
         return attempts, steps

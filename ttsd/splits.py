@@ -1,24 +1,30 @@
-"""Named splits of problems by difficulty for one model, and their calibration.
+"""Named splits of problems by difficulty for one model, and the split files.
 
 The SDPO paper splits LiveCodeBench by the pass@64 of its base model (Qwen3-8B): `hard` is
 pass@64 < 0.5 and `very_hard` is pass@64 < 0.03. A literal pass@64 of one problem estimated from
 64 samples is 0 or 1 (did any of the 64 pass?), which makes those thresholds meaningless, so we
-read "pass@64" as *the per-sample success rate estimated from 64 samples*:
+read "pass@64" as *the per-sample success rate estimated from the samples drawn*:
 
     rate(problem) = c / n,   n = samples drawn (64 by default), c = samples the judge passed
 
 (this equals the unbiased pass@1 of Chen et al. from n samples). Then
 
     hard      = { problem : rate < 0.5 }
-    very_hard = { problem : rate < 0.03 }    (with n = 64: at most one passing sample)
+    very_hard = { problem : c ≥ 1 and rate < 0.03 }    (with n = 64: exactly one passing sample)
+
+`very_hard` differs from the paper in asking for at least one pass: a problem never solved in 64
+draws cannot show a discovery at a budget of 64–128 attempts; it only says the model cannot do it.
+Those problems stay in `hard` (and their rates in every split file). `ttsd.calibration` measures the
+rates, screening in stages (a problem with enough passes to rule out very_hard stops early; its
+rate then comes from fewer samples, stored with it).
 
 A split file (`problems/splits/<name>.json`) holds the problem ids plus how the split was made
-(model, samples, thresholds, date, per-problem rates), so a bench on it can be reproduced.
+(model, samples, thresholds, date, every calibrated problem's passed/samples) and where its
+problems come from (`sources`: folders, and the import command that recreates each).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +34,10 @@ from ttsd.problems import Problem
 
 SPLITS_DIR = Path(__file__).resolve().parent.parent / "problems" / "splits"
 THRESHOLDS = {"hard": 0.5, "very_hard": 0.03}
-RATE_DEFINITION = "rate = passing samples / samples (per-sample success rate from `samples` draws, the paper's 'pass@64')"
+RATE_DEFINITION = (
+    "rate = passing samples / samples drawn (per-sample success rate, the paper's 'pass@64'); "
+    "hard: rate < thresholds.hard; very_hard: at least one pass and rate < thresholds.very_hard"
+)
 
 
 class ProblemRate(BaseModel):
@@ -51,13 +60,22 @@ class Calibration(BaseModel):
     backend: str = ""
     temperature: float = 1.0
     max_tokens: int = 0
+    stages: list[int] = Field(default_factory=list, description="screening: cumulative samples after each stage (empty: all `samples` for every problem)")
     note: str = ""
+
+
+class SplitSource(BaseModel):
+    """A folder the split's problems are loaded from, and how to recreate it when it is missing."""
+
+    dir: str  # relative to the split file's folder (or absolute)
+    import_command: str | None = None
 
 
 class SplitFile(BaseModel):
     name: str
     problem_ids: list[str]
     problems_dir: str | None = None  # where the problems live, relative to this file (or absolute)
+    sources: list[SplitSource] = Field(default_factory=list)  # more folders (a pool of imported sets)
     calibration: Calibration | None = None
     rates: dict[str, ProblemRate] = {}  # every calibrated problem, in or out of the split
 
@@ -71,18 +89,26 @@ class SplitNotFound(Exception):
     pass
 
 
+def in_split(name: str, rate: ProblemRate, threshold: float) -> bool:
+    """The split definitions above: rate below the threshold, and for very_hard at least one pass."""
+    return rate.rate < threshold and (name != "very_hard" or rate.passed >= 1)
+
+
 def assign_splits(rates: dict[str, ProblemRate], thresholds: dict[str, float] = THRESHOLDS) -> dict[str, list[str]]:
-    """split name -> sorted problem ids whose rate is strictly below the split's threshold."""
-    return {name: sorted(pid for pid, r in rates.items() if r.rate < limit) for name, limit in thresholds.items()}
+    """split name -> sorted ids of the problems in it (`in_split`)."""
+    return {name: sorted(pid for pid, r in rates.items() if in_split(name, r, limit)) for name, limit in thresholds.items()}
 
 
 def make_split_files(
     rates: dict[str, ProblemRate],
     calibration: Calibration,
     problems_dir: str | None = None,
+    sources: list[SplitSource] | None = None,
+    prefix: str = "",
 ) -> list[SplitFile]:
+    """One split file per threshold, named `<prefix><split>` (e.g. pool-very_hard)."""
     return [
-        SplitFile(name=name, problem_ids=ids, problems_dir=problems_dir, calibration=calibration, rates=rates)
+        SplitFile(name=prefix + name, problem_ids=ids, problems_dir=problems_dir, sources=sources or [], calibration=calibration, rates=rates)
         for name, ids in assign_splits(rates, calibration.thresholds).items()
     ]
 
@@ -112,65 +138,33 @@ def find_split(name_or_file: str | Path) -> tuple[SplitFile, Path]:
     raise SplitNotFound(f"no split {str(name_or_file)!r} (known: {', '.join(known) or 'none'}; or give a split .json file)")
 
 
+class SplitProblemsMissing(SplitNotFound):
+    """Problems of a split are not where the split file says (an imported pool not imported here)."""
+
+
 def split_problems(split: SplitFile, split_path: Path) -> list[Problem]:
-    """Load the split's problems: from its problems_dir first, then the usual search dirs."""
-    from ttsd.problems import find_problem
+    """Load the split's problems: from its problems_dir and sources first, then the usual search
+    dirs. Missing problems raise SplitProblemsMissing naming the commands that recreate them."""
+    from ttsd.problems import ProblemFileError, find_problem
     from ttsd.problems.loading import default_search_dirs
 
-    dirs = default_search_dirs()
-    if split.problems_dir:
-        base = Path(split.problems_dir)
-        dirs = [base if base.is_absolute() else (split_path.parent / base).resolve(), *dirs]
-    return [find_problem(pid, search_dirs=dirs) for pid in split.problem_ids]
+    def resolve(folder: str) -> Path:
+        base = Path(folder)
+        return base if base.is_absolute() else (split_path.parent / base).resolve()
 
-
-def calibrate(
-    problems: Sequence[Problem],
-    model: str,
-    *,
-    samples: int = 64,
-    backend: str = "auto",
-    sandbox: str = "local",
-    max_tokens: int = 1024,
-    temperature: float = 1.0,
-    batch_size: int = 16,
-    seed: int = 0,
-    judge_workers: int = 4,
-    on_problem: Callable[[Problem, ProblemRate], None] | None = None,
-) -> tuple[dict[str, ProblemRate], Calibration]:
-    """Draw `samples` responses per problem from the unchanged model (the student prompt every
-    method starts from), judge them, and return each problem's passed/samples."""
-    from transformers import AutoTokenizer
-
-    from ttsd.engine.chat import chat_prompt_ids
-    from ttsd.engine.models import resolve_model
-    from ttsd.engine.samplers import make_sampler, pick_backend
-    from ttsd.judge import Judge
-    from ttsd.sandbox import make_sandbox
-    from ttsd.sdpo.prompts import student_messages
-
-    model_path = resolve_model(model)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    chosen_backend = pick_backend(backend)
-    sampler = make_sampler(chosen_backend, model_path)
-    rates: dict[str, ProblemRate] = {}
-    try:
-        with Judge(make_sandbox(sandbox), max_workers=judge_workers) as judge:
-            for index, problem in enumerate(problems):
-                prompt = chat_prompt_ids(tokenizer, student_messages(problem))
-                passed = drawn = 0
-                while drawn < samples:
-                    n = min(batch_size, samples - drawn)
-                    batch = sampler.sample([prompt], n=n, temperature=temperature, max_tokens=max_tokens, seed=seed + 1000 * index + drawn)[0]
-                    verdicts = judge.judge_many(problem, [s.text for s in batch], [s.finish_reason for s in batch])
-                    passed += sum(v.passed for v in verdicts)
-                    drawn += n
-                rates[problem.id] = ProblemRate(samples=drawn, passed=passed)
-                if on_problem:
-                    on_problem(problem, rates[problem.id])
-    finally:
-        sampler.close()
-    calibration = Calibration(
-        model=model, samples=samples, backend=chosen_backend, temperature=temperature, max_tokens=max_tokens
-    )
-    return rates, calibration
+    own = [resolve(d) for d in ([split.problems_dir] if split.problems_dir else []) + [s.dir for s in split.sources]]
+    dirs = [*own, *default_search_dirs()]
+    problems, missing = [], []
+    for pid in split.problem_ids:
+        try:
+            problems.append(find_problem(pid, search_dirs=dirs))
+        except ProblemFileError:
+            missing.append(pid)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        where = ", ".join(str(d) for d in own) or "the default problem folders"
+        commands = [s.import_command for s in split.sources if s.import_command and not resolve(s.dir).is_dir()]
+        commands = commands or [s.import_command for s in split.sources if s.import_command]
+        fix = "; recreate them with: " + " && ".join(commands) if commands else ""
+        raise SplitProblemsMissing(f"split {split.name!r} ({split_path}): {len(missing)} problems not found in {where} ({shown}){fix}")
+    return problems

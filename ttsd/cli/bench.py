@@ -1,4 +1,4 @@
-"""`ttsd bench`, `ttsd compare` and `ttsd splits calibrate`."""
+"""`ttsd bench` and `ttsd compare` (`ttsd splits calibrate` lives in cli/splits.py)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from ttsd.cli.app import app, fail
-
-splits_app = typer.Typer(
-    help="Named problem splits by difficulty for a model (problems/splits/*.json).",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-)
-app.add_typer(splits_app, name="splits")
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+from ttsd.cli.config_options import comma_list_parser, given, split_list, with_config_options
+from ttsd.config import METHODS
 
 
 def _ints(text: str, what: str) -> list[int]:
     try:
-        values = [int(part) for part in _csv(text)]
+        values = [int(part) for part in split_list(text)]
     except ValueError:
         fail(f"{what} must be comma-separated integers, got {text!r}")
     if not values or any(v < 1 for v in values):
@@ -77,56 +68,29 @@ def _load_problem_set(spec: str):
         fail(str(error))
 
 
-def _solve_options(
-    budget: int | None,
-    model: str | None,
-    backend: str | None,
-    sandbox: str | None,
-    batch_size: int | None,
-    max_tokens: int | None,
-    settings: list[str],
-) -> dict[str, Any]:
-    import json
-
-    options: dict[str, Any] = {}
-    for setting in settings:
-        key, sep, value = setting.partition("=")
-        if not sep or not key.strip():
-            fail(f"--set takes KEY=VALUE, got {setting!r}")
-        try:
-            options[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip().replace("-", "_")] = value
-    given = dict(budget=budget, model=model, backend=backend, sandbox=sandbox, batch_size=batch_size, max_tokens=max_tokens)
-    options.update({k: v for k, v in given.items() if v is not None})
-    if options.get("model") and Path(str(options["model"])).exists():
-        options["model"] = str(Path(str(options["model"])).resolve())  # workers may run elsewhere
-    return options
-
-
-@app.command()
-def bench(
+def _bench_command(
     split: Annotated[str, typer.Option("--split", help="A split name (problems/splits/<name>.json, e.g. very_hard), a split .json file, a problem file, a problem id, or a directory of problem files.")] = "very_hard",
-    methods: Annotated[str, typer.Option(help="Comma-separated methods to run on every problem.")] = "sdpo,best-of-k,multi-turn",
+    methods: Annotated[Any, typer.Option(parser=comma_list_parser(METHODS), metavar="<" + "|".join(METHODS) + ",...>", show_default=False, help=escape(f"Comma-separated methods to run on every problem.  [default: {','.join(METHODS)}]"))] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per problem and method (seeds seed-start .. seed-start+seeds-1).")] = 5,
     seed_start: Annotated[int, typer.Option(min=0, help="First seed.")] = 0,
-    budget: Annotated[int | None, typer.Option(min=1, help="Attempt budget of every run (default: solve's default).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Runs in parallel on this machine (separate processes, each loads the model).")] = 1,
     out: Annotated[Path, typer.Option("--out", help="The bench directory; rerunning with the same one skips finished runs and resumes unfinished ones.")] = Path("bench"),
     ray: Annotated[str | None, typer.Option("--ray", help="Submit each run as a Ray task to this cluster: an address, 'auto' (a running cluster) or 'local' (start one here). One GPU per run when the cluster has GPUs. --out must be on a filesystem every node sees at the same path.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model alias, folder or hub id (passed to every run).")] = None,
-    backend: Annotated[str | None, typer.Option(help="Sampling backend: auto, vllm or hf.")] = None,
-    sandbox: Annotated[str | None, typer.Option(help="Sandbox: local or docker.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Attempts sampled per step.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(min=1, help="Max new tokens per attempt.")] = None,
-    settings: Annotated[list[str] | None, typer.Option("--set", help="Any other solve option as KEY=VALUE (JSON values), e.g. --set learning_rate=1e-5. Repeatable.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Also show the engines' logs on the terminal; they always go to each run's RUN_DIR/run.log (and BENCH_DIR/bench.log outside runs).")] = False,
+    **values: Any,
 ) -> None:
-    """Run every problem × method × seed of a split into one bench directory, with a live table."""
+    """Run every problem × method × seed of a split into one bench directory, with a live table.
+
+    The run settings are `ttsd solve`'s options but --method and --seed, which the bench sets per run.
+    One not given is what the bench directory recorded when the bench started (a restarted bench
+    keeps its settings), else solve's default shown here."""
     from rich.live import Live
 
-    from ttsd.bench import BenchBoard, BenchMismatch, check_solve_options, run_bench, solve_config
+    from ttsd.bench import BenchBoard, BenchMismatch, check_solve_options, load_manifest, run_bench
+    from ttsd.config import ConfigError, load_config
+    from ttsd.logs import BENCH_LOG, quiet_terminal
 
-    method_list = _csv(methods)
+    method_list = methods if methods is not None else list(METHODS)
     if not method_list:
         fail("--methods is empty")
     if ray and workers > 1:
@@ -147,40 +111,46 @@ def bench(
         except ImportError:
             fail("--ray needs Ray: pip install 'ttsd[ray]'")
     split_name, problems, files = _load_problem_set(split)
-    options = _solve_options(budget, model, backend, sandbox, batch_size, max_tokens, settings or [])
+    options = given(values)
+    if options.get("model") and Path(options["model"]).exists():
+        options["model"] = str(Path(options["model"]).resolve())  # workers may run elsewhere
+    recorded = load_manifest(out)
+    if recorded is not None:  # a restarted bench: what it was started with, unless given again
+        options = {**recorded.solve_options, **options}
     try:
         for method in method_list:
-            solve_config(options, method, seed_start)
-    except ImportError as error:
-        fail(f"solve is not available in this installation: {error}")
-    except ValueError as error:  # pydantic ValidationError: a bad method or option
-        fail(f"bad solve options: {error}")
+            load_config(None, {**options, "method": method, "seed": seed_start})
+    except ConfigError as error:
+        fail(str(error))
     seed_list = list(range(seed_start, seed_start + seeds))
     try:  # before the live table: a mismatch is bad input, reported alone
-        check_solve_options(out, options)
+        check_solve_options(out, options, recorded)
     except BenchMismatch as error:
         fail(str(error))
     board = BenchBoard([p.id for p in problems], method_list, seed_list)
-    console = Console()
-    with Live(board.render(), console=console, refresh_per_second=2, transient=False) as live:
+    with quiet_terminal(out / BENCH_LOG, verbose, fd=1) as console:
+        with Live(board.render(), console=console, refresh_per_second=2, transient=False, redirect_stdout=False, redirect_stderr=False) as live:
 
-        def on_update(key, state, summary) -> None:
-            board.update(key, state, summary)
+            def on_update(key, state, summary) -> None:
+                board.update(key, state, summary)
+                live.update(board.render())
+
+            result = run_bench(
+                out, problems, split=split_name, methods=method_list, seeds=seed_list, solve_options=options,
+                workers=workers, ray_address=ray, problem_files=files, on_update=on_update, verbose=verbose,
+            )
             live.update(board.render())
-
-        result = run_bench(
-            out, problems, split=split_name, methods=method_list, seeds=seed_list, solve_options=options,
-            workers=workers, ray_address=ray, problem_files=files, on_update=on_update,
+        console.print(
+            f"{len(result.outcomes) - len(result.failed)} runs done, {len(result.skipped)} already finished, "
+            f"{len(result.failed)} failed → {out}  [dim](engine logs: each run's run.log)[/]"
         )
-        live.update(board.render())
-    console.print(
-        f"{len(result.outcomes) - len(result.failed)} runs done, {len(result.skipped)} already finished, "
-        f"{len(result.failed)} failed → {out}"
-    )
-    for failure in result.failed:
-        console.print(f"[red]{failure.key.problem_id} {failure.key.method} seed {failure.key.seed}:[/red] {escape(failure.error or '')}")
+        for failure in result.failed:
+            console.print(f"[red]{failure.key.problem_id} {failure.key.method} seed {failure.key.seed}:[/red] {escape(failure.error or '')}")
     if result.failed:
         raise typer.Exit(1)
+
+
+app.command(name="bench")(with_config_options(_bench_command, "bench", exclude=("method", "seed")))
 
 
 @app.command()
@@ -197,19 +167,19 @@ def compare(
     """Tables (markdown + JSON) and discovery@k plots from a bench: per problem and per split."""
     from rich.table import Table
 
-    from ttsd.compare import compare_bench, table_header, table_rows, write_outputs
+    from ttsd.compare import LEARNING_HEADER, compare_bench, learning_rows, table_header, table_rows, write_outputs
 
     if not (bench_dir / "runs").is_dir():
         fail(f"{bench_dir} is not a bench directory (no runs/ inside); make one with `ttsd bench`")
     ks = _ints(k, "--k")
     try:
-        probabilities = [float(part) for part in _csv(p)]
+        probabilities = [float(part) for part in split_list(p)]
     except ValueError:
         fail(f"--p must be comma-separated probabilities, got {p!r}")
     if any(not 0 < value <= 1 for value in probabilities):
         fail(f"--p values must be in (0, 1], got {p!r}")
     report = compare_bench(
-        bench_dir, baselines=_csv(baselines), ks=ks, probabilities=probabilities, main_method=method,
+        bench_dir, baselines=split_list(baselines), ks=ks, probabilities=probabilities, main_method=method,
         confidence=confidence, resamples=resamples,
     )
     if not report.scopes:
@@ -224,60 +194,12 @@ def compare(
             table.add_row(*(escape(cell) for cell in row))
     console.print(table)
     console.print(escape(report.censoring), style="dim")
+    learning = [row for scope in report.scopes for row in learning_rows(scope)]
+    if learning:
+        table = Table(title="learning diagnostics (see compare.md)", show_lines=True)
+        for column in LEARNING_HEADER:
+            table.add_column(column)
+        for row in learning:
+            table.add_row(*(escape(cell) for cell in row))
+        console.print(table)
     console.print(f"wrote {written['markdown']}, {written['json']} and {len(written) - 2} plots in {written['markdown'].parent / 'plots'}")
-
-
-@splits_app.command("calibrate")
-def calibrate(
-    problems: Annotated[Path, typer.Argument(help="A directory of problem files (or one problem file).")],
-    model: Annotated[str, typer.Option(help="Model alias, folder or hub id to calibrate against.")] = "smollm2-135m-instruct",
-    samples: Annotated[int, typer.Option(min=1, help="Samples per problem (the paper uses 64).")] = 64,
-    out: Annotated[Path, typer.Option("--out", help="Directory for the split files hard.json and very_hard.json.")] = Path("problems/splits"),
-    backend: Annotated[str, typer.Option(help="Sampling backend: auto, vllm or hf.")] = "auto",
-    sandbox: Annotated[str, typer.Option(help="Sandbox: local or docker.")] = "local",
-    max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per sample.")] = 1024,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Samples drawn at once.")] = 16,
-    note: Annotated[str, typer.Option(help="A note stored in the split files.")] = "",
-) -> None:
-    """Estimate each problem's per-sample success rate from SAMPLES draws, then write the splits
-    `hard` (rate < 0.5) and `very_hard` (rate < 0.03), as the SDPO paper defines them with pass@64."""
-    import os
-
-    from rich.table import Table
-
-    from ttsd.engine.models import ModelNotFound
-    from ttsd.problems import ProblemFileError, ProblemFilesError, load_problem, load_problems
-    from ttsd.splits import calibrate as run_calibration
-    from ttsd.splits import make_split_files, save_split
-
-    try:
-        problem_list = load_problems(problems) if problems.is_dir() else [load_problem(problems)]
-    except (ProblemFileError, ProblemFilesError, FileNotFoundError) as error:
-        fail(str(error))
-    if not problem_list:
-        fail(f"no problem files in {problems}")
-    console = Console()
-
-    def report(problem, rate) -> None:
-        console.print(f"{problem.id}: {rate.passed}/{rate.samples} passed (rate {rate.rate:.3f})")
-
-    try:
-        rates, calibration = run_calibration(
-            problem_list, model, samples=samples, backend=backend, sandbox=sandbox, max_tokens=max_tokens,
-            temperature=temperature, batch_size=batch_size, on_problem=report,
-        )
-    except ModelNotFound as error:
-        fail(str(error))
-    calibration.note = note
-    problems_dir = problems if problems.is_dir() else problems.parent
-    relative = os.path.relpath(problems_dir.resolve(), out.resolve())
-    table = Table(title=f"splits for {model} ({samples} samples per problem)")
-    table.add_column("split")
-    table.add_column("threshold")
-    table.add_column("problems")
-    table.add_column("file")
-    for split in make_split_files(rates, calibration, problems_dir=relative):
-        path = save_split(split, out)
-        table.add_row(split.name, f"rate < {calibration.thresholds[split.name]}", ", ".join(split.problem_ids) or "–", str(path))
-    console.print(table)

@@ -182,6 +182,13 @@ def validate(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def _note_import(out: Path, importer: str, arguments: list[str]) -> None:
+    """Remember in OUT how it was imported: a split over these problems can then say how to recreate them."""
+    from ttsd.problems.importers import ImportNote, write_import_note
+
+    write_import_note(out, ImportNote(importer=importer, arguments=arguments))
+
+
 def _date(value: datetime | None):
     return value.date() if value else None
 
@@ -220,6 +227,8 @@ def import_lcb_command(
         report = import_lcb(jsonl, out, visible_fraction, seed, _date(start_date), _date(end_date))
     except ProblemFileError as error:
         fail(str(error))
+    window = [f"--{name}={day.date()}" for name, day in (("start-date", start_date), ("end-date", end_date)) if day]
+    _note_import(out, "lcb", [str(jsonl.resolve()), f"--visible-fraction={visible_fraction:g}", f"--seed={seed}", *window])
     _stdout().print(
         f"wrote {len(report.written)} problems to {escape(str(out))} "
         f"({report.visible_tests} visible, {report.hidden_tests} hidden tests; "
@@ -246,4 +255,50 @@ def import_humaneval_command(
         fail(str(error))
     except ProblemFileError as error:
         fail(str(error))
+    _note_import(out, "humaneval", [f"--data={Path(source).resolve()}"] if data else [])
     _stdout().print(f"wrote {len(report.written)} problems from {escape(str(source))} to {escape(str(out))}")
+
+
+@import_app.command("mbpp-plus")
+def import_mbpp_plus_command(
+    jsonl: Annotated[Path, typer.Argument(help="The MBPP+ release (MbppPlus.jsonl, or .jsonl.gz) of EvalPlus.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write one <id>.json per problem into (created if missing), e.g. problems/pool/mbpp_plus.", show_default=False)],
+    sandbox: Annotated[str, typer.Option(help="Sandbox the canonical solutions run in to compute the expected outputs: local or docker.")] = "local",
+    workers: Annotated[int, typer.Option(min=1, help="Tasks whose canonical solution runs at the same time.")] = 2,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Judge every canonical solution against the problem made from it and skip a task whose own solution is not accepted.")] = True,
+) -> None:
+    """Import MBPP+ as `evalplus` problems: base inputs become visible tests, plus inputs hidden
+    tests; the expected outputs come from running each canonical solution once in the sandbox,
+    compared as EvalPlus does (the task's atol for floats, its special oracles). A bad line is
+    reported and skipped; the others are imported."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ttsd.problems.importers import import_mbpp_plus
+    from ttsd.sandbox import SandboxUnavailable, make_sandbox
+
+    try:
+        chosen = make_sandbox(sandbox)
+    except (SandboxUnavailable, ValueError) as error:
+        fail(str(error))
+    err = _stderr()
+    columns = [TextColumn("computing expected outputs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[skipped]} skipped"), TimeRemainingColumn()]
+    try:
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("import", total=None, skipped=0)
+
+            def advance(row, fault) -> None:
+                if fault:
+                    err.print(f"[yellow]skipped[/] {escape(row.where)}: {escape(fault)}", soft_wrap=True)
+                progress.update(task, advance=1, skipped=progress.tasks[0].fields["skipped"] + bool(fault))
+
+            report = import_mbpp_plus(jsonl, out, chosen, workers=workers, verify=verify, on_progress=advance, on_start=lambda total: progress.update(task, total=total))
+    except ProblemFileError as error:
+        fail(str(error))
+    finally:
+        chosen.close()
+    _note_import(out, "mbpp-plus", [str(jsonl.resolve())])
+    _stdout().print(
+        f"wrote {len(report.written)} of {report.records} problems to {escape(str(out))} "
+        f"({report.visible_tests} visible, {report.hidden_tests} hidden tests; {len(report.skipped)} skipped)",
+        soft_wrap=True,
+    )

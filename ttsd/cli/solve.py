@@ -1,13 +1,13 @@
 """`ttsd solve PROBLEM`: run one method (sdpo, best-of-k, multi-turn) on one problem.
 
-Every `SolveConfig` field is an option (generated from the model, so `--help` shows each field's
-description); `--config FILE.json` loads a config and options given here override it.
+Every `SolveConfig` field is a typed option (`ttsd.cli.config_options`, shared with `ttsd bench`);
+`--config FILE.json` loads a config and options given here override it.
 Exit codes: 0 discovered, 1 budget ran out, 2 bad input.
+
+The terminal shows the live table and ttsd's own warnings; the engines' logs (vLLM, transformers,
+torch, Python warnings) go to RUN_DIR/run.log, and with --verbose to the terminal too (ttsd.logs).
 """
 
-
-import inspect
-import json
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -15,66 +15,33 @@ from typing import Any, Optional
 import typer
 
 from ttsd.cli.app import app, fail
-from ttsd.config import SolveConfig
+from ttsd.cli.config_options import given, with_config_options
 
 EXIT_DISCOVERED = 0
 EXIT_BUDGET_SPENT = 1
 
 
-def _option_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def _config_parameters() -> list[inspect.Parameter]:
-    parameters = []
-    for name, field in SolveConfig.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        shown = default.model_dump() if hasattr(default, "model_dump") else default
-        if isinstance(shown, list):
-            shown = ",".join(shown)
-        help_text = f"{field.description} [default: {json.dumps(shown) if isinstance(shown, dict) else shown}]"
-        if field.annotation is bool:
-            option = typer.Option(None, f"{_option_name(name)}/--no-{name.replace('_', '-')}", help=help_text, show_default=False)
-            annotation: Any = Optional[bool]
-        else:
-            option = typer.Option(None, _option_name(name), help=help_text, show_default=False)
-            annotation = Optional[str]
-        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
-    return parameters
-
-
-def _overrides(values: dict[str, Any]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for name, value in values.items():
-        if value is None:
-            continue
-        field = SolveConfig.model_fields[name]
-        if name == "templates":
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as error:
-                fail(f"--templates: not a JSON object: {error.msg}")
-        elif "list" in str(field.annotation):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        overrides[name] = value
-    return overrides
-
-
-def _progress_printer(console: Any, budget: int):
+def _progress_printer(console: Any, budget: int, learns: bool):
     from rich.table import Table
 
     def render(record: Any, summary: Any) -> Table:
         table = Table(show_header=True, header_style="bold")
-        for column in ("attempts", "best tests", "last batch", "loss", "s/step"):
+        columns = ["attempts", "best tests", "last batch", "loss", "s/step"]
+        if learns:  # how much the feedback changes the model's view of its own failed tokens
+            columns.insert(4, "teacher−student")
+        for column in columns:
             table.add_column(column)
         mix = ", ".join(f"{v}×{k}" for k, v in sorted(record.verdicts.items()))
-        table.add_row(
+        cells = [
             f"{summary.attempts_used}/{budget}",
             f"{summary.best_tests_passed}/{summary.tests_total}",
             mix,
             "-" if record.loss is None else f"{record.loss:.4f}",
             f"{record.time_step_s:.1f}",
-        )
+        ]
+        if learns:
+            cells.insert(4, "-" if record.teacher_logprob_gap is None else f"{record.teacher_logprob_gap:+.4f}")
+        table.add_row(*cells)
         return table
 
     return render
@@ -85,10 +52,10 @@ def solve_command(
     out: Optional[Path] = typer.Option(None, "--out", help="run directory [default: results/<problem>-<method>-s<seed>-<time>]"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory after its last completed step"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON config file (a run's config.json works); options override it"),
+    verbose: bool = typer.Option(False, "--verbose", help="also show the engines' logs (vLLM, transformers, torch, Python warnings) on the terminal; they always go to RUN_DIR/run.log"),
     **values: Any,
 ) -> None:
     """Solve one problem: sample attempts, judge them, learn from the feedback (sdpo) until one passes."""
-    from rich.console import Console
     from rich.live import Live
 
     from ttsd.config import ConfigError, load_config
@@ -96,20 +63,19 @@ def solve_command(
     from ttsd.problems.loading import find_problem
     from ttsd.runs import RunDir
 
-    console = Console(stderr=True)
     try:
         if resume is not None:
             try:
                 run = RunDir.open(resume)
             except FileNotFoundError as error:
                 fail(str(error))
-            config = load_config(resume / "config.json", _overrides(values))
+            config = load_config(resume / "config.json", given(values))
             loaded = run.problem()
             run_dir = resume
         else:
             if problem is None:
                 fail("give a PROBLEM (file or bundled example id) or --resume RUN_DIR")
-            config = load_config(config_file, _overrides(values))
+            config = load_config(config_file, given(values))
             loaded = find_problem(problem)
             run_dir = out or Path("results") / f"{loaded.id}-{config.method}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
             if (Path(run_dir) / "config.json").exists():
@@ -121,36 +87,31 @@ def solve_command(
 
     from ttsd.engine.models import ModelNotFound
     from ttsd.engine.samplers import SamplerUnavailable
+    from ttsd.logs import RUN_LOG, quiet_terminal
     from ttsd.methods import solve
     from ttsd.sandbox.base import SandboxUnavailable
+    from ttsd.sdpo.diagnostics import describe_discovery
 
-    render = _progress_printer(console, config.budget)
-    console.print(f"[bold]{config.method}[/] on [bold]{loaded.id}[/] → {run_dir}")
+    log_path = Path(run_dir) / RUN_LOG
     try:
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
-            summary = solve(loaded, config, Path(run_dir), resume=resume is not None, progress=lambda r, s: live.update(render(r, s)))
+        with quiet_terminal(log_path, verbose) as console:
+            render = _progress_printer(console, config.budget, config.learns)
+            console.print(f"[bold]{config.method}[/] on [bold]{loaded.id}[/] → {run_dir}  [dim](engine logs: {log_path})[/]")
+            # Live must not redirect sys.stdout/sys.stderr: vLLM binds its log handler to sys.stdout
+            # at import (inside solve), and the log file, not the console, is where it belongs.
+            with Live(console=console, refresh_per_second=4, transient=False, redirect_stdout=False, redirect_stderr=False) as live:
+                summary = solve(loaded, config, Path(run_dir), resume=resume is not None, progress=lambda r, s: live.update(render(r, s)))
+            if not console.is_terminal:  # Live's last frame ends without a newline there
+                console.line()
+            if summary.discovered:
+                console.print(f"[bold green]discovered[/] at attempt k={summary.discovery_k}: {Path(run_dir) / 'solution.py'}")
+                if summary.discovery_likelihood is not None:
+                    console.print(describe_discovery(summary.discovery_likelihood), highlight=False)
+            else:
+                console.print(f"[yellow]budget spent[/]: {summary.attempts_used} attempts, best {summary.best_tests_passed}/{summary.tests_total} tests")
     except (ModelNotFound, SamplerUnavailable, SandboxUnavailable, ConfigError) as error:
         fail(str(error))
-    if summary.discovered:
-        console.print(f"[bold green]discovered[/] at attempt k={summary.discovery_k}: {Path(run_dir) / 'solution.py'}")
-        raise typer.Exit(EXIT_DISCOVERED)
-    console.print(f"[yellow]budget spent[/]: {summary.attempts_used} attempts, best {summary.best_tests_passed}/{summary.tests_total} tests")
-    raise typer.Exit(EXIT_BUDGET_SPENT)
+    raise typer.Exit(EXIT_DISCOVERED if summary.discovered else EXIT_BUDGET_SPENT)
 
 
-def _with_config_options(function: Any) -> Any:
-    signature = inspect.signature(function)
-    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    names = {p.name for p in fixed}
-
-    def wrapper(**kwargs: Any) -> None:
-        own = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
-        return function(**own, **kwargs)
-
-    wrapper.__signature__ = signature.replace(parameters=fixed + _config_parameters())
-    wrapper.__doc__ = function.__doc__
-    wrapper.__name__ = "solve"
-    return wrapper
-
-
-app.command(name="solve")(_with_config_options(solve_command))
+app.command(name="solve")(with_config_options(solve_command, "solve"))

@@ -1,4 +1,9 @@
-"""Chat prompts through the model's own chat template."""
+"""Chat prompts through the model's own chat template, and the one chat-message type.
+
+`ChatMessage` is what every prompt builder returns (`ttsd.prompts`, `ttsd.sdpo.prompts`,
+`ttsd.methods.multi_turn`) and what the engine renders; plain {"role", "content"} mappings given here
+are validated into it. Imports nothing heavy (the config imports it through `ttsd.prompts`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,15 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import BaseModel
 
 
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(BaseModel, frozen=True):
+    role: Role
     content: str
+
+
+Messages = list[ChatMessage]
 
 
 def _as_dicts(messages: Sequence[ChatMessage | Mapping[str, Any]]) -> list[dict[str, str]]:

@@ -11,6 +11,15 @@ from; it equals vLLM's `logprobs_mode="processed_logprobs"` when top_p = 1).
 Token ids of a sample that stopped include the stop (EOS) token, and its log-prob: the teacher must
 score the decision to stop too. The text is decoded without special tokens.
 
+Two ways to decode (`decode=`):
+- "generate": transformers' `generate` with a dynamic cache (any device, any model).
+- "cuda-graphs": `ttsd.engine.static_decode`: a static KV cache and one CUDA graph replay per decode
+  step, with the LoRA adapter active (CUDA only; why and how fast: that module and
+  benchmarks/bench_hf_sampler.py). "static" is the same loop without graphs, on any device (what
+  the CPU tests compare with "generate").
+"auto" is "cuda-graphs" on a GPU and "generate" elsewhere. When the fast path cannot serve a model
+or a graph cannot be captured, the sampler logs why once and uses `generate` from then on.
+
 Two ways to hold weights:
 - own model: `HFSampler(model_path)`; `load_adapter(dir)` loads a PEFT adapter from disk.
 - shared with the trainer: `HFSampler(policy=policy)` samples from the policy's in-memory model and its
@@ -21,11 +30,15 @@ Two ways to hold weights:
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from ttsd.engine.types import Sample
+
+Decode = Literal["auto", "generate", "static", "cuda-graphs"]
+logger = logging.getLogger(__name__)
 
 
 def _top_p_mask(scaled: Any, top_p: float) -> Any:
@@ -100,10 +113,16 @@ class HFSampler:
         device: str = "auto",
         dtype: str = "auto",
         max_batch_size: int = 64,
+        decode: Decode = "auto",
     ) -> None:
         from ttsd.engine.hardware import pick_device, pick_dtype
 
+        if decode not in ("auto", "generate", "static", "cuda-graphs"):
+            raise ValueError(f"decode must be auto, generate, static or cuda-graphs, not {decode!r}")
         self.max_batch_size = max_batch_size
+        self.decode = decode
+        self.fallback_reason: str | None = None  # why the fast path was given up, once it was
+        self.last_decode: dict[str, Any] = {}  # the path the last batch took, and its timings
         self._loaded_count = 0
         self._loaded_name: str | None = None
         if policy is not None:
@@ -246,7 +265,6 @@ class HFSampler:
 
     def _generate(self, model: Any, prompts: list[list[int]], temperature: float, top_p: float, max_tokens: int) -> list[Sample]:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
 
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -254,24 +272,8 @@ class HFSampler:
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
             attention_mask[row, width - len(prompt) :] = 1
-        recorder = _LogprobRecorder(temperature, top_p)
-        config = GenerationConfig(
-            do_sample=temperature > 0,
-            temperature=1.0,  # applied by the recorder, which is the only logits processor
-            top_p=1.0,
-            top_k=0,
-            max_new_tokens=max_tokens,
-            eos_token_id=self.eos_ids,
-            pad_token_id=self.pad_id,
-        )
-        output = model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention_mask.to(self.device),
-            generation_config=config,
-            logits_processor=LogitsProcessorList([recorder]),
-        )
-        new_tokens = output[:, width:].cpu()
-        logprobs = recorder.finish(output[:, -1]).cpu()
+        options = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id)
+        new_tokens, logprobs = self._decode_batch(model, input_ids.to(self.device), attention_mask.to(self.device), options)
         stops = set(self.eos_ids)
         samples = []
         for row in range(len(prompts)):
@@ -289,7 +291,80 @@ class HFSampler:
             )
         return samples
 
+    def _fast_path(self) -> str | None:
+        """The static-cache loop this batch should try ("static" or "cuda-graphs"), or None for generate."""
+        if self.fallback_reason is not None or self.decode == "generate":
+            return None
+        on_gpu = self.device.startswith("cuda")
+        if self.decode == "auto":
+            return "cuda-graphs" if on_gpu else None
+        if self.decode == "cuda-graphs" and not on_gpu:
+            self._give_up_fast_path(f"CUDA graphs need a CUDA device (this sampler runs on {self.device})")
+            return None
+        return self.decode
+
+    def _give_up_fast_path(self, reason: str) -> None:
+        self.fallback_reason = reason
+        logger.warning("ttsd: the fast HF decode path is off (%s); sampling with transformers generate", reason)
+
+    def _decode_batch(self, model: Any, input_ids: Any, attention_mask: Any, options: dict[str, Any]) -> tuple[Any, Any]:
+        """(new tokens, log-probs) of one left-padded batch, by the fast path when it can serve it."""
+        import torch
+
+        from ttsd.engine.static_decode import FastPathUnavailable, static_decode
+
+        fast = self._fast_path()
+        if fast is not None:
+            cuda = [torch.cuda.current_device()] if self.device.startswith("cuda") else []
+            # A failed attempt must not change the random stream the fallback then draws from.
+            rng = (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in cuda])
+            try:
+                tokens, logprobs, stats = static_decode(model, input_ids, attention_mask, cuda_graphs=fast == "cuda-graphs", **options)
+                self.last_decode = {"path": fast, **stats.__dict__}
+                return tokens, logprobs
+            except FastPathUnavailable as reason:
+                self._give_up_fast_path(str(reason))
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
+                self._give_up_fast_path(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            torch.set_rng_state(rng[0])
+            for device, state in zip(cuda, rng[1]):
+                torch.cuda.set_rng_state(state, device)
+        tokens, logprobs = generate_with_logprobs(model, input_ids, attention_mask, **options)
+        self.last_decode = {"path": "generate"}
+        return tokens, logprobs
+
     def close(self) -> None:
         self._peft = None
         self._base = None
         self.policy = None
+
+
+def generate_with_logprobs(
+    model: Any, input_ids: Any, attention_mask: Any, *, temperature: float, top_p: float, max_tokens: int,
+    eos_ids: list[int], pad_id: int,
+) -> tuple[Any, Any]:
+    """transformers `generate` on a left-padded batch; (new tokens, log-probs) as (rows, steps) CPU tensors."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    recorder = _LogprobRecorder(temperature, top_p)
+    config = GenerationConfig(
+        do_sample=temperature > 0,
+        temperature=1.0,  # applied by the recorder, which is the only logits processor
+        top_p=1.0,
+        top_k=0,
+        # Unset fields are filled from the model's generation_config, and a checkpoint's
+        # repetition_penalty (Qwen2.5-Instruct ships 1.05) would reshape the distribution behind
+        # the recorder's back: the log-probs would no longer be the distribution sampled from.
+        repetition_penalty=1.0,
+        max_new_tokens=max_tokens,
+        eos_token_id=eos_ids or None,
+        pad_token_id=pad_id,
+    )
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        generation_config=config,
+        logits_processor=LogitsProcessorList([recorder]),
+    )
+    width = input_ids.shape[1]
+    return output[:, width:].cpu(), recorder.finish(output[:, -1]).cpu()

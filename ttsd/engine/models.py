@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -199,6 +200,7 @@ def prepare_builtin(alias: str) -> Path:
         for stale in models_dir().glob(f".{alias}.*"):  # staging folders of interrupted conversions
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
+        logging.getLogger(__name__).info("converting the %s checkpoint to a Hugging Face folder in %s (once per machine)", alias, final)
         staging = Path(tempfile.mkdtemp(prefix=f".{alias}.", dir=models_dir()))
         staging.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any model folder
         try:

@@ -413,7 +413,10 @@ class VLLMSampler:
         import vllm
         from vllm import LLM
 
-        one_adapter_fast_path = one_adapter_fast_path and not has_gpu  # a GPU's kernels are left alone
+        # A GPU's kernels are left alone; and the patch is a function run in the worker, which an engine
+        # in another process would have to unpickle (vLLM refuses that by default:
+        # VLLM_ALLOW_INSECURE_SERIALIZATION).
+        one_adapter_fast_path = one_adapter_fast_path and not has_gpu and in_process
         in_memory_adapters = in_memory_adapters and in_process  # the registry must be in this process
         if one_adapter_fast_path or in_memory_adapters:
             check_patched_release(vllm.__version__, "in-memory adapter loader and dense one-adapter LoRA path")

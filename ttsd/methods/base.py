@@ -22,6 +22,7 @@ from typing import Any, Callable
 from ttsd.config import SolveConfig
 from ttsd.problems import Problem
 from ttsd.runs import AttemptRecord, RunDir, StepRecord, Summary
+from ttsd.sdpo import diagnostics
 
 Progress = Callable[[StepRecord, Summary], None]
 
@@ -39,6 +40,7 @@ class Attempt:
     finish_reason: str
     prompt_ids: list[int]
     judgement: Any  # ttsd.judge.Judgement
+    teacher_gaps: list[float] | None = None  # log π_T − log π_S per token, when a self-teacher scored it
 
 
 @dataclass
@@ -137,6 +139,18 @@ class Method:
     def save_state(self, step: int) -> None:
         """Persist what `restore` needs after step `step` completed."""
 
+    def save_token_gaps(self, records: list[AttemptRecord], attempts: list[Attempt]) -> None:
+        """token_gaps.jsonl lines (what `ttsd show` colours by) for the attempts a self-teacher scored."""
+        if not any(a.teacher_gaps for a in attempts):
+            return
+
+        def decode(ids: Any) -> str:
+            return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+        self.run.append_token_gaps(diagnostics.token_gap_records(
+            [r.k for r in records], records[0].step, [a.token_ids for a in attempts], [a.teacher_gaps for a in attempts], decode,
+        ))
+
     def sample_and_judge(self, prompt_ids: list[int], step: int, num_attempts: int) -> tuple[list[Attempt], float, float]:
         """Draw this step's attempts (seeded by `step_seed`) from `self.sampler` and judge them.
         Returns the attempts and the seconds spent sampling and judging."""
@@ -171,6 +185,7 @@ def attempt_records(attempts: list[Attempt], step: int, first_k: int) -> list[At
             feedback=a.judgement.feedback,
             num_tokens=len(a.token_ids),
             finish_reason=a.finish_reason,
+            teacher_logprob_gap=diagnostics.attempt_gap(a.teacher_gaps),
         )
         for i, a in enumerate(attempts)
     ]
@@ -202,6 +217,8 @@ def run_method(method: Method, resume: bool, progress: Progress | None = None) -
             finished=finished,
             best_tests_passed=max((a.tests_passed for a in attempts), default=0),
             tests_total=max((a.tests_total for a in attempts), default=0),
+            teacher_logprob_gap=diagnostics.run_gap([s.teacher_logprob_gap for s in steps]),
+            discovery_likelihood=next((s.discovery_likelihood for s in steps if s.discovery_likelihood), None),
         )
 
     def done() -> bool:
@@ -217,6 +234,7 @@ def run_method(method: Method, resume: bool, progress: Progress | None = None) -
             outcome = method.run_step(step, num)
             records = attempt_records(outcome.attempts, step, len(attempts) + 1)
             run.append_attempts(records)
+            method.save_token_gaps(records, outcome.attempts)
             attempts.extend(records)
             passing = next((r for r in records if r.verdict == "accepted"), None)
             if passing is not None and not was_discovered:
@@ -228,6 +246,7 @@ def run_method(method: Method, resume: bool, progress: Progress | None = None) -
             record.verdicts = dict(Counter(r.verdict for r in records))
             record.best_tests_passed = max((a.tests_passed for a in attempts), default=0)
             record.time_step_s = time.monotonic() - step_started
+            diagnostics.annotate_step(record, [a.teacher_gaps for a in outcome.attempts], config.top_p)
             method.save_state(step)
             run.append_step(record)
             steps.append(record)

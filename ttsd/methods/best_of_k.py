@@ -9,7 +9,7 @@ from ttsd.runs import StepRecord
 class BestOfK(Method):
     def setup(self) -> None:
         from ttsd.engine.chat import chat_prompt_ids
-        from ttsd.sdpo.prompts import student_messages
+        from ttsd.prompts import student_messages
 
         self.make_judge()
         self.prompt_ids = chat_prompt_ids(self.tokenizer, student_messages(self.problem, self.config.templates))

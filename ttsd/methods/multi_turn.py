@@ -1,11 +1,142 @@
 """multi-turn: one attempt per turn, every earlier feedback in the prompt (oldest dropped first past
 `context_limit` tokens, recorded in the step's `extra`), or, with `multi_turn_chat`, the attempts and
-their feedback alternating as chat turns."""
+their feedback alternating as chat turns.
+
+Its prompts: the question, then the feedback template holding every earlier feedback, oldest first,
+joined by blank lines, then "Correctly solve the original question." (`multi_turn_messages`); or as
+a conversation, assistant attempts alternating with user feedback (`chat_turn_messages`). `fit_*`
+drop the oldest feedback first until a token limit is met.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ttsd.engine.chat import Messages, Role
 from ttsd.methods.base import Method, StepOutcome
+from ttsd.prompts import DEFAULT_TEMPLATES, PromptTemplates, chat_messages, strip_thinking, student_messages, task_prompt
 from ttsd.runs import AttemptRecord, StepRecord
+
+if TYPE_CHECKING:
+    from ttsd.problems.model import Problem
+
+
+def multi_turn_messages(
+    problem: Problem, feedbacks: Sequence[str], templates: PromptTemplates = DEFAULT_TEMPLATES
+) -> Messages:
+    """The multi-turn baseline's prompt: the question, every earlier feedback (oldest first), the ask.
+
+    With no feedback it is the student prompt.
+    """
+    kept = [f.strip() for f in feedbacks if f and f.strip()]
+    if not kept:
+        return student_messages(problem, templates)
+    content = templates.reprompt.format(
+        prompt=task_prompt(problem, templates),
+        solution="",
+        feedback=templates.feedback.format(feedback_raw="\n\n".join(kept)),
+    )
+    return chat_messages(templates, ("user", content))
+
+
+def chat_turn_messages(
+    problem: Problem,
+    attempts: Sequence[str],
+    feedbacks: Sequence[str],
+    templates: PromptTemplates = DEFAULT_TEMPLATES,
+) -> Messages:
+    """The multi-turn baseline as a conversation: question, then (attempt, feedback) turns, oldest first.
+
+    Earlier attempts go in with their thinking stripped (as reasoning models' templates do).
+    """
+    if len(attempts) != len(feedbacks):
+        raise ValueError(f"{len(attempts)} attempts but {len(feedbacks)} feedbacks")
+    turns: list[tuple[Role, str]] = [("user", task_prompt(problem, templates))]
+    for attempt, feedback in zip(attempts, feedbacks):
+        turns.append(("assistant", strip_thinking(attempt).strip()))
+        turns.append(("user", templates.feedback_turn.format(feedback_raw=feedback.strip())))
+    return chat_messages(templates, *turns)
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    """A prompt cut to a token limit: `dropped` oldest items left out; `fits` False if even none fit."""
+
+    messages: Messages
+    dropped: int
+    num_tokens: int
+    fits: bool
+
+
+def fit_to_token_limit(
+    build: Callable[[int], Messages], num_items: int, max_tokens: int, count_tokens: Callable[[Messages], int]
+) -> FittedPrompt:
+    """The prompt `build(d)` with the fewest dropped oldest items d ∈ [0, num_items] within max_tokens.
+
+    Dropping items never lengthens a prompt, so d is found by bisection: O(log n) token counts.
+    """
+    cache: dict[int, tuple[Messages, int]] = {}
+
+    def measure(dropped: int) -> tuple[Messages, int]:
+        if dropped not in cache:
+            messages = build(dropped)
+            cache[dropped] = (messages, count_tokens(messages))
+        return cache[dropped]
+
+    if measure(0)[1] <= max_tokens:
+        low = 0
+    elif measure(num_items)[1] > max_tokens:
+        low = num_items
+    else:
+        too_many_kept, fits = 0, num_items  # invariant: build(too_many_kept) is too long, build(fits) fits
+        while fits - too_many_kept > 1:
+            middle = (too_many_kept + fits) // 2
+            if measure(middle)[1] <= max_tokens:
+                fits = middle
+            else:
+                too_many_kept = middle
+        low = fits
+    messages, num_tokens = measure(low)
+    return FittedPrompt(messages=messages, dropped=low, num_tokens=num_tokens, fits=num_tokens <= max_tokens)
+
+
+def fit_multi_turn_messages(
+    problem: Problem,
+    feedbacks: Sequence[str],
+    max_tokens: int,
+    count_tokens: Callable[[Messages], int],
+    templates: PromptTemplates = DEFAULT_TEMPLATES,
+) -> FittedPrompt:
+    """`multi_turn_messages` dropping the oldest feedback first until the prompt has ≤ max_tokens.
+
+    count_tokens: e.g. `lambda m: len(chat_prompt_ids(tokenizer, m))`.
+    """
+    feedbacks = list(feedbacks)
+    return fit_to_token_limit(
+        lambda d: multi_turn_messages(problem, feedbacks[d:], templates), len(feedbacks), max_tokens, count_tokens
+    )
+
+
+def fit_chat_turn_messages(
+    problem: Problem,
+    attempts: Sequence[str],
+    feedbacks: Sequence[str],
+    max_tokens: int,
+    count_tokens: Callable[[Messages], int],
+    templates: PromptTemplates = DEFAULT_TEMPLATES,
+) -> FittedPrompt:
+    """`chat_turn_messages` dropping the oldest (attempt, feedback) pairs first to fit max_tokens."""
+    attempts, feedbacks = list(attempts), list(feedbacks)
+    if len(attempts) != len(feedbacks):
+        raise ValueError(f"{len(attempts)} attempts but {len(feedbacks)} feedbacks")
+    return fit_to_token_limit(
+        lambda d: chat_turn_messages(problem, attempts[d:], feedbacks[d:], templates),
+        len(attempts),
+        max_tokens,
+        count_tokens,
+    )
 
 
 class MultiTurn(Method):
@@ -40,7 +171,6 @@ class MultiTurn(Method):
     def prompt(self, prompt_limit: int | None = None) -> tuple[list[int], int]:
         """Token ids of this turn's prompt and how many of the oldest feedbacks were dropped."""
         from ttsd.engine.chat import chat_prompt_ids
-        from ttsd.sdpo.prompts import fit_chat_turn_messages, fit_multi_turn_messages
 
         tokenizer = self.tokenizer
         count = lambda messages: len(chat_prompt_ids(tokenizer, messages))  # noqa: E731

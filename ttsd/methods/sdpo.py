@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ttsd.methods.base import Method, StepOutcome
 from ttsd.runs import AttemptRecord, StepRecord
@@ -31,8 +31,8 @@ class Sdpo(Method):
 
         from ttsd.engine.chat import chat_prompt_ids
         from ttsd.engine.policy import Policy
+        from ttsd.prompts import student_messages
         from ttsd.sdpo.learn import LearnSettings
-        from ttsd.sdpo.prompts import student_messages
         from ttsd.sdpo.teacher import make_teacher
 
         config = self.config
@@ -95,8 +95,9 @@ class Sdpo(Method):
         self.policy.save_adapter(self.run.discovery_adapter_dir)
 
     # ----- the step --------------------------------------------------------------------------
-    def learning_batch(self, attempts: list) -> LearningBatch | None:
-        """The attempts with a teacher context (feedback or a peer's solution) and tokens; None if none."""
+    def learning_batch(self, attempts: list) -> tuple[list[int], LearningBatch] | None:
+        """The attempts with a teacher context (feedback or a peer's solution) and tokens — their
+        indices and the batch they make — or None if there are none."""
         from ttsd.engine.chat import chat_prompt_ids
         from ttsd.sdpo.learn import LearningBatch
         from ttsd.sdpo.prompts import teacher_contexts
@@ -109,7 +110,7 @@ class Sdpo(Method):
         chosen = [i for i, m in enumerate(messages) if m is not None and attempts[i].token_ids]
         if not chosen:
             return None
-        return LearningBatch(
+        return chosen, LearningBatch(
             student_prompts=[self.prompt_ids] * len(chosen),
             teacher_contexts=[chat_prompt_ids(self.tokenizer, messages[i]) for i in chosen],
             responses=[attempts[i].token_ids for i in chosen],
@@ -122,11 +123,13 @@ class Sdpo(Method):
 
         attempts, time_sample, time_judge = self.sample_and_judge(self.prompt_ids, step, num_attempts)
         record = StepRecord(step=step, attempts=0, time_sample_s=time_sample, time_judge_s=time_judge)
+        record.discovery_likelihood = self.discovery_likelihood(attempts)  # diagnostics: before any update on this batch
         if any(a.judgement.passed for a in attempts) and not self.config.continue_after_discovery:
             return StepOutcome(attempts, record)
-        batch = self.learning_batch(attempts)
-        if batch is None:
+        chosen = self.learning_batch(attempts)
+        if chosen is None:
             return StepOutcome(attempts, record)
+        rows, batch = chosen
 
         self.sampler.sleep()  # on a GPU the engine's memory goes to the trainer for this step
         try:
@@ -137,10 +140,53 @@ class Sdpo(Method):
             self.sampler.wake()
         self.sampler.sync_adapter(self.policy.model)
         record.time_sync_s = time.monotonic() - synced
+        self.note_teacher_gaps(attempts, rows, result.teacher_logprobs, result.student_logprobs)  # diagnostics
         record.time_score_s, record.time_train_s = result.time_score_s, result.time_train_s
         record.loss, record.mean_kl, record.grad_norm = result.loss, result.mean_kl, result.grad_norm
         record.logprob_gap = result.logprob_gap
-        record.extra = {"attempts_with_signal": len(batch.responses), "tokens": result.num_tokens}
+        record.extra = {"attempts_with_signal": len(rows), "tokens": result.num_tokens}
         if isinstance(self.teacher, EmaTeacher):  # 0 would mean the teacher is just the student again
             record.extra["teacher_student_gap"] = self.teacher.max_abs_difference()
         return StepOutcome(attempts, record)
+
+    # ----- learning diagnostics (equations: ttsd.sdpo.diagnostics) ----------------------------
+    def note_teacher_gaps(self, attempts: list[Any], rows: list[int], teacher_logprobs: Any, student_logprobs: Any) -> None:
+        """Keep g_t = log π_T(y_t) − log π_S(y_t) on each failed attempt of `rows`: row r of
+        `teacher_logprobs` and `student_logprobs` (padded (B, L) tensors, or lists of per-token
+        lists) scores attempts[rows[r]], before any update on it. The loop aggregates and saves them."""
+        from ttsd.sdpo.diagnostics import token_gaps
+
+        def floats(values: Any, length: int) -> list[float]:
+            values = values[:length]
+            return values.detach().float().tolist() if hasattr(values, "detach") else [float(v) for v in values]
+
+        for row, index in enumerate(rows):
+            attempt = attempts[index]
+            if attempt.judgement.passed or attempt.teacher_gaps is not None:
+                continue
+            length = len(attempt.token_ids)
+            attempt.teacher_gaps = token_gaps(floats(teacher_logprobs[row], length), floats(student_logprobs[row], length))
+
+    def updates_made(self) -> int:
+        """Optimizer updates so far (AdamW counts them per parameter; restored on --resume)."""
+        return max((int(state["step"]) for state in self.optimizer.state.values() if "step" in state), default=0)
+
+    def discovery_likelihood(self, attempts: list[Any]) -> Any:
+        """ℓ(θ_0) and ℓ(θ_d) of the batch's first passing attempt under the student prompt, or None.
+
+        Called before the batch trains anything, so the current adapter is θ_d, the weights that
+        sampled it; the adapter disabled is θ_0 (LoRA's B starts at 0)."""
+        from ttsd.engine.scorer import score_tokens
+        from ttsd.sdpo.diagnostics import discovery_likelihood
+
+        passing = next((a for a in attempts if a.judgement.passed and a.token_ids), None)
+        if passing is None:
+            return None
+        options = dict(temperature=self.config.temperature, top_k=0, grad=False)
+        length = len(passing.token_ids)
+        found = score_tokens(self.policy.model, [self.prompt_ids], [passing.token_ids], **options)
+        with self.policy.base_weights() as model:
+            initial = score_tokens(model, [self.prompt_ids], [passing.token_ids], **options)
+        return discovery_likelihood(
+            initial.response_logprobs[0, :length].tolist(), found.response_logprobs[0, :length].tolist(), self.updates_made()
+        )

@@ -9,7 +9,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ProblemKind = Literal["stdin", "functional", "assert"]
+ProblemKind = Literal["stdin", "functional", "assert", "evalplus"]
+# How an `evalplus` problem compares a returned value with the expected one (EvalPlus's oracles):
+# equal (==, or within atol for floats), set (as sets: the order is free), not_none (the expected
+# bool says whether the result must be non-None), any (any value the function returns passes).
+OutputMatch = Literal["equal", "set", "not_none", "any"]
 
 
 class TestCase(BaseModel):
@@ -20,6 +24,9 @@ class TestCase(BaseModel):
     assert: `input` is Python test code defining `check(candidate)` (HumanEval style); the judge runs
     it after the program, in the same namespace, and calls `check(<entry_point>)`; a failing `assert`
     fails the test. `output` is unused ("").
+    evalplus: `input` is one JSON array, the arguments, and `output` the expected return value, both
+    in the judge's value encoding (tuples, sets, dicts and complex numbers tagged, see
+    `ttsd.judge_harness.encode_value`); `also_accepted` lists other return values that pass.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -27,6 +34,7 @@ class TestCase(BaseModel):
 
     input: str
     output: str = ""
+    also_accepted: list[str] | None = None
 
 
 class ProblemIssue(BaseModel):
@@ -52,6 +60,9 @@ class Problem(BaseModel):
     difficulty: str | None = None
     source: str | None = None
     contest_date: datetime | None = Field(default=None, description="when the problem was first published (LCB)")
+    # None (left out of the file) for every other kind
+    atol: float | None = Field(default=None, ge=0, description="evalplus: absolute tolerance for float results (unset or 0: 1e-6 when the expected value is a float or a list of floats, as EvalPlus)")
+    output_match: OutputMatch | None = Field(default=None, description="evalplus: how a returned value is compared with the expected one (unset: equal)")
 
     @property
     def all_tests(self) -> list[TestCase]:
@@ -61,7 +72,7 @@ class Problem(BaseModel):
     def semantic_issues(self) -> list[ProblemIssue]:
         """What makes a well-typed problem unjudgeable: checked on every construction."""
         issues: list[ProblemIssue] = []
-        if self.kind in ("functional", "assert"):
+        if self.kind in ("functional", "assert", "evalplus"):
             if not self.entry_point:
                 issues.append(ProblemIssue(field="entry_point", message=f"required when kind is '{self.kind}'"))
             elif not self.entry_point.isidentifier():
@@ -76,6 +87,12 @@ class Problem(BaseModel):
             for group in ("tests", "hidden_tests"):
                 for index, test in enumerate(getattr(self, group)):
                     issues.extend(_assert_test_issues(f"{group}[{index}]", test))
+        if self.kind == "evalplus":
+            for group in ("tests", "hidden_tests"):
+                for index, test in enumerate(getattr(self, group)):
+                    issues.extend(_evalplus_test_issues(f"{group}[{index}]", test))
+        elif self.atol is not None or self.output_match is not None or any(t.also_accepted is not None for t in self.all_tests):
+            issues.append(ProblemIssue(field="kind", message="atol, output_match and also_accepted apply only to kind 'evalplus'"))
         return issues
 
     @model_validator(mode="after")
@@ -113,3 +130,19 @@ def _assert_test_issues(where: str, test: TestCase) -> list[ProblemIssue]:
     if not defines_check:
         return [ProblemIssue(field=f"{where}.input", message="the test code must define check(candidate)")]
     return []
+
+
+def _evalplus_test_issues(where: str, test: TestCase) -> list[ProblemIssue]:
+    """An evalplus test's input is one JSON array (the arguments); its outputs are JSON values."""
+    issues = []
+    try:
+        if not isinstance(json.loads(test.input), list):
+            issues.append(ProblemIssue(field=f"{where}.input", message="must be a JSON array of the arguments"))
+    except ValueError as error:
+        issues.append(ProblemIssue(field=f"{where}.input", message=f"not one JSON value ({error})"))
+    for name, text in [("output", test.output), *((f"also_accepted[{i}]", t) for i, t in enumerate(test.also_accepted or []))]:
+        try:
+            json.loads(text)
+        except ValueError as error:
+            issues.append(ProblemIssue(field=f"{where}.{name}", message=f"not one JSON value ({error})"))
+    return issues

@@ -5,7 +5,8 @@ size-capped tmpfs /work, /tmp and /dev/shm, uid 65534, every capability dropped,
 no-new-privileges, no log driver, labelled `ttsd.sandbox` with its owner (host, pid, start time).
 
 Inside, `sandbox/runner.py` is pid 1: it reads one JSON job per line on its stdin (the attach
-stream), runs the program under rlimits with a wall-clock kill and an output cap, kills whatever
+stream), runs the program under rlimits with a wall-clock kill and an output cap (the same
+supervisor as the local sandbox, `ttsd/sandbox/supervisor.py`, copied into the image), kills whatever
 the program left behind, wipes /work, /tmp and /dev/shm, and answers one JSON line. The host keeps
 its own deadline (the time limit plus a margin): when the runner does not answer by then the
 container is killed with `docker kill` (killing a client never stops a container).
@@ -34,7 +35,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from ttsd.sandbox.base import ExecResult, Job, SandboxUnavailable
-from ttsd.sandbox.local import _is_memory_failure, _safe_relative
+from ttsd.sandbox.supervisor import is_memory_failure, safe_relative
 
 LABEL = "ttsd.sandbox"
 OWNER_LABEL = "ttsd.sandbox.owner"
@@ -344,7 +345,7 @@ class DockerSandbox:
 
     def run(self, job: Job) -> ExecResult:
         start = time.monotonic()
-        files = {_safe_relative(name): content for name, content in job.files.items()}
+        files = {safe_relative(name): content for name, content in job.files.items()}
         memory_mb = job.memory_limit_mb + MEMORY_HEADROOM_MB
         request = json.dumps({
             "files": files,
@@ -391,7 +392,7 @@ class DockerSandbox:
         leftovers = data.pop("leftovers", False)
         oom_kills = data.pop("oom_kills", 0)  # by the container's memory cgroup during this job
         result = ExecResult(**data)
-        result.memory_exceeded = oom_kills > 0 or _is_memory_failure(result.stderr)
+        result.memory_exceeded = oom_kills > 0 or is_memory_failure(result.stderr)
         result.wall_s = wall
         clean = result.exit_code == 0 and not (result.timed_out or result.output_truncated or leftovers)
         return result, clean and not result.memory_exceeded

@@ -2,11 +2,12 @@
 
     mmdebstrap --variant=extract --include=python3 bookworm rootfs.tar   (Debian's mirrors only)
     + sandbox/runner.py at /opt/ttsd/runner.py
+    + ttsd/sandbox/supervisor.py at /opt/ttsd/supervisor.py (the runner loads it by path)
     → docker import (USER, WORKDIR, CMD from sandbox/image.json)
-    → tagged ttsd-sandbox:<hash of the files in sandbox/>
+    → tagged ttsd-sandbox:<hash of the files in sandbox/ and of supervisor.py>
 
-The tag changes whenever a file in `sandbox/` changes, so a stale image is never used and
-`build(if_missing=True)` is instant when the current one exists.
+The tag changes whenever a file in `sandbox/` or the supervisor changes, so a stale image is never
+used and `build(if_missing=True)` is instant when the current one exists.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from ttsd.sandbox.base import SandboxUnavailable
 
 REPOSITORY = "ttsd-sandbox"
 RUNNER_PATH = "/opt/ttsd/runner.py"
-RECIPE_VERSION = "2"  # bump when `build` changes what goes into the image
+SUPERVISOR_PATH = "/opt/ttsd/supervisor.py"
+SUPERVISOR_SOURCE = Path(__file__).resolve().with_name("supervisor.py")
+RECIPE_VERSION = "3"  # bump when `build` changes what goes into the image
 
 
 class ImageSpec(BaseModel):
@@ -51,12 +54,14 @@ def sandbox_dir() -> Path:
 
 
 def image_tag(directory: Path | None = None) -> str:
-    """`ttsd-sandbox:<12 hex digits>`, a hash of every file's name and content in `sandbox/`."""
+    """`ttsd-sandbox:<12 hex digits>`, a hash of every file's name and content in `sandbox/`, and of
+    the supervisor the image carries beside the runner."""
     directory = directory or sandbox_dir()
     digest = hashlib.sha256(f"recipe {RECIPE_VERSION}\0".encode())
     for path in sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         digest.update(str(path.relative_to(directory)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
+    digest.update(SUPERVISOR_PATH.encode() + b"\0" + SUPERVISOR_SOURCE.read_bytes() + b"\0")
     return f"{REPOSITORY}:{digest.hexdigest()[:12]}"
 
 
@@ -104,12 +109,13 @@ def build(client, if_missing: bool = False, log=print) -> tuple[str, bool]:
             # the tmpfs `mode=` option then): both must be writable for the sandbox uid.
             for name in ("work", "tmp"):
                 _add_dir(tar, name, mode=0o1777)
-            info = tar.gettarinfo(str(directory / "runner.py"), arcname=RUNNER_PATH.lstrip("/"))
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            info.mode = 0o644
-            with open(directory / "runner.py", "rb") as f:
-                tar.addfile(info, f)
+            for source, destination in ((directory / "runner.py", RUNNER_PATH), (SUPERVISOR_SOURCE, SUPERVISOR_PATH)):
+                info = tar.gettarinfo(str(source), arcname=destination.lstrip("/"))
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mode = 0o644
+                with open(source, "rb") as f:
+                    tar.addfile(info, f)
         log(f"rootfs ready in {time.monotonic() - start:.1f}s; docker import as {tag}…")
         changes = [
             f"USER {spec.user}",

@@ -27,14 +27,13 @@ and the dedicated uid only, and says loudly what is then not isolated.
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
-import selectors
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,14 +41,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ttsd.sandbox.base import ExecResult, Job, SandboxUnavailable
+from ttsd.sandbox.supervisor import collect_output, is_memory_failure, memfd, rlimits, safe_relative
 
 WORK_DIR = "/work"  # the program's current directory inside the sandbox
 SANDBOX_UID = 1000  # the uid the program sees inside its user namespace
 DEFAULT_UID_BASE = 1_650_000_000  # far above any uid a distribution hands out
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-# Text in stderr that means the program ran out of (address) space.
-_MEMORY_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 
 _FALLBACK_WARNING = (
     "WARNING: ttsd local sandbox is running WITHOUT bubblewrap ({reason}). Untrusted programs are "
@@ -112,33 +109,6 @@ _uid_pools_lock = threading.Lock()
 def _uid_pool(base: int) -> _UidPool:
     with _uid_pools_lock:
         return _uid_pools.setdefault(base, _UidPool(base))
-
-
-def _memfd(name: str, data: bytes) -> int:
-    """An anonymous in-memory file holding `data`, positioned at its start (close-on-exec)."""
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.lseek(fd, 0, os.SEEK_SET)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _is_memory_failure(stderr: str) -> bool:
-    tail = stderr[-4000:]
-    return any(marker in tail for marker in _MEMORY_MARKERS)
-
-
-def _safe_relative(name: str) -> str:
-    """A job file name as a path inside the work dir; refuses absolute paths and `..`."""
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if not parts or ".." in parts or name.startswith("/"):
-        raise ValueError(f"job file name {name!r} must be a relative path inside the work dir")
-    return "/".join(parts)
 
 
 class LocalSandbox:
@@ -208,17 +178,9 @@ class LocalSandbox:
         return [self.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
 
     def _rlimit_argv(self, job: Job) -> list[str]:
-        cpu = math.ceil(job.time_limit_s) + 1  # the wall clock should fire first; this is a backstop
-        return [
-            self.prlimit,
-            f"--cpu={cpu}:{cpu + 1}",
-            f"--as={job.memory_limit_mb << 20}",
-            f"--nproc={self.max_processes}",
-            f"--fsize={self.file_size_limit_mb << 20}",
-            f"--nofile={self.max_open_files}",
-            "--core=0",
-            "--",
-        ]
+        limits = rlimits(job.time_limit_s, job.memory_limit_mb, self.file_size_limit_mb, self.max_open_files,
+                         max_processes=self.max_processes)
+        return [self.prlimit, *(f"--{name}={soft}:{hard}" for name, (soft, hard) in limits.items()), "--"]
 
     def _bwrap_argv(self, job: Job, file_fds: dict[str, int]) -> list[str]:
         tmpfs_bytes = str(self.disk_limit_mb << 20)
@@ -283,15 +245,15 @@ class LocalSandbox:
 
     def _run_as(self, job: Job, isolation: str, uid: int | None) -> ExecResult:
         start = time.monotonic()
-        files = {_safe_relative(name): content.encode() for name, content in job.files.items()}
+        files = {safe_relative(name): content.encode() for name, content in job.files.items()}
         fds: list[int] = []
         host_dir: str | None = None
         try:
-            stdin_fd = _memfd("stdin", job.stdin.encode())
+            stdin_fd = memfd("stdin", job.stdin.encode())
             fds.append(stdin_fd)
             popen_kwargs: dict = {}
             if isolation == "bwrap":
-                file_fds = {rel: _memfd("file", data) for rel, data in files.items()}
+                file_fds = {rel: memfd("file", data) for rel, data in files.items()}
                 fds.extend(file_fds.values())
                 argv = self._bwrap_argv(job, file_fds) + self._rlimit_argv(job) + job.argv
                 popen_kwargs.update(pass_fds=tuple(file_fds.values()), cwd="/")
@@ -344,76 +306,21 @@ class LocalSandbox:
                 _remove_host_dir(host_dir, uid)
 
     def _supervise(self, proc: subprocess.Popen, job: Job, start: float, isolation: str) -> ExecResult:
-        """Collect output until the program ends, the wall clock runs out or the output overflows.
-
-        The process is watched through a pidfd (readable once it has exited, without reaping it),
-        so the end is seen at once rather than by polling.
-        """
-        limit = job.output_limit_bytes
-        deadline = start + job.time_limit_s
-        buffers = {proc.stdout: bytearray(), proc.stderr: bytearray()}
-        timed_out = truncated = False
-        exited_at: float | None = None
+        """Collect output until the program ends, the wall clock runs out or the output overflows."""
         # Without a pid namespace an escaped daemon may hold the pipes open: once the program has
-        # exited, its output gets this long to drain.
-        drain_s = 0.2 if isolation != "bwrap" else float("inf")
-        pidfd = _pidfd_open(proc.pid)
-        with selectors.DefaultSelector() as sel:
-            for stream in buffers:
-                os.set_blocking(stream.fileno(), False)
-                sel.register(stream, selectors.EVENT_READ)
-            if pidfd is not None:
-                sel.register(pidfd, selectors.EVENT_READ, data="exited")
-            open_streams = len(buffers)
-            while not truncated:
-                now = time.monotonic()
-                if exited_at is None and pidfd is None and _has_exited(proc):
-                    exited_at = now
-                if exited_at is not None and (open_streams == 0 or now - exited_at > drain_s):
-                    break
-                if now >= deadline:
-                    timed_out = True
-                    break
-                wait = deadline - now
-                if exited_at is not None:
-                    wait = min(wait, exited_at + drain_s - now)
-                if pidfd is None:
-                    wait = min(wait, 0.01)
-                for key, _ in sel.select(timeout=max(wait, 0.0005)):
-                    if key.data == "exited":
-                        exited_at = time.monotonic()
-                        sel.unregister(pidfd)
-                        continue
-                    try:
-                        chunk = os.read(key.fd, 1 << 16)
-                    except BlockingIOError:
-                        continue
-                    if not chunk:
-                        sel.unregister(key.fileobj)
-                        open_streams -= 1
-                        continue
-                    buf = buffers[key.fileobj]
-                    buf += chunk
-                    if len(buf) > limit:
-                        truncated = True
-        if pidfd is not None:
-            os.close(pidfd)
+        # exited, its output gets this long to drain. With one, the pipes close when it ends.
+        drain_s = 0.2 if isolation != "bwrap" else math.inf
+        collected = collect_output(proc, start + job.time_limit_s, job.output_limit_bytes, drain_s=drain_s)
         # Kill while the leader is a zombie at most, so its pid cannot be reused as a group id.
         _kill_group(proc)
         exit_status = proc.wait()
-        for stream in buffers:
+        for stream in (proc.stdout, proc.stderr):
             stream.close()
-        stdout = bytes(buffers[proc.stdout][:limit]).decode("utf-8", errors="replace")
-        stderr = bytes(buffers[proc.stderr][:limit]).decode("utf-8", errors="replace")
-        exit_code = None if (timed_out or truncated) else _program_exit_code(exit_status, isolation)
-        cpu_killed = exit_code in (-signal.SIGXCPU, -signal.SIGKILL) and isolation == "bwrap"
+        fields = collected.result(_program_exit_code(exit_status, isolation))
+        cpu_killed = fields["exit_code"] in (-signal.SIGXCPU, -signal.SIGKILL) and isolation == "bwrap"
         return ExecResult(
-            stdout=stdout,
-            stderr=stderr,
-            exit_code=exit_code,
-            timed_out=timed_out or exit_code == -signal.SIGXCPU,
-            memory_exceeded=_is_memory_failure(stderr) and not cpu_killed,
-            output_truncated=truncated,
+            **fields,
+            memory_exceeded=is_memory_failure(fields["stderr"]) and not cpu_killed,
             wall_s=time.monotonic() - start,
         )
 
@@ -431,21 +338,6 @@ def _program_exit_code(status: int, isolation: str) -> int:
     if isolation == "bwrap" and 128 < status <= 128 + 64:
         return -(status - 128)
     return status
-
-
-def _pidfd_open(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (OSError, AttributeError):  # kernels before 5.3: poll instead
-        return None
-
-
-def _has_exited(proc: subprocess.Popen) -> bool:
-    """Whether the process has exited, without reaping it (its pid stays reserved)."""
-    try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -500,5 +392,7 @@ def _remove_host_dir(host_dir: str, uid: int | None) -> None:
 
 
 def _warn_fallback(reason: str, as_root: bool) -> None:
+    # Logger "ttsd...": a solve shows it on the terminal beside the live table (ttsd.logs); with no
+    # logging set up, Python's last-resort handler prints it to stderr.
     uid_note = " and a dedicated uid" if as_root else " (and NOT a dedicated uid: ttsd is not root)"
-    print(_FALLBACK_WARNING.format(reason=reason, uid_note=uid_note), file=sys.stderr, flush=True)
+    logging.getLogger(__name__).warning(_FALLBACK_WARNING.format(reason=reason, uid_note=uid_note).removeprefix("WARNING: "))

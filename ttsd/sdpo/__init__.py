@@ -1,4 +1,4 @@
-"""SDPO: the self-distillation loss, the self-teacher, the learning step, and the prompts.
+"""SDPO: the self-distillation loss, the self-teacher, the learning step, and the teacher's prompts.
 
 - `ttsd.sdpo.loss`: `sdpo_loss` (logit level, student's top-K + tail bucket; reverse KL, forward KL
   or JSD_α), `token_level_loss` (sampled-token estimator), `importance_weights`, `LossStats`.
@@ -7,8 +7,10 @@
 - `ttsd.sdpo.learn`: `learn_from_batch(policy, teacher, optimizer, batch, settings) -> LearnResult`,
   the step `Sdpo.run_step` runs and benchmarks measure (backward per micro-batch, exact).
 - `ttsd.sdpo.memory`: the expected peak memory of that step.
-- `ttsd.sdpo.prompts`: `PromptTemplates` (the paper's wording, editable), `student_messages`,
-  `teacher_messages`, `teacher_contexts`, the multi-turn builders and `fit_*` token-limit helpers.
+- `ttsd.sdpo.diagnostics`: what the loop records about learning (teacher − student gaps, the
+  discovery's likelihood).
+- `ttsd.sdpo.prompts`: `teacher_messages`, `teacher_contexts`, `peer_solution` (the wording and the
+  student's prompt are `ttsd.prompts`, shared with the baselines).
 
 One step of the loop, top to bottom (`ttsd.sdpo.learn` has it with micro-batches):
 
@@ -19,8 +21,7 @@ One step of the loop, top to bottom (`ttsd.sdpo.learn` has it with micro-batches
                             divergence="reverse_kl", weights=None)
     loss.backward(); clip; optimizer.step(); teacher.update()
 
-Names are imported lazily so that importing the prompts (e.g. by the CLI's config) does not import
-torch.
+Names are imported lazily so that importing the prompts does not import torch.
 """
 
 from __future__ import annotations
@@ -32,17 +33,7 @@ _EXPORTS = {
     "loss": ["LossStats", "sdpo_loss", "token_level_loss", "importance_weights", "with_tail", "DIVERGENCES"],
     "teacher": ["EmaTeacher", "FrozenTeacher", "TrustRegionTeacher", "make_teacher", "ema_update"],
     "learn": ["LearnSettings", "LearningBatch", "LearnResult", "learn_from_batch"],
-    "prompts": [
-        "PromptTemplates",
-        "student_messages",
-        "teacher_messages",
-        "teacher_contexts",
-        "multi_turn_messages",
-        "chat_turn_messages",
-        "fit_multi_turn_messages",
-        "fit_chat_turn_messages",
-        "strip_thinking",
-    ],
+    "prompts": ["teacher_messages", "teacher_contexts", "peer_solution"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -1,0 +1,153 @@
+"""`ttsd splits calibrate`: measure a pool of problems for a model and write its split files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ttsd.cli.app import app, fail
+
+splits_app = typer.Typer(
+    help="Named problem splits by difficulty for a model (problems/splits/*.json).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.add_typer(splits_app, name="splits")
+
+
+def _stage_list(screen: str, samples: int) -> list[int]:
+    try:
+        stages = [int(part) for part in screen.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--screen must be comma-separated sample counts, got {screen!r}")
+    stages = [n for n in stages if n != 0] + [samples]
+    if any(n < 1 for n in stages) or any(b <= a for a, b in zip(stages, stages[1:])):
+        fail(f"--screen sample counts must be positive, increasing and below --samples {samples}, got {screen!r}")
+    return stages
+
+
+def _load_pool(dirs: list[Path]):
+    """(problems, one SplitSource-ready (folder, import note) per folder) from problem folders or files."""
+    from ttsd.problems import ProblemFileError, ProblemFilesError, load_problem, load_problems
+    from ttsd.problems.importers import read_import_note
+
+    problems, folders, seen = [], [], {}
+    for path in dirs:
+        try:
+            loaded = load_problems(path) if path.is_dir() else [load_problem(path)]
+        except (ProblemFileError, ProblemFilesError, FileNotFoundError) as error:
+            fail(str(error))
+        if not loaded:
+            fail(f"no problem files in {path}")
+        folder = path if path.is_dir() else path.parent
+        for problem in loaded:
+            if problem.id in seen:
+                fail(f"problem id {problem.id!r} is in both {seen[problem.id]} and {folder}; ids must be unique across the pool")
+            seen[problem.id] = folder
+        problems += loaded
+        folders.append((folder, read_import_note(folder)))
+    return problems, folders
+
+
+@splits_app.command("calibrate")
+def calibrate(
+    problem_dirs: Annotated[list[Path], typer.Argument(help="Problem folders (or files) that make the pool, e.g. problems/pool/humaneval problems/pool/mbpp_plus.", show_default=False)],
+    model: Annotated[str, typer.Option(help="Model alias, folder or hub id to calibrate against.")] = "smollm2-135m-instruct",
+    samples: Annotated[int, typer.Option(min=1, help="Samples of a problem that is not decided early (n in rate = passes / n; the paper uses 64).")] = 64,
+    screen: Annotated[str, typer.Option(help="Screening stages before --samples, comma-separated cumulative sample counts ('' or 0: none). After each stage a problem with enough passes to rule out very_hard (2 of 64 at the default thresholds) stops; only problems with 0 or 1 passes get more samples.")] = "16",
+    max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per sample (a longer answer is judged 'truncated', a failure). Use the same value as the runs on these splits.")] = 1024,
+    problems_per_call: Annotated[int, typer.Option(min=1, help="Problems sampled together in one sampler call: a small model decodes many more tokens per second in a bigger batch (the batch is this × the stage's samples).")] = 4,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the split files <prefix>hard.json and <prefix>very_hard.json.")] = Path("problems/splits"),
+    prefix: Annotated[str, typer.Option(help="Prefix of the split names, e.g. 'pool-' writes pool-hard.json and pool-very_hard.json (so the bundled hard/very_hard are not overwritten).")] = "",
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Where progress is kept (calibration.json, progress.jsonl); rerunning with the same folder and options continues a stopped calibration. Default: results/calibration/<prefix>splits.")] = None,
+    hard_below: Annotated[float, typer.Option(min=0.0, max=1.0, help="hard: rate below this (the paper: 0.5).")] = 0.5,
+    very_hard_below: Annotated[float, typer.Option(min=0.0, max=1.0, help="very_hard: at least one pass and rate below this (the paper's threshold: 0.03, i.e. exactly 1 of 64).")] = 0.03,
+    backend: Annotated[str, typer.Option(help="Sampling backend: auto, vllm or hf.")] = "auto",
+    sandbox: Annotated[str, typer.Option(help="Sandbox the samples are judged in: local or docker.")] = "local",
+    judge_workers: Annotated[int, typer.Option(min=1, help="Samples judged at once.")] = 2,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the calibration (each sampler call's seed derives from it, the stage and its problems).")] = 0,
+    note: Annotated[str, typer.Option(help="A note stored in the split files.")] = "",
+) -> None:
+    """Estimate each problem's per-sample success rate for MODEL, screening in stages, and write
+    the splits `hard` (rate < 0.5) and `very_hard` (solved at least once, rate < 0.03) with every
+    problem's passes/samples. Resumable: a stopped run continues where it was."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from ttsd.calibration import CalibrationMismatch, CalibrationSettings, calibrate_pool
+    from ttsd.engine.models import ModelNotFound
+    from ttsd.engine.samplers import SamplerUnavailable, pick_backend
+    from ttsd.splits import Calibration, SplitSource, make_split_files, save_split
+
+    stages = _stage_list(screen, samples)
+    problems, folders = _load_pool(problem_dirs)
+    try:
+        chosen_backend = pick_backend(backend)  # type: ignore[arg-type]
+    except SamplerUnavailable as error:
+        fail(str(error))
+    try:
+        settings = CalibrationSettings(
+            model=str(Path(model).resolve()) if Path(model).exists() else model, backend=chosen_backend,
+            temperature=temperature, max_tokens=max_tokens, seed=seed, stages=stages, problems_per_call=problems_per_call,
+            thresholds={"hard": hard_below, "very_hard": very_hard_below},
+        )
+    except ValueError as error:
+        fail(f"bad calibration options: {error}")
+    run_dir = run_dir or Path("results") / "calibration" / f"{prefix}splits"
+    console = Console()
+    console.print(f"calibrating {len(problems)} problems for {escape(model)}: stages {stages}, {problems_per_call} problems per call → {run_dir}")
+    columns = [
+        TextColumn("stage {task.fields[stage]}"), BarColumn(), TextColumn("{task.completed:.0f}/≤{task.total:.0f} samples"),
+        TextColumn("{task.fields[decided]}/{task.fields[problems]} problems decided, {task.fields[passes]} passes"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+    ]
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("calibrate", total=len(problems) * samples, stage="1", decided=0, problems=len(problems), passes=0)
+
+            def show(state) -> None:
+                progress.update(
+                    task, completed=state.samples_drawn, total=state.samples_at_most, stage=f"{state.stage + 1}/{state.stages}",
+                    decided=state.decided, problems=state.problems, passes=state.passes,
+                )
+
+            rates = calibrate_pool(problems, settings, run_dir, sandbox=sandbox, judge_workers=judge_workers, on_progress=show)
+    except CalibrationMismatch as error:
+        fail(str(error))
+    except ModelNotFound as error:
+        fail(str(error))
+    calibration = Calibration(
+        model=model, samples=samples, thresholds=settings.thresholds, backend=chosen_backend, temperature=temperature,
+        max_tokens=max_tokens, stages=stages, note=note,
+    )
+    out_abs = out.resolve()
+    sources = [
+        SplitSource(dir=os.path.relpath(folder.resolve(), out_abs), import_command=imported.command(_shown_path(folder)) if imported else None)
+        for folder, imported in folders
+    ]
+    table = Table(title=f"splits for {escape(model)} (rates from up to {samples} samples per problem)")
+    for column in ("split", "rule", "problems", "file"):
+        table.add_column(column)
+    for split in make_split_files(rates, calibration, sources=sources, prefix=prefix):
+        path = save_split(split, out)
+        rule = split.name.removeprefix(prefix)
+        limit = calibration.thresholds[rule]
+        shown = ", ".join(split.problem_ids[:8]) + (f" … ({len(split.problem_ids)})" if len(split.problem_ids) > 8 else "")
+        table.add_row(split.name, f"rate < {limit:g}" + (", ≥ 1 pass" if rule == "very_hard" else ""), shown or "–", str(path))
+    console.print(table)
+    never = sum(1 for r in rates.values() if r.passed == 0)
+    console.print(f"{never} of {len(rates)} problems were never solved (in hard, not in very_hard)")
+
+
+def _shown_path(folder: Path) -> Path:
+    """A folder as the user would type it from here: relative when it is under the current folder."""
+    try:
+        return folder.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return folder.resolve()
