@@ -95,8 +95,9 @@ class Sdpo(Method):
         self.policy.save_adapter(self.run.discovery_adapter_dir)
 
     # ----- the step --------------------------------------------------------------------------
-    def learning_batch(self, attempts: list) -> LearningBatch | None:
-        """The attempts with a teacher context (feedback or a peer's solution) and tokens; None if none."""
+    def learning_batch(self, attempts: list) -> tuple[list[int], LearningBatch] | None:
+        """The attempts with a teacher context (feedback or a peer's solution) and tokens — their
+        indices and the batch they make — or None if there are none."""
         from ttsd.engine.chat import chat_prompt_ids
         from ttsd.sdpo.learn import LearningBatch
         from ttsd.sdpo.prompts import teacher_contexts
@@ -109,7 +110,7 @@ class Sdpo(Method):
         chosen = [i for i, m in enumerate(messages) if m is not None and attempts[i].token_ids]
         if not chosen:
             return None
-        return LearningBatch(
+        return chosen, LearningBatch(
             student_prompts=[self.prompt_ids] * len(chosen),
             teacher_contexts=[chat_prompt_ids(self.tokenizer, messages[i]) for i in chosen],
             responses=[attempts[i].token_ids for i in chosen],
@@ -124,9 +125,10 @@ class Sdpo(Method):
         record = StepRecord(step=step, attempts=0, time_sample_s=time_sample, time_judge_s=time_judge)
         if any(a.judgement.passed for a in attempts) and not self.config.continue_after_discovery:
             return StepOutcome(attempts, record)
-        batch = self.learning_batch(attempts)
-        if batch is None:
+        chosen = self.learning_batch(attempts)
+        if chosen is None:
             return StepOutcome(attempts, record)
+        rows, batch = chosen
 
         self.sampler.sleep()  # on a GPU the engine's memory goes to the trainer for this step
         try:
@@ -140,7 +142,7 @@ class Sdpo(Method):
         record.time_score_s, record.time_train_s = result.time_score_s, result.time_train_s
         record.loss, record.mean_kl, record.grad_norm = result.loss, result.mean_kl, result.grad_norm
         record.logprob_gap = result.logprob_gap
-        record.extra = {"attempts_with_signal": len(batch.responses), "tokens": result.num_tokens}
+        record.extra = {"attempts_with_signal": len(rows), "tokens": result.num_tokens}
         if isinstance(self.teacher, EmaTeacher):  # 0 would mean the teacher is just the student again
             record.extra["teacher_student_gap"] = self.teacher.max_abs_difference()
         return StepOutcome(attempts, record)
