@@ -129,3 +129,27 @@ def test_calibrate_cli_bad_input(tmp_path, examples_dir):
     assert screen.exit_code == 2 and "--screen sample counts must be positive, increasing" in screen.output
     twice = runner.invoke(app, ["splits", "calibrate", str(examples_dir), str(examples_dir)])
     assert twice.exit_code == 2 and "ids must be unique across the pool" in twice.output
+
+
+def test_a_vllm_calibration_keeps_the_terminal_to_its_progress_and_logs_the_engine(tiny_model_dir, examples_dir, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    vllm_info = re.compile(r"\) INFO \d\d-\d\d \d\d:\d\d:\d\d \[")  # "(MainProcess pid=1) INFO 12-01 03:18:18 [model.py:733]"
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "reverse-string.json").write_text((examples_dir / "reverse-string.json").read_text())
+    done = subprocess.run(
+        [sys.executable, "-m", "ttsd", "splits", "calibrate", str(pool), "--model", str(tiny_model_dir), "--samples", "2",
+         "--screen", "", "--max-tokens", "8", "--backend", "vllm", "--out", str(tmp_path / "splits"),
+         "--run-dir", str(tmp_path / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    terminal = done.stdout + done.stderr
+    log = (tmp_path / "run" / "calibration.log").read_text()
+    assert vllm_info.search(log)  # what the engine said is kept, timestamped
+    assert not vllm_info.search(terminal) and "1 of 1 problems were never solved" in terminal

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ttsd.cli.app import app, fail
+from ttsd.logs import quiet_terminal
 
 splits_app = typer.Typer(
     help="Named problem splits by difficulty for a model (problems/splits/*.json).",
@@ -18,6 +19,9 @@ splits_app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(splits_app, name="splits")
+
+
+CALIBRATION_LOG = "calibration.log"
 
 
 def _stage_list(screen: str, samples: int) -> list[int]:
@@ -73,6 +77,7 @@ def calibrate(
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the calibration (each sampler call's seed derives from it, the stage and its problems).")] = 0,
     note: Annotated[str, typer.Option(help="A note stored in the split files.")] = "",
+    verbose: Annotated[bool, typer.Option("--verbose", help="Also show the engines' logs on the terminal; they always go to RUN_DIR/calibration.log.")] = False,
 ) -> None:
     """Estimate each problem's per-sample success rate for MODEL, screening in stages, and write
     the splits `hard` (rate < 0.5) and `very_hard` (solved at least once, rate < 0.03) with every
@@ -100,28 +105,29 @@ def calibrate(
     except ValueError as error:
         fail(f"bad calibration options: {error}")
     run_dir = run_dir or Path("results") / "calibration" / f"{prefix}splits"
-    console = Console()
-    console.print(f"calibrating {len(problems)} problems for {escape(model)}: stages {stages}, {problems_per_call} problems per call → {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
     columns = [
         TextColumn("stage {task.fields[stage]}"), BarColumn(), TextColumn("{task.completed:.0f}/≤{task.total:.0f} samples"),
         TextColumn("{task.fields[decided]}/{task.fields[problems]} problems decided, {task.fields[passes]} passes"),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
     ]
+    # The engines' logs (vLLM's INFO lines, warnings) go to the log file, the terminal keeps the bar.
     try:
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("calibrate", total=len(problems) * samples, stage="1", decided=0, problems=len(problems), passes=0)
+        with quiet_terminal(run_dir / CALIBRATION_LOG, verbose, fd=1) as console:
+            console.print(f"calibrating {len(problems)} problems for {escape(model)}: stages {stages}, {problems_per_call} problems per call → {run_dir}")
+            with Progress(*columns, console=console, redirect_stdout=False, redirect_stderr=False) as progress:
+                task = progress.add_task("calibrate", total=len(problems) * samples, stage="1", decided=0, problems=len(problems), passes=0)
 
-            def show(state) -> None:
-                progress.update(
-                    task, completed=state.samples_drawn, total=state.samples_at_most, stage=f"{state.stage + 1}/{state.stages}",
-                    decided=state.decided, problems=state.problems, passes=state.passes,
-                )
+                def show(state) -> None:
+                    progress.update(
+                        task, completed=state.samples_drawn, total=state.samples_at_most, stage=f"{state.stage + 1}/{state.stages}",
+                        decided=state.decided, problems=state.problems, passes=state.passes,
+                    )
 
-            rates = calibrate_pool(problems, settings, run_dir, sandbox=sandbox, judge_workers=judge_workers, on_progress=show)
-    except CalibrationMismatch as error:
+                rates = calibrate_pool(problems, settings, run_dir, sandbox=sandbox, judge_workers=judge_workers, on_progress=show)
+    except (CalibrationMismatch, ModelNotFound) as error:  # reported outside: the terminal is whole again
         fail(str(error))
-    except ModelNotFound as error:
-        fail(str(error))
+    console = Console()
     calibration = Calibration(
         model=model, samples=samples, thresholds=settings.thresholds, backend=chosen_backend, temperature=temperature,
         max_tokens=max_tokens, stages=stages, note=note,
