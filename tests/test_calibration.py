@@ -88,6 +88,20 @@ def test_a_decided_problem_gets_no_more_samples(tiny_model_dir, examples_dir, tm
     assert (rates["sum-two-numbers"].samples, rates["sum-two-numbers"].passed) == (4, 0)
 
 
+def test_unsolved_stop_caps_what_a_never_solved_problem_costs(tiny_model_dir, examples_dir, tmp_path):
+    capped = CalibrationSettings(model="m", backend="hf", stages=[8, 64], unsolved_stop=8)
+    assert is_decided(0, 8, capped) and not is_decided(1, 8, capped)  # one pass: rarely, go on to 64
+    assert not is_decided(0, 8, CalibrationSettings(model="m", backend="hf", stages=[8, 64]))  # off by default
+    # a call holds about problems_per_call x stages[0] sequences in every stage
+    assert [capped.problems_per_call_at(stage) for stage in (0, 1)] == [4, 1]
+    assert CalibrationSettings(model="m", backend="hf", stages=[8, 16], problems_per_call=8).problems_per_call_at(1) == 8
+    problems = [load_problem(examples_dir / f"{pid}.json") for pid in PROBLEMS]
+    rates = calibrate_pool(problems, settings_for(tiny_model_dir, unsolved_stop=2), tmp_path)
+    # the random model passes nothing: every problem stops at 0/2 instead of going on to 4
+    assert {pid: (r.samples, r.passed) for pid, r in rates.items()} == {pid: (2, 0) for pid in PROBLEMS}
+    assert {stage for _, stage in read_progress(tmp_path)} == {0}
+
+
 def test_other_settings_are_refused(tiny_model_dir, examples_dir, tmp_path):
     problems = [load_problem(examples_dir / "reverse-string.json")]
     calibrate_pool(problems, settings_for(tiny_model_dir, stages=[2]), tmp_path)

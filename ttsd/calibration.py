@@ -11,6 +11,17 @@ rate after all n_max draws would be ≥ 2/64 > 0.03, and whether it is hard is r
 it has (rate < 0.5). Only problems with 0 or 1 passes go on to the next stage: a problem at 0/16 is
 undecided between "never solved" and "solved rarely", which is exactly what `very_hard` separates.
 
+Cost cap for weak models (`unsolved_stop = m`, off by default): a problem with no pass after m
+samples is decided as unsolved there, and recorded as 0/m. Most of a weak model's pool is never
+solved, and proving "never in 64" costs 64 samples each; with the cap those problems cost m, at
+the price that a problem solved once in 64 but missed by its first m draws is not found
+(probability (1 − r)^m for a problem of rate r: 0.88 at r = 1/64 and m = 8). Split files then
+hold 0/m for such problems, so the coverage is on record.
+
+Sampler calls hold about `problems_per_call × stages[0]` sequences in every stage: later stages
+draw more samples per problem and so take fewer problems per call (a call of too many sequences
+overflows vLLM's KV cache, which then preempts and recomputes).
+
 Resuming: `run_dir/calibration.json` holds the settings, `run_dir/progress.jsonl` one line per
 problem and stage, appended (and flushed) as each sampler call's problems are judged. A rerun with
 the same settings skips what the file holds; with other settings it is refused (CalibrationMismatch).
@@ -51,6 +62,7 @@ class CalibrationSettings(BaseModel):
     stages: list[int] = Field(default_factory=lambda: [16, 64], description="cumulative samples per problem after each stage")
     problems_per_call: int = Field(4, ge=1, description="problems sampled together in one sampler call")
     thresholds: dict[str, float] = Field(default_factory=lambda: dict(THRESHOLDS))
+    unsolved_stop: int | None = Field(None, ge=1, description="stop a problem with no pass after this many samples (None: never)")
 
     @field_validator("stages")
     @classmethod
@@ -68,6 +80,11 @@ class CalibrationSettings(BaseModel):
     def deciding_passes(self) -> int:
         """Passes that rule out very_hard (rate < threshold after all n_max samples)."""
         return max(1, math.ceil(self.thresholds["very_hard"] * self.samples))
+
+    def problems_per_call_at(self, stage: int) -> int:
+        """Problems in one call of `stage`: about problems_per_call × stages[0] sequences a call."""
+        drawn = self.stages[stage] - (self.stages[stage - 1] if stage else 0)
+        return max(1, self.problems_per_call * self.stages[0] // drawn)
 
 
 class StageResult(BaseModel):
@@ -100,8 +117,10 @@ class CalibrationProgress(BaseModel):
 
 
 def is_decided(passed: int, samples: int, settings: CalibrationSettings) -> bool:
-    """The screening rule: all n_max samples drawn, or enough passes to rule out very_hard."""
-    return samples >= settings.samples or passed >= settings.deciding_passes
+    """The screening rule: all n_max samples drawn, enough passes to rule out very_hard, or (with
+    the cost cap) no pass in `unsolved_stop` samples."""
+    gave_up = settings.unsolved_stop is not None and passed == 0 and samples >= settings.unsolved_stop
+    return samples >= settings.samples or passed >= settings.deciding_passes or gave_up
 
 
 def check_settings(run_dir: Path, settings: CalibrationSettings) -> None:
@@ -199,8 +218,9 @@ def calibrate_pool(
                 p for p in ordered
                 if (p.id, stage) not in results and not _decided_before(results, p.id, stage, settings)
             ]
-            for start in range(0, len(todo), settings.problems_per_call):
-                group = todo[start : start + settings.problems_per_call]
+            per_call = settings.problems_per_call_at(stage)
+            for start in range(0, len(todo), per_call):
+                group = todo[start : start + per_call]
                 engine = engine or _Engine(settings, sandbox, judge_workers)
                 new = engine.run(group, stage, target - drawn_before)
                 _append_progress(run_dir, new)

@@ -61,6 +61,7 @@ class Calibration(BaseModel):
     temperature: float = 1.0
     max_tokens: int = 0
     stages: list[int] = Field(default_factory=list, description="screening: cumulative samples after each stage (empty: all `samples` for every problem)")
+    unsolved_stop: int | None = Field(None, description="cost cap: a problem with no pass after this many samples stopped there (its rate is 0/that)")
     note: str = ""
 
 

@@ -65,7 +65,8 @@ def calibrate(
     samples: Annotated[int, typer.Option(min=1, help="Samples of a problem that is not decided early (n in rate = passes / n; the paper uses 64).")] = 64,
     screen: Annotated[str, typer.Option(help="Screening stages before --samples, comma-separated cumulative sample counts ('' or 0: none). After each stage a problem with enough passes to rule out very_hard (2 of 64 at the default thresholds) stops; only problems with 0 or 1 passes get more samples.")] = "16",
     max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per sample (a longer answer is judged 'truncated', a failure). Use the same value as the runs on these splits.")] = 1024,
-    problems_per_call: Annotated[int, typer.Option(min=1, help="Problems sampled together in one sampler call: a small model decodes many more tokens per second in a bigger batch (the batch is this × the stage's samples).")] = 4,
+    problems_per_call: Annotated[int, typer.Option(min=1, help="Problems sampled together in one call of the first stage: a small model decodes many more tokens per second in a bigger batch (a call holds about this × the first stage's samples; later stages take fewer problems per call).")] = 4,
+    unsolved_stop: Annotated[int | None, typer.Option(min=1, help="Cost cap for weak models: a problem with no pass after this many samples stops there (recorded as 0/N, so it cannot be very_hard). Off by default: every unsolved problem gets --samples.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the split files <prefix>hard.json and <prefix>very_hard.json.")] = Path("problems/splits"),
     prefix: Annotated[str, typer.Option(help="Prefix of the split names, e.g. 'pool-' writes pool-hard.json and pool-very_hard.json (so the bundled hard/very_hard are not overwritten).")] = "",
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Where progress is kept (calibration.json, progress.jsonl); rerunning with the same folder and options continues a stopped calibration. Default: results/calibration/<prefix>splits.")] = None,
@@ -100,6 +101,7 @@ def calibrate(
         settings = CalibrationSettings(
             model=str(Path(model).resolve()) if Path(model).exists() else model, backend=chosen_backend,
             temperature=temperature, max_tokens=max_tokens, seed=seed, stages=stages, problems_per_call=problems_per_call,
+            unsolved_stop=unsolved_stop,
             thresholds={"hard": hard_below, "very_hard": very_hard_below},
         )
     except ValueError as error:
@@ -130,7 +132,7 @@ def calibrate(
     console = Console()
     calibration = Calibration(
         model=model, samples=samples, thresholds=settings.thresholds, backend=chosen_backend, temperature=temperature,
-        max_tokens=max_tokens, stages=stages, note=note,
+        max_tokens=max_tokens, stages=stages, unsolved_stop=unsolved_stop, note=note,
     )
     out_abs = out.resolve()
     sources = [
