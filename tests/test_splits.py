@@ -63,6 +63,21 @@ def test_bundled_splits_are_well_formed():
         assert len(split_problems(split, path)) == len(split.problem_ids) > 0  # `ttsd bench --split very_hard` works
 
 
+def test_committed_pool_splits_agree_with_their_rates():
+    """The pool splits are committed without their problems: check what the files themselves claim."""
+    for name in ("hard", "very_hard"):
+        split, _ = find_split(f"pool-{name}")
+        calibration = split.calibration
+        assert calibration is not None and calibration.model == "smollm2-135m-instruct" and split.measured
+        assert len(split.rates) == 561  # 164 HumanEval + 397 MBPP+
+        assert split.problem_ids == sorted(pid for pid, r in split.rates.items() if in_split(name, r, calibration.thresholds[name]))
+        # the cost cap: a problem stopped unsolved has exactly unsolved_stop samples; others all 64
+        assert calibration.unsolved_stop == 8 and calibration.stages == [8, 64]
+        for rate in split.rates.values():
+            assert rate.samples == 64 or (rate.samples == 8 and (rate.passed == 0 or not in_split("very_hard", rate, calibration.thresholds["very_hard"])))
+        assert [s.dir for s in split.sources] == ["../pool/humaneval", "../pool/mbpp_plus"]
+
+
 def test_missing_pool_problems_name_the_import_command(tmp_path, examples_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)  # ./problems is searched too: keep a checkout's own pool out of it
     rates = {"humaneval-0": ProblemRate(samples=64, passed=1), "reverse-string": ProblemRate(samples=64, passed=1)}
