@@ -197,6 +197,22 @@ def test_bench_on_local_ray(tiny_model_dir, examples_dir, tmp_path):
     assert all(s.method == "best-of-k" and s.attempts_used >= 1 for s in summaries.values())
 
 
+def test_an_unfinished_summary_is_a_partial_run_not_a_result(tmp_path):
+    # run_method rewrites summary.json with finished=false after every step: a bench killed then
+    # must resume that run, and compare must not read it as a result
+    key = RunKey(problem_id="reverse-string", method="best-of-k", seed=0)
+    run_dir = run_dir_for(tmp_path, key)
+    run_dir.mkdir(parents=True)
+    (run_dir / "steps.jsonl").write_text("")
+    unfinished = fake_summary(key, None).model_copy(update={"finished": False, "attempts_used": 4, "budget": 8})
+    (run_dir / "summary.json").write_text(unfinished.model_dump_json())
+    assert run_state(run_dir) == "partial"
+    assert load_summaries(tmp_path) == {}
+    (run_dir / "summary.json").write_text(unfinished.model_copy(update={"finished": True}).model_dump_json())
+    assert run_state(run_dir) == "done"
+    assert set(load_summaries(tmp_path)) == {key}
+
+
 def test_a_run_directory_with_only_a_log_is_pending(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

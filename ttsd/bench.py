@@ -7,8 +7,9 @@
 Each run's engine logs go to its RUN_DIR/run.log (`execute` captures them, ttsd.logs), whichever
 process runs it; with `verbose` they are passed on to the bench's output as well.
 
-A restarted bench skips runs whose summary.json exists and resumes the others that have a run
-directory (`solve(..., resume=True)`). Runs are independent, so they can go in parallel:
+A restarted bench skips finished runs (summary.json with `finished: true`; a run rewrites its
+summary with `finished: false` after every step, so the file alone says nothing) and resumes the
+others that have a run directory (`solve(..., resume=True)`). Runs are independent, so they can go in parallel:
 - `workers > 1`: a process pool on this machine (spawned processes: each loads its own model). On a
   machine with GPUs each worker process gets a card of its own (CUDA_VISIBLE_DEVICES), and more
   workers than cards is refused: every run holds a full model, a trainer and an engine;
@@ -33,7 +34,7 @@ from pydantic import BaseModel, Field
 
 from ttsd.logs import RUN_LOG
 from ttsd.problems import Problem
-from ttsd.runs import Summary
+from ttsd.runs import RunDir, Summary
 
 DEFAULT_METHODS = ("sdpo", "best-of-k", "multi-turn")
 MANIFEST = "bench.json"
@@ -80,7 +81,7 @@ def run_dir_for(bench_dir: Path, key: RunKey) -> Path:
 
 
 def run_state(run_dir: Path) -> RunState:
-    if (run_dir / "summary.json").is_file():
+    if RunDir(run_dir).is_finished():
         return "done"
     # a run.log alone is a run that failed before it began (a bad model, say): it starts afresh
     if run_dir.is_dir() and any(path.name != RUN_LOG for path in run_dir.iterdir()):
@@ -94,10 +95,14 @@ def load_manifest(bench_dir: Path) -> BenchManifest | None:
 
 
 def load_summaries(bench_dir: Path) -> dict[RunKey, Summary]:
-    """Every finished run under BENCH_DIR/runs (the key comes from the summary, not the path)."""
+    """Every finished run under BENCH_DIR/runs (the key comes from the summary, not the path).
+
+    A summary with `finished: false` is a run in progress or killed: not a result."""
     found: dict[RunKey, Summary] = {}
     for path in sorted((bench_dir / RUNS).glob("*/*/seed-*/summary.json")):
         summary = Summary.model_validate_json(path.read_text())
+        if not summary.finished:
+            continue
         found[RunKey(problem_id=summary.problem_id, method=summary.method, seed=summary.seed)] = summary
     return found
 
