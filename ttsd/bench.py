@@ -3,6 +3,7 @@
     BENCH_DIR/bench.json                                  BenchManifest (split, problems, methods, seeds, options)
     BENCH_DIR/runs/<problem_id>/<method>/seed-<s>/        a run directory (ttsd.runs), summary.json when finished
     BENCH_DIR/bench.log                                   what the bench printed outside its runs (`ttsd bench`)
+    BENCH_DIR/pool/<problem_id>/                         best-of-k pool: pool.json (PoolSummary) + attempts.jsonl
 
 Each run's engine logs go to its RUN_DIR/run.log (`execute` captures them, ttsd.logs), whichever
 process runs it; with `verbose` they are passed on to the bench's output as well.
@@ -34,11 +35,12 @@ from pydantic import BaseModel, Field
 
 from ttsd.logs import RUN_LOG
 from ttsd.problems import Problem
-from ttsd.runs import RunDir, Summary
+from ttsd.runs import PoolSummary, RunDir, Summary
 
 DEFAULT_METHODS = ("sdpo", "best-of-k", "multi-turn")
 MANIFEST = "bench.json"
 RUNS = "runs"
+POOL = "pool"  # BENCH_DIR/pool/<problem_id>/{pool.json, attempts.jsonl}: best-of-k from i.i.d. attempts
 
 RunState = Literal["done", "partial", "pending"]
 
@@ -105,6 +107,16 @@ def load_summaries(bench_dir: Path) -> dict[RunKey, Summary]:
             continue
         found[RunKey(problem_id=summary.problem_id, method=summary.method, seed=summary.seed)] = summary
     return found
+
+
+def load_pools(bench_dir: Path) -> dict[str, PoolSummary]:
+    """problem_id -> its best-of-k pool (finished or not: a pool's samples are i.i.d., so a partial
+    pool is a smaller valid sample; `PoolSummary.finished` says which)."""
+    return {
+        pool.problem_id: pool
+        for path in sorted((bench_dir / POOL).glob("*/pool.json"))
+        for pool in [PoolSummary.model_validate_json(path.read_text())]
+    }
 
 
 def plan_runs(

@@ -37,6 +37,18 @@ from pydantic import BaseModel, Field
 from ttsd.problems import Problem
 
 
+class AttemptCost(BaseModel):
+    """What one attempt cost: its share of its step's totals (divided evenly over the step's attempts).
+
+    Token counts are token-passes: a token run through a forward pass twice counts twice. The
+    compute axis of `ttsd compare` adds them up (ttsd.metrics documents the weights it uses)."""
+
+    wall_s: float = Field(ge=0, description="wall seconds of the step (sampling, judging, scoring, training, sync) / attempts")
+    sampled_tokens: int = Field(ge=0, description="tokens the sampler generated for this attempt")
+    scored_tokens: int = Field(0, ge=0, description="token forward passes outside sampling (self-teacher and student scoring), summed over passes")
+    trained_tokens: int = Field(0, ge=0, description="tokens that went through a backward pass")
+
+
 class AttemptRecord(BaseModel):
     k: int  # 1-based position in the run: attempts numbered in order within a batch
     step: int
@@ -52,6 +64,22 @@ class AttemptRecord(BaseModel):
         None, description="sdpo: token mean of log π_T − log π_S over this attempt (nats/token); None when no "
         "self-teacher scored it (a passing attempt, a discovery batch, a baseline)",
     )
+    cost: AttemptCost | None = None  # None in runs recorded before costs were kept
+
+
+class PoolSummary(BaseModel):
+    """best-of-k from a pool: N i.i.d. attempts of the base model on one problem, judged in full (no
+    stopping at a pass), from which `ttsd compare` estimates pass@k without bias.
+
+    Stored as BENCH_DIR/pool/<problem_id>/pool.json beside that pool's attempts.jsonl."""
+
+    problem_id: str
+    samples: int = Field(ge=0, description="attempts sampled and judged")
+    passes: int = Field(ge=0, description="attempts that passed every test")
+    target: int = Field(ge=0, description="the pool size asked for")
+    finished: bool = False  # samples == target
+    sampled_tokens: int = Field(0, ge=0)
+    wall_s: float = Field(0.0, ge=0)
 
 
 class DiscoveryLikelihood(BaseModel):
