@@ -105,7 +105,7 @@ class Judge:
             first = batch_runs[failure]
             load_error = first.error is not None and first.error.phase == "load" and problem.kind != "stdin"
             if hidden or first.verdict == Verdict.time_limit or load_error:
-                break
+                break  # a hidden failure decides; a time limit would cost each further test; a load error fails all alike
         return self._judgement(problem, code, runs, len(prepared), started, suite_limit)
 
     def close(self) -> None:
