@@ -38,7 +38,7 @@ def _stage_list(screen: str, samples: int) -> list[int]:
 def _load_pool(dirs: list[Path]):
     """(problems, one SplitSource-ready (folder, import note) per folder) from problem folders or files."""
     from ttsd.problems import ProblemFileError, ProblemFilesError, load_problem, load_problems
-    from ttsd.problems.importers import read_import_note
+    from ttsd.importers.common import read_import_note
 
     problems, folders, seen = [], [], {}
     for path in dirs:
