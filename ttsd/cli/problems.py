@@ -7,6 +7,7 @@ message and exits 2 on a bad file.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +57,23 @@ def load_problem_or_exit(id_or_file: str | Path, search_dirs: list[Path] | None 
         return find_problem(id_or_file, search_dirs)
     except ProblemFileError as error:
         fail(str(error))
+
+
+def collect_pytest_or_exit(judge, problem: Problem, source: str | Path) -> None:
+    """pytest problems: collect the test files in the judge's sandbox now, so that a file that does
+    not parse or imports something missing is reported at load (exit 2, naming the file and field)
+    rather than as the candidate's failure. Nothing for other kinds."""
+    if problem.kind != "pytest":
+        return
+    from ttsd.judge.pytest_suite import TEST_FILES, PytestCollectionError
+    from ttsd.problems.folders import is_problem_folder
+
+    try:
+        judge.prepare(problem)  # the judge keeps the collection for the attempts
+    except PytestCollectionError as error:
+        path = Path(source)
+        where = path / TEST_FILES[error.field] if is_problem_folder(path) else (path if path.exists() else Path(problem.id))
+        fail(str(ProblemFileError(where, [(error.field, error.message)])))
 
 
 def _search_dirs(extra: list[Path] | None) -> list[Path]:
@@ -302,3 +320,26 @@ def import_mbpp_plus_command(
         f"({report.visible_tests} visible, {report.hidden_tests} hidden tests; {len(report.skipped)} skipped)",
         soft_wrap=True,
     )
+
+
+class NewKind(str, Enum):
+    pytest = "pytest"
+
+
+@problems_app.command("new")
+def new_problem(
+    directory: Annotated[Path, typer.Argument(help="The problem folder to create (it must not hold the example's files yet).", show_default=False)],
+    kind: Annotated[NewKind, typer.Option(help="The kind of problem: pytest (a statement, a module to write and pytest files).")] = NewKind.pytest,
+) -> None:
+    """Scaffold a problem folder: problem.toml, statement.md, starter.py, test_visible.py,
+    test_hidden.py and example_solution.py, a worked example that `ttsd check DIR
+    DIR/example_solution.py` accepts. Edit the files into your own problem."""
+    from ttsd.problems.folders import EXAMPLE_SOLUTION, scaffold_folder
+
+    try:
+        written = scaffold_folder(directory)
+    except (FileExistsError, OSError) as error:
+        fail(str(error))
+    out = _stdout()
+    out.print(f"wrote a {kind.value} problem folder {escape(str(directory))}: {', '.join(p.name for p in written)}", soft_wrap=True)
+    out.print(f"check it with: ttsd check {escape(str(directory))} {escape(str(directory / EXAMPLE_SOLUTION))}", soft_wrap=True)

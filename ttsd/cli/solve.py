@@ -48,7 +48,7 @@ def _progress_printer(console: Any, budget: int, learns: bool):
 
 
 def solve_command(
-    problem: str = typer.Argument(None, help="problem file, or the id of a bundled example (e.g. sum-two-numbers)"),
+    problem: str = typer.Argument(None, help="problem file, problem folder (with problem.toml), or the id of a bundled example (e.g. sum-two-numbers)"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory [default: results/<problem>-<method>-s<seed>-<time>]"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory after its last completed step"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON config file (a run's config.json works); options override it"),
@@ -84,6 +84,7 @@ def solve_command(
         fail(str(error))
     except ProblemFileError as error:
         fail(str(error))
+    _check_pytest_files(loaded, problem if resume is None else resume, config.sandbox)
 
     from ttsd.engine.models import ModelNotFound
     from ttsd.engine.samplers import SamplerUnavailable
@@ -112,6 +113,27 @@ def solve_command(
     except (ModelNotFound, SamplerUnavailable, SandboxUnavailable, ConfigError) as error:
         fail(str(error))
     raise typer.Exit(EXIT_DISCOVERED if summary.discovered else EXIT_BUDGET_SPENT)
+
+
+def _check_pytest_files(loaded, source, sandbox_name: str) -> None:
+    """A pytest problem's test files must collect (in the sandbox) before any attempt: exit 2 if not."""
+    if loaded.kind != "pytest":
+        return
+    from ttsd.cli.problems import collect_pytest_or_exit
+    from ttsd.judge import Judge
+    from ttsd.sandbox import make_sandbox
+    from ttsd.sandbox.base import SandboxUnavailable
+
+    try:
+        box = make_sandbox(sandbox_name)
+    except SandboxUnavailable as error:
+        fail(str(error))
+    try:
+        collect_pytest_or_exit(Judge(box, max_workers=1), loaded, source)
+    except SandboxUnavailable as error:
+        fail(str(error))
+    finally:
+        box.close()
 
 
 app.command(name="solve")(with_config_options(solve_command, "solve"))

@@ -84,7 +84,7 @@ def collect(sandbox: Sandbox, problem: Problem) -> PytestCollection:
         if collected is None:
             raise PytestCollectionError(field, f"pytest could not collect {file_name}: {_why_no_report(result, nonce)}")
         if collected.get("errors"):
-            report = str(collected["errors"][0].get("report", "")).strip()
+            report = own_frames(str(collected["errors"][0].get("report", ""))).strip()
             raise PytestCollectionError(field, f"pytest could not collect {file_name}:\n{report}")
         if not collected.get("tests"):
             raise PytestCollectionError(field, f"pytest collects no test from {file_name}")
