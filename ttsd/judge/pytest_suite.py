@@ -76,7 +76,7 @@ def collect(sandbox: Sandbox, problem: Problem) -> PytestCollection:
         if source is None:
             ids[field] = []
             continue
-        job, nonce = _job(problem, field, None, time_limit_s=COLLECT_TIME_LIMIT_S, per_test_limit_s=0,
+        job, nonce = pytest_job(problem, field, None, time_limit_s=COLLECT_TIME_LIMIT_S, per_test_limit_s=0,
                           output_limit_bytes=1 << 20, collect_only=True)
         result = sandbox.run(job)
         reports = _reports(result.stdout, nonce)
@@ -106,13 +106,13 @@ def run_batch(
     `time_limit_s` for all of it, each test with the problem's per-test limit."""
     field = "hidden_test_file" if items[0].hidden else "test_file"
     per_test = min(problem.time_limit_s, time_limit_s)
-    job, nonce = _job(problem, field, code, time_limit_s=time_limit_s, per_test_limit_s=per_test,
+    job, nonce = pytest_job(problem, field, code, time_limit_s=time_limit_s, per_test_limit_s=per_test,
                       output_limit_bytes=output_limit_bytes, collect_only=False)
     result = sandbox.run(job)
     return classify_tests(problem, items, result, nonce, per_test_limit_s=per_test)
 
 
-def _job(
+def pytest_job(
     problem: Problem, field: str, code: str | None, *, time_limit_s: float, per_test_limit_s: float,
     output_limit_bytes: int, collect_only: bool,
 ) -> tuple[Job, str]:
