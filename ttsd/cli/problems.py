@@ -76,6 +76,12 @@ def collect_pytest_or_exit(judge, problem: Problem, source: str | Path) -> None:
         fail(str(ProblemFileError(where, [(error.field, error.message)])))
 
 
+def _tests_summary(problem: Problem) -> str:
+    if problem.kind == "pytest":
+        return "visible test file" + (" + hidden test file" if problem.hidden_test_file else "")
+    return f"{len(problem.tests)} visible + {len(problem.hidden_tests)} hidden tests"
+
+
 def _search_dirs(extra: list[Path] | None) -> list[Path]:
     return [*(extra or []), *default_search_dirs()]
 
@@ -121,7 +127,7 @@ def list_problems(
             escape(problem.id),
             problem.kind,
             escape(problem.difficulty or "-"),
-            f"{len(problem.tests)}/{len(problem.hidden_tests)}",
+            "files 1/1" if problem.hidden_test_file else "files 1/0" if problem.kind == "pytest" else f"{len(problem.tests)}/{len(problem.hidden_tests)}",
             escape(problem.title),
         )
     _stdout().print(table)
@@ -155,6 +161,11 @@ def show(
     out.print(Panel(Text(loaded.statement), title="statement", title_align="left"))
     if loaded.starter_code.strip():
         out.print(Panel(Syntax(loaded.starter_code, "python"), title="starter code", title_align="left"))
+    if loaded.kind == "pytest":
+        out.print(Panel(Syntax(_clip(loaded.test_file or "", max_lines=60, max_chars=6000), "python"),
+                        title=f"visible tests (test_visible.py, imports {loaded.module_name})", title_align="left"))
+        out.print("hidden tests: " + ("a test file (not shown)" if loaded.hidden_test_file else "none"))
+        return
     for index, test in enumerate(loaded.tests, start=1):
         body = Text()
         body.append("input\n", style="bold")
@@ -191,8 +202,7 @@ def validate(
             err.print(f"[bold red]bad[/] {escape(str(error))}", soft_wrap=True)
             continue
         out.print(
-            f"[green]ok[/]  {escape(str(file))}  ({escape(problem.id)}, {problem.kind}, "
-            f"{len(problem.tests)} visible + {len(problem.hidden_tests)} hidden tests)",
+            f"[green]ok[/]  {escape(str(file))}  ({escape(problem.id)}, {problem.kind}, {_tests_summary(problem)})",
             soft_wrap=True,
         )
     if bad:
