@@ -115,3 +115,13 @@ def test_the_bundled_pytest_example_accepts_its_solution_and_rejects_the_wrong_o
     wrong = runner.invoke(app, ["check", "count-vowels", str(EXAMPLES_DIR / "solutions" / "count-vowels.wrong.py"), "--json"])
     assert wrong.exit_code == 1
     assert "assert count_vowels(\"AEIOU\") == 5" in json.loads(wrong.stdout)["feedback"]
+
+
+def test_solve_reports_a_test_file_that_does_not_collect_before_loading_a_model(tmp_path):
+    folder = tmp_path / "p"
+    scaffold_folder(folder)
+    (folder / "test_visible.py").write_text("from solution import encode\nimport missing_helper_module\n\ndef test_x():\n    pass\n")
+    result = runner.invoke(app, ["solve", str(folder), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert f"{folder / 'test_visible.py'}: test_file: pytest could not collect" in result.output
+    assert not (tmp_path / "run").exists()

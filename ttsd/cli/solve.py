@@ -90,6 +90,7 @@ def solve_command(
     from ttsd.engine.samplers import SamplerUnavailable
     from ttsd.logs import RUN_LOG, quiet_terminal
     from ttsd.methods import solve
+    from ttsd.reporting import ReportingUnavailable
     from ttsd.sandbox.base import SandboxUnavailable
     from ttsd.sdpo.diagnostics import describe_discovery
 
@@ -110,7 +111,7 @@ def solve_command(
                     console.print(describe_discovery(summary.discovery_likelihood), highlight=False)
             else:
                 console.print(f"[yellow]budget spent[/]: {summary.attempts_used} attempts, best {summary.best_tests_passed}/{summary.tests_total} tests")
-    except (ModelNotFound, SamplerUnavailable, SandboxUnavailable, ConfigError) as error:
+    except (ModelNotFound, SamplerUnavailable, SandboxUnavailable, ConfigError, ReportingUnavailable) as error:
         fail(str(error))
     raise typer.Exit(EXIT_DISCOVERED if summary.discovered else EXIT_BUDGET_SPENT)
 
