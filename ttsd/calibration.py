@@ -43,6 +43,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from ttsd.engine.types import SamplingSettings
 from ttsd.problems import Problem
 from ttsd.splits import THRESHOLDS, ProblemRate
 
@@ -296,9 +297,8 @@ class _Engine:
         started = time.monotonic()
         prompts = [chat_prompt_ids(self.tokenizer, student_messages(problem)) for problem in problems]
         seed = call_seed(self.settings, stage, [p.id for p in problems])
-        batches = self.sampler.sample(
-            prompts, n=samples, temperature=self.settings.temperature, max_tokens=self.settings.max_tokens, seed=seed
-        )
+        settings = SamplingSettings(temperature=self.settings.temperature, max_tokens=self.settings.max_tokens, seed=seed)
+        batches = self.sampler.sample(prompts, n=samples, settings=settings)
         results = []
         for problem, batch in zip(problems, batches):
             verdicts = self.judge.judge_many(problem, [s.text for s in batch], [s.finish_reason for s in batch])

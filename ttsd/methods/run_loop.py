@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ttsd.config import SolveConfig
+from ttsd.engine.types import SamplingSettings
 from ttsd.judge import Judgement
 from ttsd.problems import Problem
 from ttsd.runs import AttemptRecord, RunDir, StepRecord, Summary
@@ -157,10 +158,10 @@ class Method:
         Returns the attempts and the seconds spent sampling and judging."""
         config = self.config
         t0 = time.monotonic()
-        samples = self.sampler.sample(
-            [prompt_ids], n=num_attempts, temperature=config.temperature, top_p=config.top_p,
-            max_tokens=config.max_tokens, seed=step_seed(config.seed, step),
-        )[0]
+        settings = SamplingSettings(
+            temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens, seed=step_seed(config.seed, step)
+        )
+        samples = self.sampler.sample([prompt_ids], n=num_attempts, settings=settings)[0]
         t1 = time.monotonic()
         attempts = self.judge_samples([prompt_ids] * len(samples), samples)
         return attempts, t1 - t0, time.monotonic() - t1
