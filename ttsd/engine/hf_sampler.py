@@ -231,6 +231,10 @@ class HFSampler:
             model.train(was_training)
 
     # ----- sampling ---------------------------------------------------------------------------
+    def concurrent_sequences(self, sequence_tokens: int) -> int:
+        """Rows decoded at once: `max_batch_size` (a call of more runs them in turn)."""
+        return self.max_batch_size
+
     def sample(
         self,
         prompts: list[list[int]],
