@@ -155,8 +155,9 @@ def _bench_command(
                 pool=pool, pool_batch=pool_batch,
             )
             live.update(board.render())
+        drawn = sum(o.pool is not None for o in result.outcomes)
         console.print(
-            f"{len(result.outcomes) - len(result.failed)} runs and pools done, {len(result.skipped)} already finished, "
+            f"{len(result.outcomes) - len(result.failed) - drawn} runs done, {drawn} pools drawn, {len(result.skipped)} already finished, "
             f"{len(result.failed)} failed → {out}  [dim](engine logs: each run's run.log)[/]"
         )
         for failure in result.failed:
