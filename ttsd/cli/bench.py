@@ -80,12 +80,15 @@ def _bench_command(
     workers: Annotated[int, typer.Option(min=1, help="Runs in parallel on this machine (separate processes, each loads the model).")] = 1,
     out: Annotated[Path, typer.Option("--out", help="The bench directory; rerunning with the same one skips finished runs and resumes unfinished ones.")] = Path("bench"),
     ray: Annotated[str | None, typer.Option("--ray", help="Submit each run as a Ray task to this cluster: an address, 'auto' (a running cluster) or 'local' (start one here). One GPU per run when the cluster has GPUs. --out must be on a filesystem every node sees at the same path.")] = None,
-    pool: Annotated[int | None, typer.Option("--pool", min=0, show_default=False, help=f"best-of-k from a pool: this many i.i.d. attempts per problem from the base model, all judged (no stop at a pass), with the runs' sampler and settings; resumable. 0: no pool (then best-of-k needs seeded runs). [default: {POOL_PER_BUDGET} × --budget, or what the bench directory recorded]")] = None,
-    pool_batch: Annotated[int | None, typer.Option("--pool-batch", min=1, show_default=False, help="Attempts per sampler call in a pool. [default: as many as the engine decodes at once, or what the bench directory recorded]")] = None,
+    pool: Annotated[int | None, typer.Option("--pool", min=0, show_default=False, help=escape(f"best-of-k from a pool: this many i.i.d. attempts per problem from the base model, all judged (no stop at a pass), with the runs' sampler and settings; resumable. 0: no pool (then best-of-k needs seeded runs). [default: {POOL_PER_BUDGET} × --budget, or what the bench directory recorded]"))] = None,
+    pool_batch: Annotated[int | None, typer.Option("--pool-batch", min=1, show_default=False, help=escape("Attempts per sampler call in a pool. [default: as many as the engine decodes at once, or what the bench directory recorded]"))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Also show the engines' logs on the terminal; they always go to each run's RUN_DIR/run.log (and BENCH_DIR/bench.log outside runs).")] = False,
     **values: Any,
 ) -> None:
-    """Run every problem × method × seed of a split into one bench directory, with a live table.
+    """Run every problem × method × seed of a split into one bench directory, with a live table,
+    and first each problem's best-of-k pool: --pool i.i.d. attempts from the base model, every one
+    judged, from which `ttsd compare` estimates best-of-k without the bias of runs that stop at a
+    pass (so best-of-k is left out of the default methods while there is a pool).
 
     The run settings are `ttsd solve`'s options but --method and --seed, which the bench sets per run.
     One not given is what the bench directory recorded when the bench started (a restarted bench

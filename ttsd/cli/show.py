@@ -111,7 +111,8 @@ def attempt_view(run: RunDir, k: int | None, scale: float) -> AttemptView:
         if attempt is None:
             fail(f"attempt {k} is not in {run.path}: it has attempts {attempts[0].k}..{attempts[-1].k}")
         reason = "--attempt"
-    method = run.config_data().get("config", {}).get("method", "sdpo")
+    config = run.config_data().get("config", {})
+    method = config.get("method", "sdpo")
     line = gaps.get(attempt.k)
     summary = run.summary()
     return AttemptView(
@@ -121,7 +122,7 @@ def attempt_view(run: RunDir, k: int | None, scale: float) -> AttemptView:
         chosen_because=reason,
         attempt=attempt,
         tokens=[TokenView(text=t, gap=g) for t, g in zip(line.tokens, line.gaps)] if line else None,
-        note=None if line else why_no_gaps(attempt, method, attempts, run.config_data().get("config", {}).get("budget")),
+        note=None if line else why_no_gaps(attempt, method, attempts, config.get("budget")),
         scale_nats=scale,
         discovery_likelihood=summary.discovery_likelihood if summary and summary.discovery_k == attempt.k else None,
     )
