@@ -62,3 +62,13 @@ def test_a_resumed_pool_draws_what_an_uninterrupted_pool_draws(tiny_model_dir, p
     # a pool at its target draws nothing more (no model is loaded): a smaller target never cuts it
     again = run_pool(problem, config.model_copy(update={"model": str(tmp_path / "no-model")}), partial, target=4)
     assert again.samples == 6 and again.finished
+
+
+def test_a_vllm_pool_batches_to_the_engine_and_its_attempts_do_not_depend_on_the_batching(tiny_model_dir, problem, tmp_path):
+    config = _config(tiny_model_dir).model_copy(update={"backend": "vllm"})
+    derived = run_pool(problem, config, tmp_path / "derived", target=3)  # the batch the engine holds at once
+    assert derived.batch >= 3 and derived.samples == 3
+    pieces = run_pool(problem, config, tmp_path / "pieces", target=3, batch=2)
+    # vLLM seeds each attempt (base + its index), so one call of 3 and calls of 2 + 1 draw the same
+    assert [a.response for a in pool_attempts(tmp_path / "pieces")] == [a.response for a in pool_attempts(tmp_path / "derived")]
+    assert [a.step for a in pool_attempts(tmp_path / "pieces")] == [0, 0, 1]
