@@ -185,6 +185,10 @@ class HFSampler:
             model.train(was_training)
 
     # ----- sampling ---------------------------------------------------------------------------
+    def concurrent_sequences(self, sequence_tokens: int) -> int:
+        """Rows decoded at once: `max_batch_size` (a call of more runs them in turn)."""
+        return self.max_batch_size
+
     def sample(self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings()) -> list[list[Sample]]:
         """For each prompt, n samples (rows batched up to max_batch_size). Same seed => same samples:
         the call draws from one torch stream seeded with `settings.seed`."""

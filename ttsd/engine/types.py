@@ -49,6 +49,11 @@ class Sampler(Protocol):
         same samples."""
         ...
 
+    def concurrent_sequences(self, sequence_tokens: int) -> int:
+        """How many sequences of `sequence_tokens` tokens (prompt + answer) one call decodes at
+        once: the largest call that never waits for room (the best-of-k pool's batch)."""
+        ...
+
     def load_adapter(self, adapter_dir: Path | None) -> None:
         """Serve the PEFT LoRA adapter saved in adapter_dir from now on (None: base weights)."""
         ...

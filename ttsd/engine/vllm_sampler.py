@@ -358,6 +358,14 @@ class VLLMSampler:
         return target
 
     # ------------------------------------------------------------------ sampling
+    def concurrent_sequences(self, sequence_tokens: int) -> int:
+        """How many sequences of `sequence_tokens` tokens (prompt + answer) the engine decodes at
+        once: what its KV cache holds (a shared prompt's cached blocks not counted), at most its
+        max_num_seqs. A call of more queues or preempts and recomputes."""
+        config = self.llm.llm_engine.vllm_config
+        held = (config.cache_config.num_gpu_blocks or 0) * config.cache_config.block_size // max(sequence_tokens, 1)
+        return max(1, min(held, config.scheduler_config.max_num_seqs))
+
     def sample(self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings()) -> list[list[Sample]]:
         """For each prompt (token ids), n samples with the log-prob of every sampled token.
 
