@@ -32,14 +32,16 @@ def summary(discovered: bool) -> Summary:
 
 
 def test_step_scalars_are_the_records_numbers_and_leave_out_what_a_step_lacks():
-    record = StepRecord(step=2, attempts=4, best_tests_passed=3, loss=0.25, mean_kl=0.125, logprob_gap=0.001,
-                        teacher_logprob_gap=-0.5, time_step_s=2.0, extra={"teacher_student_gap": 0.03, "copy_rate": 0.75, "note": "text"})
+    record = StepRecord(step=2, attempts=4, best_tests_passed=3, loss=0.25, mean_reverse_kl=0.125, stale_weights_gap=0.001,
+                        teacher_logprob_gap=-0.5, time_step_s=2.0, sampled_tokens=64, verdicts={"wrong_answer": 2},
+                        extra={"ema_weight_distance": 0.03, "copy_rate": 0.75, "note": "text"})
     scalars = step_scalars(record, summary(discovered=False))
     assert scalars["train/loss"] == 0.25 and scalars["train/kl"] == 0.125
     assert scalars["diagnostics/teacher_student_gap"] == -0.5 and scalars["diagnostics/stale_weights_gap"] == 0.001
     assert scalars["progress/best_tests_passed"] == 3 and scalars["progress/attempts"] == 4
-    assert scalars["progress/discovered"] == 0.0
-    assert scalars["extra/teacher_student_gap"] == 0.03 and scalars["extra/copy_rate"] == 0.75
+    assert scalars["progress/discovered"] == 0.0 and scalars["verdicts/wrong_answer"] == 2
+    assert scalars["time/time_step_s"] == 2.0 and scalars["compute/sampled_tokens"] == 64
+    assert scalars["extra/ema_weight_distance"] == 0.03 and scalars["extra/copy_rate"] == 0.75
     assert "extra/note" not in scalars and "train/grad_norm" not in scalars  # text, and None, are left out
     found = record.model_copy(update={"discovery_likelihood": DiscoveryLikelihood(
         tokens=10, updates_before=1, initial_nats=-20.0, discovery_nats=-15.0, gain_nats=5.0,
@@ -52,7 +54,7 @@ def test_events_read_back_step_by_step(tmp_path):
     reporter = make_reporter("tensorboard", tmp_path)
     assert isinstance(reporter, TensorBoardReporter) and make_reporter("none", tmp_path) is None
     for step, loss in enumerate([1.5, 0.75]):
-        reporter.report(StepRecord(step=step, attempts=2 * (step + 1), loss=loss, mean_kl=loss / 2), summary(discovered=step == 1))
+        reporter.report(StepRecord(step=step, attempts=2 * (step + 1), loss=loss, mean_reverse_kl=loss / 2), summary(discovered=step == 1))
     reporter.close()
     scalars = read_events(tmp_path / TENSORBOARD_DIR)
     assert scalars["train/loss"] == [(0, 1.5), (1, 0.75)]

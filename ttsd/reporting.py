@@ -2,9 +2,9 @@
 
     RUN_DIR/tensorboard/events.out.tfevents.*   one scalar per quantity per step (x axis: the step)
 
-`step_scalars` (pure) says what is written: the StepRecord's numbers (loss, KL, teacher−student
-gap, stale-weights gap, gradient norm, best tests passed, attempts, the step's times), whether the
-run has discovered (0/1), the numbers of the discovery likelihood on the step that discovered, and
+`step_scalars` (pure) says what is written: every number of the StepRecord (loss, KL,
+teacher−student gap, stale-weights gap, gradient norm, best tests passed, attempts, the step's
+times and token counts), the step's verdict counts, whether the run has discovered (0/1), the numbers of the discovery likelihood on the step that discovered, and
 every number in the record's `extra` (the EMA teacher's distance from the student, a copy
 diagnostic, multi-turn's prompt tokens...), so a diagnostic added to StepRecord shows up without a
 change here. A quantity a step does not have (None) is left out, not written as 0.
@@ -24,22 +24,28 @@ from ttsd.runs import StepRecord, Summary
 
 TENSORBOARD_DIR = "tensorboard"
 
-# StepRecord field -> the tag it is shown under (grouped by TensorBoard at the "/").
+# StepRecord field -> the tag it is shown under (grouped by TensorBoard at the "/"); any other
+# number of the record is shown as step/<field> (time_* as time/<field>, *_tokens as compute/<field>).
 _STEP_TAGS = {
     "loss": "train/loss",
-    "mean_kl": "train/kl",
+    "mean_reverse_kl": "train/kl",
     "grad_norm": "train/grad_norm",
     "teacher_logprob_gap": "diagnostics/teacher_student_gap",
-    "logprob_gap": "diagnostics/stale_weights_gap",
+    "stale_weights_gap": "diagnostics/stale_weights_gap",
     "best_tests_passed": "progress/best_tests_passed",
     "attempts": "progress/attempts",
-    "time_sample_s": "time/sample_s",
-    "time_judge_s": "time/judge_s",
-    "time_score_s": "time/score_s",
-    "time_train_s": "time/train_s",
-    "time_sync_s": "time/sync_s",
-    "time_step_s": "time/step_s",
 }
+_NOT_SCALARS = {"step", "verdicts", "extra", "discovery_likelihood"}
+
+
+def _tag(field: str) -> str:
+    if field in _STEP_TAGS:
+        return _STEP_TAGS[field]
+    if field.startswith("time_"):
+        return f"time/{field}"
+    if field.endswith("_tokens"):
+        return f"compute/{field}"
+    return f"step/{field}"
 
 
 class ReportingUnavailable(RuntimeError):
@@ -57,10 +63,11 @@ def _number(value: Any) -> float | None:
 def step_scalars(record: StepRecord, summary: Summary) -> dict[str, float]:
     """The scalars of one step: tag -> value (only the quantities the step has)."""
     scalars: dict[str, float] = {}
-    for field, tag in _STEP_TAGS.items():
-        value = _number(getattr(record, field))
-        if value is not None:
-            scalars[tag] = value
+    for field in type(record).model_fields:
+        if field not in _NOT_SCALARS and (value := _number(getattr(record, field))) is not None:
+            scalars[_tag(field)] = value
+    for verdict, count in record.verdicts.items():
+        scalars[f"verdicts/{verdict}"] = float(count)
     scalars["progress/discovered"] = float(summary.discovered)
     if record.discovery_likelihood is not None:
         for name, value in record.discovery_likelihood.model_dump().items():
