@@ -17,14 +17,13 @@ Errors name the file the field came from: `my-problem/test_visible.py: test_file
 
 from __future__ import annotations
 
-import json
 import textwrap
 import tomllib
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from ttsd.problems.loading import ProblemFileError, ProblemFilesError, validation_faults
+from ttsd.problems.loading import ProblemFileError, ProblemFilesError, json_object, validation_faults
 from ttsd.problems.model import Problem
 
 METADATA_FILES = ("problem.toml", "problem.json")
@@ -65,12 +64,7 @@ def _metadata(folder: Path) -> tuple[Path, dict]:
         except tomllib.TOMLDecodeError as error:
             raise ProblemFileError(path, [("", f"invalid TOML: {error}")]) from None
     else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ProblemFileError(path, [("", f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}")]) from None
-        if not isinstance(data, dict):
-            raise ProblemFileError(path, [("", f"expected a JSON object at the top level, got {type(data).__name__}")])
+        data = json_object(text, path)
     return path, data
 
 

@@ -85,14 +85,20 @@ def validation_faults(error: ValidationError) -> list[tuple[str, str]]:
     return faults
 
 
-def parse_problem(text: str, path: Path | str = "<problem>") -> Problem:
-    """Validate the text of one problem file; `path` only names it in errors."""
+def json_object(text: str, path: Path | str) -> dict:
+    """The JSON object `text` holds, or ProblemFileError naming `path` (line and column)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ProblemFileError(path, [("", f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}")]) from None
     if not isinstance(data, dict):
         raise ProblemFileError(path, [("", f"expected a JSON object at the top level, got {type(data).__name__}")])
+    return data
+
+
+def parse_problem(text: str, path: Path | str = "<problem>") -> Problem:
+    """Validate the text of one problem file; `path` only names it in errors."""
+    data = json_object(text, path)
     try:
         return Problem.model_validate(data)
     except ValidationError as error:
