@@ -6,7 +6,7 @@ evalplus and pytest the visible tests together, then the hidden ones). Visible t
 visible test does not stop the visible tests (the feedback may show the two shortest failures),
 but hidden tests are then not run; judging stops at the first hidden failure (as LCB does), after a
 time limit (each further test would cost a full limit), and after an error in loading a
-functional/assert/evalplus program (every test would fail the same way). So `tests_passed` counts
+functional/assert/evalplus/pytest program (every test would fail the same way). So `tests_passed` counts
 passed tests among those run. The verdict is that of the first failing test in that order.
 
 Each process gets the problem's per-test limit, cut to what is left of the whole suite's limit
