@@ -163,7 +163,7 @@ def test_restarted_bench_skips_finished_and_resumes_unfinished(small_bench, tiny
 def test_compare_after_bench(small_bench):
     bench_dir, problems_dir = small_bench
     out = bench_dir / "report"
-    result = CliRunner().invoke(app, ["compare", str(bench_dir), "--k", "1,2", "--out", str(out), "--resamples", "100"], terminal_width=250)
+    result = CliRunner().invoke(app, ["compare", str(bench_dir), "--k", "1,2", "--out", str(out), "--simulations", "100"], terminal_width=250)
     assert result.exit_code == 0, result.output
     data = json.loads((out / "compare.json").read_text())
     scopes = {(s["scope"], s["name"]) for s in data["scopes"]}

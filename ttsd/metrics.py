@@ -281,7 +281,12 @@ def pool_band(samples: int, passes: int, attempts: Sequence[float], confidence: 
     return pools_band([(samples, passes)], attempts, confidence)
 
 
-def pools_band(pools: Sequence[tuple[int, int]], attempts: Sequence[float], confidence: float = DEFAULT_CONFIDENCE) -> Band:
+def pools_band(
+    pools: Sequence[tuple[int, int]],
+    points: Sequence[float],
+    confidence: float = DEFAULT_CONFIDENCE,
+    cost_per_attempt: Sequence[float] | None = None,
+) -> Band:
     """The mean over problems of best-of-k's curves from their pools (N_p, c_p), with a simultaneous
     (Bonferroni) interval for that mean:
 
@@ -290,18 +295,21 @@ def pools_band(pools: Sequence[tuple[int, int]], attempts: Sequence[float], conf
 
     When all P per-problem intervals cover (probability >= 1 - α), the mean of their ends covers
     the mean of the truths: coverage >= 1 - α, exact and conservative. Pools are large, so the
-    Bonferroni widening costs little. `attempts` may be fractional (compute / cost per attempt):
-    the pool has then done floor(k) attempts."""
-    attempts = np.floor(np.asarray(attempts, dtype=float))
-    pools = [(n, c) for n, c in pools if n > 0]
-    if not pools:
-        empty = np.full(attempts.shape, np.nan)
+    Bonferroni widening costs little. `points` are attempts k, or with `cost_per_attempt` (one per
+    pool) compute or seconds x, at which pool p has done k = floor(x / cost_p) attempts."""
+    points = np.asarray(points, dtype=float)
+    kept = [(i, n, c) for i, (n, c) in enumerate(pools) if n > 0]
+    if not kept:
+        empty = np.full(points.shape, np.nan)
         return _band(empty, empty, empty)
-    each = 1.0 - (1.0 - confidence) / len(pools)
-    estimate = np.mean([[pool_estimate(n, c, int(k)) if k >= 1 else 0.0 for k in attempts] for n, c in pools], axis=0)
-    bounds = [clopper_pearson(c, n, each) for n, c in pools]
-    low = np.mean([geometric_curve(lo, attempts) for lo, _ in bounds], axis=0)
-    high = np.mean([geometric_curve(hi, attempts) for _, hi in bounds], axis=0)
+    each = 1.0 - (1.0 - confidence) / len(kept)
+    estimate, low, high = np.zeros(points.shape), np.zeros(points.shape), np.zeros(points.shape)
+    for i, n, c in kept:
+        attempts = np.floor(points / cost_per_attempt[i] + 1e-9) if cost_per_attempt is not None else np.floor(points)
+        rate_low, rate_high = clopper_pearson(c, n, each)
+        estimate += np.array([pool_estimate(n, c, int(k)) if k >= 1 else 0.0 for k in attempts]) / len(kept)
+        low += geometric_curve(rate_low, attempts) / len(kept)
+        high += geometric_curve(rate_high, attempts) / len(kept)
     return _band(estimate, low, high)
 
 
@@ -368,7 +376,8 @@ def matched_probability(curves: Sequence[np.ndarray]) -> float | None:
 
 class Reach(BaseModel):
     """Where a curve reaches discovery probability p, with an interval: `low` <= x(p) <= `high`.
-    `estimate`/`high` None: not within the points (the budget); `low` is then the last point."""
+    `estimate`/`high` None: not within the points (the budget); `low` is then the last point where
+    the band is defined (x(p) lies beyond it)."""
 
     estimate: float | None
     low: float | None
@@ -390,7 +399,9 @@ def reach_interval(points: Sequence[float], band: Band, probability: float) -> R
         return next((x for x, v in zip(points, values) if v is not None and v >= probability - 1e-12), None)
 
     low = first(band.high)
-    return Reach(estimate=first(band.estimate), low=low if low is not None else (points[-1] if points else None), high=first(band.low))
+    if low is None:  # x(p) lies beyond the last point where the band is defined
+        low = next((x for x, v in zip(reversed(points), reversed(band.high)) if v is not None), None)
+    return Reach(estimate=first(band.estimate), low=low, high=first(band.low))
 
 
 def pool_reach(samples: int, passes: int, probability: float, confidence: float = DEFAULT_CONFIDENCE) -> Reach:
@@ -451,13 +462,15 @@ def exposure(observations: Sequence[Observation], skip: int = 0) -> Exposure:
 
     Under "the method is best-of-k" every attempt at risk passes with the same p, so the discoveries
     are the events of a process with constant hazard p per attempt at risk."""
-    discoveries, attempts = 0, 0.0
-    for o in observations:
-        if o.time <= skip:
-            continue
-        attempts += o.time - skip
-        discoveries += int(o.discovered)
+    times, events = _arrays(observations)
+    discoveries, attempts = exposure_totals(times, events, skip)
     return Exposure(discoveries=discoveries, attempts=attempts)
+
+
+def exposure_totals(times: np.ndarray, discovered: np.ndarray, skip: int = 0) -> tuple[int, float]:
+    """(discoveries, attempts at risk) after the first `skip` attempts, from arrays (see `exposure`)."""
+    at_risk = times > skip
+    return int(np.sum(discovered & at_risk)), float(np.sum(np.where(at_risk, times - skip, 0.0)))
 
 
 class RateStratum(BaseModel):
@@ -499,6 +512,16 @@ def _sum_pmf(strata: Sequence[RateStratum], theta: float) -> np.ndarray:
         share = theta * s.attempts / (theta * s.attempts + s.baseline_samples) if s.attempts > 0 else 0.0
         pmf = np.convolve(pmf, _binomial_pmf(s.discoveries + s.baseline_passes, share))
     return pmf
+
+
+def rate_ratio_p_value(strata: Sequence[RateStratum]) -> float:
+    """The exact conditional two-sided p-value of θ = 1 (see `rate_ratio`): 2 · min(P_1(S <= s), P_1(S >= s))."""
+    used = [s for s in strata if s.discoveries + s.baseline_passes > 0 and s.attempts > 0 and s.baseline_samples > 0]
+    if not used:
+        return 1.0
+    observed = sum(s.discoveries for s in used)
+    pmf = _sum_pmf(used, 1.0)
+    return min(1.0, 2.0 * min(float(np.sum(pmf[: observed + 1])), float(np.sum(pmf[observed:]))))
 
 
 def rate_ratio(strata: Sequence[RateStratum], confidence: float = DEFAULT_CONFIDENCE) -> RateRatio:
@@ -552,7 +575,7 @@ def rate_ratio(strata: Sequence[RateStratum], confidence: float = DEFAULT_CONFID
         estimate = solve(expected_at, observed, increasing=True)
     low = 0.0 if observed == 0 else solve(upper_tail, alpha / 2.0, increasing=True)
     high = None if observed == total else solve(lower_tail, alpha / 2.0, increasing=False)
-    p_value = min(1.0, 2.0 * min(lower_tail(1.0), upper_tail(1.0)))
+    p_value = rate_ratio_p_value(used)
     return RateRatio(estimate=estimate, low=low, high=high, p_value=p_value, observed=observed, expected=expected, strata=len(used))
 
 
