@@ -228,7 +228,8 @@ def test_split_interval_coverage_over_heterogeneous_problems(rates):
 def test_pool_band_maps_the_exact_rate_interval():
     band = metrics.pool_band(144, 2, [1, 64, 200])
     assert band.estimate[1] == pytest.approx(1 - comb(142, 64) / comb(144, 64))  # mbpp-18: 0.69
-    assert band.estimate[2] == pytest.approx(1 - (1 - 2 / 144) ** 200)  # beyond N: plug-in
+    assert band.estimate[2] == 1.0  # beyond N: never below pass@N, which is 1 with a pass
+    assert metrics.pool_estimate(10, 0, 20) == 0.0 and metrics.pool_estimate(1000, 1, 2000) == 1.0
     low, high = metrics.clopper_pearson(2, 144)
     assert band.low == pytest.approx([low, 1 - (1 - low) ** 64, 1 - (1 - low) ** 200])
     assert band.high == pytest.approx([high, 1 - (1 - high) ** 64, 1 - (1 - high) ** 200])
@@ -257,13 +258,22 @@ def test_reach_interval_inverts_the_band():
     assert metrics.reach_interval([1, 2, 3, 4], band, 0.95) == metrics.Reach(estimate=None, low=4, high=None)
 
 
-def test_pool_reach_hand_values():
-    reach = metrics.pool_reach(1000, 100, 0.5)
+def test_pools_reach_hand_values():
+    reach = metrics.pools_reach([(1000, 100)], 0.5)
     assert reach.estimate == next(k for k in range(1, 100) if metrics.pass_at_k(1000, 100, k) >= 0.5)
     low, high = metrics.clopper_pearson(100, 1000)
     assert reach.low == math.ceil(math.log(0.5) / math.log(1 - high))
     assert reach.high == math.ceil(math.log(0.5) / math.log(1 - low))
-    assert metrics.pool_reach(100, 0, 0.5).high is None and metrics.pool_reach(100, 0, 0.5).estimate is None
+    assert metrics.pools_reach([(100, 0)], 0.5).high is None and metrics.pools_reach([(100, 0)], 0.5).estimate is None
+    # far beyond any budget: 1/12 at p = 2/3 needs ~500 attempts at the rate's lower end
+    low, _ = metrics.clopper_pearson(1, 12, 0.95)
+    assert metrics.pools_reach([(12, 1)], 2 / 3, 0.95).high == math.ceil(math.log(1 / 3) / math.log(1 - low))
+    # on a cost axis (10 units per attempt) every end is 10 × the attempts
+    on_cost = metrics.pools_reach([(1000, 100)], 0.5, cost_per_attempt=[10.0])
+    assert (on_cost.estimate, on_cost.low, on_cost.high) == pytest.approx((reach.estimate * 10, reach.low * 10, reach.high * 10))
+    # two pools: the mean curve; one without passes caps the lower curve at 1/2
+    two = metrics.pools_reach([(1000, 100), (1000, 0)], 0.4)
+    assert two.high is not None and metrics.pools_reach([(1000, 100), (1000, 0)], 0.6).high is None
 
 
 def test_ratio_interval_from_interval_ends():
@@ -286,7 +296,7 @@ def test_ratio_interval_coverage_by_simulation():
     for _ in range(200):
         obs = [found(int(t)) if t <= budget else censored(budget) for t in rng.geometric(2 * rate, size=seeds)]
         method = metrics.reach_interval(points, metrics.sequential_band(obs, points, 0.95), q)
-        base = metrics.pool_reach(pool, int(rng.binomial(pool, rate)), q, 0.95)
+        base = metrics.pools_reach([(pool, int(rng.binomial(pool, rate)))], q, 0.95)
         interval = metrics.ratio_interval(base, method)
         covered += interval.low <= truth and (interval.high is None or truth <= interval.high)
     assert covered / 200 >= 0.9

@@ -39,7 +39,6 @@ DEFAULT_EFFECT = 2.0
 AXES = ("attempts", "compute", "wall")
 AXIS_LABELS = {"attempts": "attempts k", "compute": f"compute ({metrics.COMPUTE_UNIT})", "wall": "wall seconds"}
 GRID_POINTS = 400  # compute/wall axes: log-spaced evaluation points (plus every observed time)
-POOL_REACH_FACTOR = 16  # best-of-k's curve is not limited to a budget: evaluated up to 16× the scope's longest
 
 
 class Interval(BaseModel):
@@ -240,13 +239,13 @@ def _interval_at(points: list[float], band: metrics.Band, k: float) -> Interval:
     return Interval(estimate=band.estimate[i], low=band.low[i], high=band.high[i])
 
 
-def _axis_points(observations: list[metrics.Observation], per_attempt: list[float], extend: float = 1.0) -> np.ndarray:
+def _axis_points(observations: list[metrics.Observation], per_attempt: list[float]) -> np.ndarray:
     """Evaluation points on a cost axis: every observed time, every step of best-of-k's curves (k ×
-    its cost per attempt) and a log-spaced grid, up to extend × the longest observed time."""
+    its cost per attempt) and a log-spaced grid, up to the longest observed time."""
     times = np.array([o.time for o in observations if o.time > 0])
     if not times.size:
         return np.array([1.0])
-    end = times.max() * extend
+    end = times.max()
     steps = [cost * np.arange(1, int(end / cost) + 1) for cost in per_attempt if cost > 0]
     grid = np.geomspace(times.min() / 2, end, GRID_POINTS)
     return np.unique(np.concatenate([times, grid, *steps]))
@@ -256,22 +255,37 @@ class _Scope:
     """The curves of one scope on one axis for every method, at two confidences (band, ratio)."""
 
     def __init__(self, per_method, samples, axis, points, confidence, shown_until):
-        self.points = points
+        self.points, self.samples, self.axis = points, samples, axis
+        self.confidence, self.ratio_confidence = confidence, 1.0 - (1.0 - confidence) / 2.0
         self.shown = points <= shown_until * (1 + 1e-9)  # plotted and where p* is sought: the budget
         self.bands: dict[str, metrics.Band] = {}
         self.ratio_bands: dict[str, metrics.Band] = {}
-        ratio_confidence = 1.0 - (1.0 - confidence) / 2.0
         for method, per_problem in per_method.items():
             if method == BEST_OF_K:
-                pools = [s for s in samples.values() if s is not None]
-                cost = None if axis == "attempts" else [getattr(s, f"{axis}_per_attempt") for s in pools]
-                args = ([(s.samples, s.passes) for s in pools], points)
-                self.bands[method] = metrics.pools_band(*args, confidence, cost)
-                self.ratio_bands[method] = metrics.pools_band(*args, ratio_confidence, cost)
+                pools = self._pools()
+                self.bands[method] = metrics.pools_band([(s.samples, s.passes) for s in pools], points, confidence, self._costs(pools))
             else:
                 observations = [[getattr(r, axis) for r in runs] for runs in per_problem.values()]
                 self.bands[method] = metrics.split_band(observations, points, confidence)
-                self.ratio_bands[method] = metrics.split_band(observations, points, ratio_confidence)
+                self.ratio_bands[method] = metrics.split_band(observations, points, self.ratio_confidence)
+
+    def _pools(self) -> list[Samples]:
+        return [s for s in self.samples.values() if s is not None]
+
+    def _costs(self, pools: list[Samples]) -> list[float] | None:
+        return None if self.axis == "attempts" else [getattr(s, f"{self.axis}_per_attempt") for s in pools]
+
+    def reach(self, method: str, probability: float, for_ratio: bool = True) -> metrics.Reach:
+        """Where `method` reaches `probability`, with its interval at the ratio's confidence (1 - α/2)
+        or the scope's; best-of-k's is not limited to the budget."""
+        confidence = self.ratio_confidence if for_ratio else self.confidence
+        if method == BEST_OF_K:
+            pools = self._pools()
+            return metrics.pools_reach([(s.samples, s.passes) for s in pools], probability, confidence, self._costs(pools))
+        points = [float(x) for x in self.points]
+        reach = metrics.reach_interval(points, self.ratio_bands[method] if for_ratio else self.bands[method], probability)
+        reach.estimate = metrics.attempts_to_reach(self.estimate(method), probability, points)
+        return reach
 
     def curve(self, method: str) -> AxisCurve:
         band = self.bands[method]
@@ -308,10 +322,7 @@ def scope_report(
     budgets = [r.summary.budget for r in all_runs] + [r.summary.budget for runs_ in runs.get(BEST_OF_K, {}).values() for r in runs_]
     max_k = max(budgets + list(ks) + [1])
     horizon = min(budgets) if budgets else max_k
-    pool_extent = POOL_REACH_FACTOR if BEST_OF_K in methods else 1
-    axes: dict[str, _Scope] = {
-        "attempts": _Scope(per_method, samples, "attempts", np.arange(1, max_k * pool_extent + 1, dtype=float), confidence, max_k)
-    }
+    axes: dict[str, _Scope] = {"attempts": _Scope(per_method, samples, "attempts", np.arange(1, max_k + 1, dtype=float), confidence, max_k)}
     missing = []
     for axis in ("compute", "wall"):
         have = bool(all_runs) and all(getattr(r, axis) is not None for r in all_runs) and all(
@@ -320,7 +331,7 @@ def scope_report(
             observed = [getattr(r, axis) for r in all_runs]
             longest = max(o.time for o in observed)
             per_attempt = [getattr(s, f"{axis}_per_attempt") for s in samples.values() if s is not None]
-            points = _axis_points(observed, per_attempt, extend=pool_extent)
+            points = _axis_points(observed, per_attempt)
             axes[axis] = _Scope(per_method, samples, axis, points, confidence, longest)
         else:
             missing.append(axis)
@@ -342,24 +353,22 @@ def scope_report(
             horizon=horizon,
             discovery_at={k: _interval_at(attempt_points, band, float(k)) for k in ks},
             mean_attempts=None if math.isnan(mean) else mean,
-            attempts_at={p: metrics.reach_interval(attempt_points, band, p) for p in probabilities},
+            attempts_at={p: attempts_scope.reach(m, p, for_ratio=False) for p in probabilities},
             curves=curves,
             learning=learning_stats([r.summary for r in seeded]) if m != BEST_OF_K else None,
         ))
     ratios = []
     if main_method in methods:
         for baseline in [b for b in baselines if b in methods]:
+            # p*: the largest probability both reach within the budget, on the attempts axis; the
+            # same p* on the compute and wall axes, so that the three ratios describe one target
+            attempts_axis = axes["attempts"]
+            p = metrics.matched_probability([attempts_axis.estimate(m)[attempts_axis.shown] for m in (main_method, baseline)])
             for axis, sc in axes.items():
-                main_curve, base_curve = sc.estimate(main_method), sc.estimate(baseline)
-                p = metrics.matched_probability([main_curve[sc.shown], base_curve[sc.shown]])  # p* within the budget
                 if p is None:
                     ratios.append(Ratio(baseline=baseline, axis=axis, probability=None))
                     continue
-                points = [float(x) for x in sc.points]
-                method_at = metrics.reach_interval(points, sc.ratio_bands[main_method], p)
-                baseline_at = metrics.reach_interval(points, sc.ratio_bands[baseline], p)
-                method_at.estimate = metrics.attempts_to_reach(main_curve, p, points)
-                baseline_at.estimate = metrics.attempts_to_reach(base_curve, p, points)
+                method_at, baseline_at = (sc.reach(m, p) for m in (main_method, baseline))
                 ratios.append(Ratio(baseline=baseline, axis=axis, probability=p, method_at=method_at, baseline_at=baseline_at,
                                     ratio=metrics.ratio_interval(baseline_at, method_at)))
     rate_tests = []

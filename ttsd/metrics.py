@@ -24,8 +24,8 @@ data, so its coverage is at least the nominal one whatever the censoring mechani
 Clopper–Pearson never gives a zero-width interval: 0/3 at 90% is [0, 0.63], 2/3 is [0.14, 0.98].
 
 best-of-k from i.i.d. samples (`pool_band`): N attempts of the unchanged model with c passes. F(k)
-= 1 - (1 - p)^k exactly; the unbiased estimator is pass@k = 1 - C(N - c, k) / C(N, k) (k <= N; the
-plug-in 1 - (1 - c/N)^k beyond), the interval the Clopper–Pearson interval of p mapped through the
+= 1 - (1 - p)^k exactly; the unbiased estimator is pass@k = 1 - C(N - c, k) / C(N, k) (k <= N; see
+`pool_estimate` beyond), the interval the Clopper–Pearson interval of p mapped through the
 monotone map p -> 1 - (1 - p)^k (exact).
 
 Across problems (`split_band`, `pools_band`): the estimate is the mean of the per-problem
@@ -258,11 +258,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def pool_estimate(n: int, c: int, k: int) -> float:
-    """best-of-k's F(k) from n i.i.d. samples with c passes: the unbiased pass@k for k <= n, the
-    plug-in 1 - (1 - c/n)^k beyond (no unbiased estimator exists there)."""
+    """best-of-k's F(k) from n i.i.d. samples with c passes: the unbiased pass@k for k <= n; beyond
+    (no unbiased estimator exists there) the plug-in 1 - (1 - c/n)^k, but never below pass@n, so
+    that the curve keeps rising (pass@n is 1 as soon as c >= 1: pools should be >> the k of interest)."""
     if n <= 0:
         return math.nan
-    return pass_at_k(n, c, k) if k <= n else 1.0 - (1.0 - c / n) ** k
+    return pass_at_k(n, c, k) if k <= n else max(pass_at_k(n, c, n), 1.0 - (1.0 - c / n) ** k)
 
 
 def pass_at_k_curve(n: int, c: int, max_k: int) -> np.ndarray:
@@ -404,23 +405,53 @@ def reach_interval(points: Sequence[float], band: Band, probability: float) -> R
     return Reach(estimate=first(band.estimate), low=low, high=first(band.low))
 
 
-def pool_reach(samples: int, passes: int, probability: float, confidence: float = DEFAULT_CONFIDENCE) -> Reach:
-    """x(p) for best-of-k from a pool, not limited to any budget:
+def pools_reach(
+    pools: Sequence[tuple[int, int]],
+    probability: float,
+    confidence: float = DEFAULT_CONFIDENCE,
+    cost_per_attempt: Sequence[float] | None = None,
+) -> Reach:
+    """x(p) for the mean best-of-k curve of `pools_band` (same Bonferroni interval), not limited to
+    any budget: the smallest x where the estimate / the upper / the lower curve reaches p. With
+    one pool and no costs, low and high are ⌈log(1 - p) / log(1 - p_high)⌉ and the same with p_low
+    (p_low, p_high = Clopper–Pearson(c, N)). `high` is None when the lower curve never gets to p
+    (no pass in some pools caps it)."""
+    kept = [(i, n, c) for i, (n, c) in enumerate(pools) if n > 0]
+    if not kept:
+        return Reach(estimate=None, low=None, high=None)
+    each = 1.0 - (1.0 - confidence) / len(kept)
+    costs = [1.0 if cost_per_attempt is None else float(cost_per_attempt[i]) for i, _, _ in kept]
+    bounds = [clopper_pearson(c, n, each) for _, n, c in kept]
 
-        estimate = min{k : pool_estimate(N, c, k) >= p},   low/high = ⌈log(1 - p) / log(1 - p_high/low)⌉
+    def curve(which: str, x: float) -> float:
+        total = 0.0
+        for (_, n, c), cost, (rate_low, rate_high) in zip(kept, costs, bounds):
+            k = math.floor(x / cost + 1e-9)
+            if k < 1:
+                continue
+            total += pool_estimate(n, c, k) if which == "estimate" else 1.0 - (1.0 - (rate_high if which == "low" else rate_low)) ** k
+        return total / len(kept)
 
-    with (p_low, p_high) = Clopper–Pearson(c, N); high is None (unbounded) when c = 0."""
-    def geometric_reach(rate: float) -> float | None:
-        if rate <= 0 or probability >= 1:
-            return None if rate < 1 else 1.0
-        return float(max(1, math.ceil(math.log1p(-probability) / math.log1p(-rate) - 1e-9))) if rate < 1 else 1.0
+    def first(which: str) -> float | None:
+        target = probability - 1e-12
+        step = min(costs)
+        high = step
+        while curve(which, high) < target:
+            high *= 2
+            if high > step * 2**40:
+                return None
+        low = 0.0
+        while high - low > step * 1e-9 and high - low > 1e-12 * high:
+            mid = (low + high) / 2
+            if curve(which, mid) >= target:
+                high = mid
+            else:
+                low = mid
+        # snap to the step where the curve jumped: the smallest k × cost at or below `high`
+        return min((math.floor(high / cost + 1e-9) * cost for cost in costs if math.floor(high / cost + 1e-9) >= 1
+                    and curve(which, math.floor(high / cost + 1e-9) * cost) >= target), default=high)
 
-    rate_low, rate_high = clopper_pearson(passes, samples, confidence)
-    estimate = None
-    if passes > 0:
-        guess = geometric_reach(passes / samples) or 1.0
-        estimate = next((float(k) for k in range(1, int(4 * guess) + 2 * samples + 2) if pool_estimate(samples, passes, k) >= probability - 1e-12), None)
-    return Reach(estimate=estimate, low=geometric_reach(rate_high), high=geometric_reach(rate_low))
+    return Reach(estimate=first("estimate"), low=first("low"), high=first("high"))
 
 
 class RatioInterval(BaseModel):
@@ -494,15 +525,18 @@ class RateRatio(BaseModel):
     strata: int  # problems with at least one event
 
 
+@lru_cache(maxsize=4096)
+def _log_binomial_coefficients(n: int) -> np.ndarray:
+    return np.array([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(n + 1)])
+
+
 def _binomial_pmf(n: int, prob: float) -> np.ndarray:
     j = np.arange(n + 1)
     if prob <= 0:
         return (j == 0).astype(float)
     if prob >= 1:
         return (j == n).astype(float)
-    log = (np.array([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in j])
-           + j * math.log(prob) + (n - j) * math.log1p(-prob))
-    return np.exp(log)
+    return np.exp(_log_binomial_coefficients(n) + j * math.log(prob) + (n - j) * math.log1p(-prob))
 
 
 def _sum_pmf(strata: Sequence[RateStratum], theta: float) -> np.ndarray:
@@ -556,7 +590,7 @@ def rate_ratio(strata: Sequence[RateStratum], confidence: float = DEFAULT_CONFID
 
     def solve(function, target: float, increasing: bool) -> float:
         low, high = -30.0, 30.0  # log θ
-        for _ in range(100):
+        for _ in range(50):
             mid = (low + high) / 2.0
             if (function(math.exp(mid)) < target) == increasing:
                 low = mid
