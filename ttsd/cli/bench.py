@@ -236,10 +236,14 @@ def plan(
         split_file = SplitFile.model_validate_json(path.read_text()) if path.is_file() else find_split(split)[0]
     except (SplitNotFound, ValueError) as error:
         fail(f"--split {split}: {str(error).splitlines()[0]}")
-    rates = {pid: split_file.rates[pid].passed / split_file.rates[pid].samples for pid in split_file.problem_ids
-             if pid in split_file.rates and split_file.rates[pid].samples > 0}
+    # Fresh estimation samples where the split file has them (`estimates`, issue 18 item 6): the
+    # samples that selected a problem as very hard overstate its rate (winner's curse).
+    estimates = getattr(split_file, "estimates", None) or {}
+    counts = {pid: estimates.get(pid) or split_file.rates.get(pid) for pid in split_file.problem_ids}
+    rates = {pid: c.passed / c.samples for pid, c in counts.items() if c is not None and c.samples > 0}
     if not rates:
         fail(f"split {split_file.name!r} has no calibrated rates for its problems (its `rates` field); run `ttsd splits calibrate`")
+    selected_only = [pid for pid in rates if pid not in estimates]
     if from_bench is not None:
         measured = _measured_rates(from_bench)
         if measured is None:
@@ -268,6 +272,11 @@ def plan(
                       f"(power {b.power:.0%}, {b.attempts:.0f} attempts expected)")
     if seconds_per_attempt is None:
         console.print("[dim]no time estimate: give --seconds-per-attempt or --from-bench[/]")
+    if selected_only:
+        console.print(f"[yellow]warning:[/] {len(selected_only)} problems' rates come from the samples that selected them "
+                      "(no fresh estimates in the split file): they overstate the rates of problems selected for being rare, "
+                      "so the power shown is optimistic")
+    console.print("[dim]time: all attempts × seconds per attempt; sdpo's scoring and training are extra unless the rate comes from its runs (--from-bench)[/]")
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
 
