@@ -322,7 +322,10 @@ def scope_report(
     budgets = [r.summary.budget for r in all_runs] + [r.summary.budget for runs_ in runs.get(BEST_OF_K, {}).values() for r in runs_]
     max_k = max(budgets + list(ks) + [1])
     horizon = min(budgets) if budgets else max_k
-    axes: dict[str, _Scope] = {"attempts": _Scope(per_method, samples, "attempts", np.arange(1, max_k + 1, dtype=float), confidence, max_k)}
+    longest_budget = max(budgets) if budgets else max_k  # plots and p* stop there; the grid reaches the largest k asked for
+    axes: dict[str, _Scope] = {
+        "attempts": _Scope(per_method, samples, "attempts", np.arange(1, max_k + 1, dtype=float), confidence, longest_budget)
+    }
     missing = []
     for axis in ("compute", "wall"):
         have = bool(all_runs) and all(getattr(r, axis) is not None for r in all_runs) and all(
@@ -692,9 +695,9 @@ def plot_scope(scope: ScopeReport, path: Path, confidence: float) -> Path:
         ax.set_ylabel("discovery probability")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
-    title = f"{scope.label} — {int(confidence * 100)}% exact bands"
+    title = f"{scope.label}\n{int(confidence * 100)}% exact pointwise bands"
     if scope.missing_axes:
-        title += f" (no {', '.join(scope.missing_axes)} axes: runs without per-attempt costs)"
+        title += f"; no {' or '.join(scope.missing_axes)} axis: runs without per-attempt costs"
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
