@@ -259,11 +259,11 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def pool_estimate(n: int, c: int, k: int) -> float:
     """best-of-k's F(k) from n i.i.d. samples with c passes: the unbiased pass@k for k <= n; beyond
-    (no unbiased estimator exists there) the plug-in 1 - (1 - c/n)^k, but never below pass@n, so
-    that the curve keeps rising (pass@n is 1 as soon as c >= 1: pools should be >> the k of interest)."""
+    (no unbiased estimator exists there) the plug-in (maximum-likelihood) 1 - (1 - c/n)^k. The two
+    do not join: pass@n is 1 as soon as c >= 1, so pools should be much larger than the k of interest."""
     if n <= 0:
         return math.nan
-    return pass_at_k(n, c, k) if k <= n else max(pass_at_k(n, c, n), 1.0 - (1.0 - c / n) ** k)
+    return pass_at_k(n, c, k) if k <= n else 1.0 - (1.0 - c / n) ** k
 
 
 def pass_at_k_curve(n: int, c: int, max_k: int) -> np.ndarray:
@@ -429,7 +429,8 @@ def pools_reach(
             k = math.floor(x / cost + 1e-9)
             if k < 1:
                 continue
-            total += pool_estimate(n, c, k) if which == "estimate" else 1.0 - (1.0 - (rate_high if which == "low" else rate_low)) ** k
+            # the estimate's search stays within the pool (pass@k rises to 1 at k = n when c >= 1)
+            total += pass_at_k(n, c, min(k, n)) if which == "estimate" else 1.0 - (1.0 - (rate_high if which == "low" else rate_low)) ** k
         return total / len(kept)
 
     def first(which: str) -> float | None:
