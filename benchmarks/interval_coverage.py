@@ -8,6 +8,7 @@ Truth: geometric discovery times with per-attempt rate p (sequential methods), B
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 
@@ -53,6 +54,47 @@ def split_coverage(rates: tuple[float, ...], seeds: int, ks=KS, reps: int = 1000
     return covered / reps
 
 
+def rate_ratio_study(rng: np.random.Generator, theta: float, rates=(0.02, 0.08), seeds: int = 5, budget: int = 64,
+                     pool: int = 256, batch: int = 16) -> metrics.RateRatio:
+    """One simulated study: per problem, `seeds` runs whose hazard is best-of-k's rate for the first
+    `batch` attempts and θ × rate after (Bernoulli attempts), censored at `budget`, and a pool."""
+    strata = []
+    for rate in rates:
+        first = rng.geometric(rate, size=seeds)
+        times = np.where(first <= batch, first, batch + rng.geometric(min(theta * rate, 1.0), size=seeds))
+        e = metrics.exposure(observations(times, np.full(seeds, budget)), batch)
+        strata.append(metrics.RateStratum(discoveries=e.discoveries, attempts=e.attempts,
+                                          baseline_passes=int(rng.binomial(pool, rate)), baseline_samples=pool))
+    return metrics.rate_ratio(strata)
+
+
+def rate_ratio_behaviour(theta: float, reps: int = 1000, seed: int = 0, **design) -> tuple[float, float]:
+    """(rejection rate of θ = 1 at α = 0.10, coverage of θ by the 90% interval)."""
+    rng = np.random.default_rng(seed)
+    results = [rate_ratio_study(rng, theta, **design) for _ in range(reps)]
+    rejected = np.mean([r.p_value < 0.1 for r in results])
+    covered = np.mean([r.low <= theta and (r.high is None or theta <= r.high) for r in results])
+    return float(rejected), float(covered)
+
+
+def ratio_coverage(rate: float = 0.05, speedup: float = 2.0, seeds: int = 5, budget: int = 64, pool: int = 256,
+                   probability: float = 0.5, reps: int = 1000, seed: int = 0) -> float:
+    """Coverage of the 90% attempts-ratio interval at a fixed p (each side at 95%): geometric runs
+    at `speedup` × the rate against a pool at the rate; truth = the ratio of the two quantiles."""
+    rng = np.random.default_rng(seed)
+    truth = (math.ceil(math.log1p(-probability) / math.log1p(-rate))
+             / math.ceil(math.log1p(-probability) / math.log1p(-speedup * rate)))
+    points = np.arange(1, budget + 1)
+    covered = 0
+    for _ in range(reps):
+        obs = observations(rng.geometric(speedup * rate, size=seeds), np.full(seeds, budget))
+        method = metrics.reach_interval(points, metrics.sequential_band(obs, points, 0.95), probability)
+        base = metrics.pools_reach([(pool, int(rng.binomial(pool, rate)))], probability, 0.95)
+        interval = metrics.ratio_interval(base, method)
+        covered += interval.low <= truth and (interval.high is None or truth <= interval.high)
+    return covered / reps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=4000)
@@ -73,6 +115,12 @@ def main() -> None:
         for seeds in SEEDS:
             cov = split_coverage(rates, seeds, reps=args.reps)
             print(f"{seeds:5d}  {rates}  " + "  ".join(f"{c:7.3f}" for c in cov))
+    print("\nrate_ratio, rates (0.02, 0.08), 5 seeds, budget 64, batch 16 skipped, pool 256: rejection at α = 0.10, 90% coverage")
+    for theta in (1.0, 2.0, 4.0):
+        rejected, covered = rate_ratio_behaviour(theta, reps=args.reps)
+        print(f"θ = {theta:3.1f}  rejects {rejected:.3f}  covers {covered:.3f}")
+    print("\nattempts ratio at p = 0.5, rate 0.05 vs 2 × 0.05, 5 seeds, budget 64, pool 256: 90% coverage")
+    print(f"covers {ratio_coverage(reps=args.reps):.3f}")
 
 
 if __name__ == "__main__":

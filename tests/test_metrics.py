@@ -286,20 +286,7 @@ def test_ratio_interval_from_interval_ends():
 def test_ratio_interval_coverage_by_simulation():
     """sdpo-like runs at twice best-of-k's rate vs a pool: the 90% interval of the attempts ratio at
     p = 0.5 (each side's band at 95%) covers the true ratio of quantiles."""
-    rng = np.random.default_rng(12)
-    rate, budget, seeds, pool, q = 0.05, 64, 5, 256, 0.5
-    truth_base = math.ceil(math.log(1 - q) / math.log(1 - rate))
-    truth_method = math.ceil(math.log(1 - q) / math.log(1 - 2 * rate))
-    truth = truth_base / truth_method
-    points = np.arange(1, budget + 1)
-    covered = 0
-    for _ in range(200):
-        obs = [found(int(t)) if t <= budget else censored(budget) for t in rng.geometric(2 * rate, size=seeds)]
-        method = metrics.reach_interval(points, metrics.sequential_band(obs, points, 0.95), q)
-        base = metrics.pools_reach([(pool, int(rng.binomial(pool, rate)))], q, 0.95)
-        interval = metrics.ratio_interval(base, method)
-        covered += interval.low <= truth and (interval.high is None or truth <= interval.high)
-    assert covered / 200 >= 0.9
+    assert interval_coverage.ratio_coverage(reps=200, seed=12) >= 0.9
 
 
 def test_exposure_skips_the_shared_first_batch():
@@ -336,26 +323,11 @@ def test_rate_ratio_edges_and_strata():
 
 def test_rate_ratio_test_size_and_interval_coverage_by_simulation():
     """Under θ = 1 (Bernoulli attempts, not Poisson) the test rejects at most ~α; at θ = 2 the 90%
-    interval covers 2 in at least 85% of repetitions."""
-    rng = np.random.default_rng(21)
-    rates, seeds, budget, pool = (0.02, 0.08), 5, 64, 256
-
-    def simulate(theta: float) -> metrics.RateRatio:
-        strata = []
-        for rate in rates:
-            times = rng.geometric(min(theta * rate, 1.0), size=seeds)
-            obs = [found(int(t)) if t <= budget else censored(budget) for t in times]
-            e = metrics.exposure(obs)
-            strata.append(metrics.RateStratum(discoveries=e.discoveries, attempts=e.attempts,
-                                              baseline_passes=int(rng.binomial(pool, rate)), baseline_samples=pool))
-        return metrics.rate_ratio(strata)
-
-    null = [simulate(1.0) for _ in range(300)]
-    assert np.mean([r.p_value < 0.1 for r in null]) <= 0.12
-    alternative = [simulate(2.0) for _ in range(300)]
-    covers = [r.low <= 2.0 and (r.high is None or 2.0 <= r.high) for r in alternative]
-    assert np.mean(covers) >= 0.85
-    assert np.mean([r.p_value < 0.1 for r in alternative]) > np.mean([r.p_value < 0.1 for r in null])
+    interval covers 2 in at least 85% of repetitions and the test rejects more often."""
+    null_rejects, null_covers = interval_coverage.rate_ratio_behaviour(1.0, reps=250, seed=21)
+    assert null_rejects <= 0.12 and null_covers >= 0.88
+    rejects, covers = interval_coverage.rate_ratio_behaviour(2.0, reps=250, seed=22)
+    assert covers >= 0.85 and rejects > null_rejects
 
 
 def test_compute_units_weights():
