@@ -95,11 +95,49 @@ def ratio_coverage(rate: float = 0.05, speedup: float = 2.0, seeds: int = 5, bud
     return covered / reps
 
 
+def mid_p_interval(x: int, n: int, confidence: float = 0.9) -> tuple[float, float]:
+    """The mid-p binomial interval (for comparison only: compare uses Clopper–Pearson). Ends solve
+    P(X > x) + P(X = x)/2 = α/2 and P(X < x) + P(X = x)/2 = α/2."""
+    alpha = (1 - confidence) / 2
+
+    def above(p: float) -> float:  # P(X > x) + P(X = x) / 2 = (P(X >= x) + P(X >= x + 1)) / 2
+        at_least = 1.0 if x == 0 else metrics.regularized_beta(p, x, n - x + 1)
+        beyond = 0.0 if x == n else metrics.regularized_beta(p, x + 1, n - x)
+        return (at_least + beyond) / 2
+
+    def solve(target: float, rising: bool) -> float:
+        low, high = 0.0, 1.0
+        for _ in range(60):
+            mid = (low + high) / 2
+            if (above(mid) < target) == rising:
+                low = mid
+            else:
+                high = mid
+        return (low + high) / 2
+
+    return (0.0 if x == 0 else solve(alpha, True)), (1.0 if x == n else solve(1 - alpha, True))
+
+
+def exact_coverage(interval, n: int, grid: int = 999) -> tuple[float, float]:
+    """(minimum, mean) over F on a uniform grid of (0, 1) of Σ_x Binomial(x; n, F) · 1[F ∈ interval(x)]:
+    the exact coverage of a binomial interval with n runs (no simulation)."""
+    ends = [interval(x, n) for x in range(n + 1)]
+    values = []
+    for f in np.linspace(0.001, 0.999, grid):
+        values.append(sum(math.comb(n, x) * f**x * (1 - f) ** (n - x) for x, (lo, hi) in enumerate(ends) if lo <= f <= hi))
+    return min(values), float(np.mean(values))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=4000)
     args = parser.parse_args()
-    print(f"sequential_band, 90%, budget 64, no censoring before k ({args.reps} repetitions per row)")
+    print("exact coverage of 90% binomial intervals over F in (0, 1): minimum, mean")
+    for seeds in SEEDS:
+        cp = exact_coverage(lambda x, n: metrics.clopper_pearson(x, n), seeds)
+        mid = exact_coverage(mid_p_interval, seeds)
+        print(f"{seeds:5d} runs  Clopper–Pearson {cp[0]:.3f} {cp[1]:.3f}   mid-p {mid[0]:.3f} {mid[1]:.3f}")
+    print(f"\nsequential_band, 90%, budget 64, no censoring before k ({args.reps} repetitions per row)")
     print("seeds  rate  " + "  ".join(f"cov@{k:<3d} width@{k:<3d}" for k in KS))
     for seeds in SEEDS:
         for rate in RATES:
