@@ -252,3 +252,40 @@ def test_learning_diagnostics_are_pooled_over_runs(tmp_path):
     assert "| problem p1 | sdpo | -0.3000 (2 runs) | 1/2 | 5.00 | 0.5000 |" in markdown
     result = CliRunner().invoke(app, ["compare", str(bench), "--k", "1,4", "--simulations", "50"], env={"COLUMNS": "250"})
     assert result.exit_code == 0 and "learning diagnostics" in result.output and "-0.3000 (2 runs)" in result.output
+
+
+def test_verdict_says_what_a_clear_difference_supports(tmp_path):
+    # sdpo discovers in every seed by attempt 12; best-of-k's pool passes 5 times in 1000
+    bench = write_synthetic_bench(tmp_path / "bench", times={"p1": {"sdpo": [8, 10, 12, 9, 11]}}, budget=64)
+    pool_dir = bench / "pool" / "p1"
+    pool_dir.mkdir(parents=True)
+    (pool_dir / "pool.json").write_text(PoolSummary(problem_id="p1", samples=1000, passes=5, target=1000, finished=True).model_dump_json())
+    report = compare_bench(bench, baselines=["best-of-k"], ks=[16], simulations=50)
+    p1 = scope(report, "problem", "p1")
+    test = p1.rate_tests[0]
+    # after attempt 1: 5 discoveries in 7 + 9 + 11 + 8 + 10 = 45 attempts, against 0.005 per attempt
+    assert (test.result.observed, test.result.expected) == (5, pytest.approx(45 * 0.005))
+    assert test.result.p_value < 0.01 and test.result.low > 1
+    assert p1.verdict.startswith("problem p1: the data support a higher per-attempt discovery rate for sdpo")
+
+
+def test_plan_reads_measured_rates_from_a_bench(tmp_path):
+    from tests.test_planning import write_split
+
+    bench = write_synthetic_bench(tmp_path / "bench", times={"p1": {"sdpo": [2]}})
+    write_costs(bench, "sdpo", "p1", 0, 2, AttemptCost(wall_s=3.0, sampled_tokens=200), 2)
+    pool_dir = bench / "pool" / "p1"
+    pool_dir.mkdir(parents=True)
+    pool = PoolSummary(problem_id="p1", samples=8, passes=0, target=8, finished=True, sampled_tokens=800, wall_s=8.0)
+    (pool_dir / "pool.json").write_text(pool.model_dump_json())
+    split = write_split(tmp_path / "split.json", {"x": 2, "y": 1})
+    result = CliRunner().invoke(app, ["plan", "--split", str(split), "--from-bench", str(bench), "--simulations", "50"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "no time estimate" not in result.output and " h" in result.output
+    # (2 × 200 + 800) tokens over 10 attempts = 120 per attempt, (2 × 3 + 8) s / 10 = 1.4 s: the table's tokens / attempts
+    from ttsd.cli.bench import _measured_rates
+
+    assert _measured_rates(bench) == pytest.approx((120.0, 1.4))
+    empty = write_synthetic_bench(tmp_path / "empty", times={"p1": {"sdpo": [2]}})
+    result = CliRunner().invoke(app, ["plan", "--split", str(split), "--from-bench", str(empty)])
+    assert result.exit_code == 2 and "no runs or pool with recorded per-attempt costs" in result.output
