@@ -135,6 +135,30 @@ def test_calibrate_cli_writes_prefixed_splits_and_resumes(tiny_model_dir, exampl
     assert changed.exit_code == 2 and "temperature: 1.0 → 0.5" in changed.output
 
 
+def test_calibrate_cli_takes_solve_configs_options_and_defaults(examples_dir):
+    """The run options of `splits calibrate` are SolveConfig's (same parsing, same defaults: the copies
+    it once declared had drifted), the thresholds are ttsd.splits.THRESHOLDS."""
+    import typer
+
+    from ttsd.cli.splits import RUN_FIELDS, run_settings
+    from ttsd.config import SolveConfig
+    from ttsd.splits import THRESHOLDS
+
+    calibrate = typer.main.get_command(app).commands["splits"].commands["calibrate"]
+
+    def parse(*args: str) -> dict:
+        return calibrate.make_context("calibrate", [str(examples_dir), *args]).params
+
+    assert set(RUN_FIELDS) == {"model", "backend", "sandbox", "judge_workers", "temperature", "max_tokens", "seed"}
+    defaults, params = SolveConfig(), parse()
+    assert run_settings(params).model_dump(include=set(RUN_FIELDS)) == defaults.model_dump(include=set(RUN_FIELDS))
+    assert {"hard": params["hard_below"], "very_hard": params["very_hard_below"]} == THRESHOLDS
+    given = run_settings(parse("--judge-workers", "2", "--model", "m", "--max-tokens", "8"))
+    assert (given.judge_workers, given.model, given.max_tokens, given.seed) == (2, "m", 8, defaults.seed)
+    refused = CliRunner().invoke(app, ["splits", "calibrate", str(examples_dir), "--temperature", "0"])
+    assert refused.exit_code == 2 and "--temperature" in refused.output  # SolveConfig's bound (> 0)
+
+
 def test_calibrate_cli_bad_input(tmp_path, examples_dir):
     runner = CliRunner()
     missing = runner.invoke(app, ["splits", "calibrate", str(tmp_path / "missing")])

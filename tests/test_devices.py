@@ -240,7 +240,7 @@ def test_one_learning_step_moves_the_student_and_the_sampler_follows(policy):
     before = {k: v.detach().clone() for k, v in policy.adapter_parameters().items()}
     result = learn_from_batch(policy, teacher, optimizer, batch, LearnSettings.from_config(SolveConfig(top_k=5), optimizer_steps=2))
     assert result.num_tokens == sum(len(r) for r in batch.responses) and result.loss == result.loss  # finite, not NaN
-    assert result.logprob_gap <= MEAN_GAP[dtype]  # same weights: the sampler and the trainer agree
+    assert result.stale_weights_gap <= MEAN_GAP[dtype]  # same weights: the sampler and the trainer agree
     assert any(not torch.equal(v.detach(), before[k]) for k, v in policy.adapter_parameters().items())
     assert teacher.max_abs_difference() > 0
     after = sampler.sample(prompts, n=3, max_tokens=20, seed=3)

@@ -44,7 +44,7 @@ def test_stale_weights_alarm_allows_for_the_nucleus(caplog):
     assert diagnostics.stale_weights_alarm(0.05, 1.0) is None and diagnostics.stale_weights_alarm(None, 1.0) is None
     assert diagnostics.stale_weights_alarm(0.5, 0.5) is None  # within what renormalising over half the mass explains
     assert "stale weights" in diagnostics.stale_weights_alarm(0.5, 1.0)
-    record = StepRecord(step=4, attempts=8, logprob_gap=0.3)
+    record = StepRecord(step=4, attempts=8, stale_weights_gap=0.3)
     with caplog.at_level(logging.WARNING, logger="ttsd"):
         diagnostics.annotate_step(record, [[1.0, -1.0], None, [2.0]], top_p=1.0)
     assert record.teacher_logprob_gap == pytest.approx(2 / 3)
@@ -110,7 +110,7 @@ def sdpo(tiny_model_dir, tmp_path):
 
 def _passing_attempt(method):
     """A correct program as tokens, judged for real: what a discovery hands the diagnostics."""
-    from ttsd.methods.base import Attempt
+    from ttsd.methods.run_loop import Attempt
 
     response = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
     ids = method.tokenizer(response, add_special_tokens=False)["input_ids"]
@@ -184,8 +184,8 @@ def test_an_sdpo_run_records_gaps_consistently_across_its_files(tiny_model_dir, 
 def test_teacher_gaps_from_padded_tensors_or_lists_agree(sdpo):
     import torch
 
-    from ttsd.methods.base import Attempt
     from ttsd.judge import Judgement, Verdict
+    from ttsd.methods.run_loop import Attempt
 
     failed = Judgement(verdict=Verdict.wrong_answer, feedback="wrong")
     teacher, student = [[-1.0, -2.0], [-0.5]], [[-1.5, -1.0], [-0.25]]

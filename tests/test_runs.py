@@ -43,3 +43,38 @@ def test_summary_round_trip_and_finished_flag(tmp_path):
 def test_open_rejects_a_non_run(tmp_path):
     with pytest.raises(FileNotFoundError):
         RunDir.open(tmp_path)
+
+
+OLD_NAMES_RUNS = REPO / "results" / "study-smollm2-very-hard" / "bench" / "runs"  # written before the renames
+
+
+def test_run_folders_with_the_old_names_load_with_the_same_values():
+    """steps.jsonl lines with mean_kl, logprob_gap and extra.teacher_student_gap read as
+    mean_reverse_kl, stale_weights_gap and extra.ema_weight_distance; verdict strings as Verdicts."""
+    import json
+
+    from ttsd.judge import Verdict
+
+    run_dirs = sorted(path.parent for path in OLD_NAMES_RUNS.glob("*/*/seed-*/steps.jsonl"))
+    assert len(run_dirs) == 18
+    ema_distances = 0
+    for run_dir in run_dirs:
+        run = RunDir.open(run_dir)
+        raw_steps = [json.loads(line) for line in run.steps_path.read_text().splitlines() if line.strip()]
+        steps = run.steps()
+        assert len(steps) == len(raw_steps) > 0
+        for raw, step in zip(raw_steps, steps):
+            assert "mean_kl" in raw and "mean_reverse_kl" not in raw  # really the old names
+            assert (step.mean_reverse_kl, step.stale_weights_gap) == (raw["mean_kl"], raw["logprob_gap"])
+            assert step.time_sync_s == raw["time_sync_s"] and step.loss == raw["loss"]
+            if "teacher_student_gap" in raw["extra"]:
+                assert step.extra["ema_weight_distance"] == raw["extra"]["teacher_student_gap"]
+                assert "teacher_student_gap" not in step.extra
+                ema_distances += 1
+            assert StepRecord.model_validate_json(step.model_dump_json()) == step  # written back under the new names
+            assert "logprob_gap" not in json.loads(step.model_dump_json())
+        raw_attempts = [json.loads(line) for line in run.attempts_path.read_text().splitlines() if line.strip()]
+        attempts = run.attempts()
+        assert [a.verdict for a in attempts] == [Verdict(r["verdict"]) for r in raw_attempts]
+        assert [a.passed for a in attempts] == [r["verdict"] == "accepted" for r in raw_attempts]
+    assert ema_distances > 0  # the sdpo runs kept the EMA teacher's distance

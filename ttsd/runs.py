@@ -32,8 +32,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 
+from ttsd.judge import Verdict
 from ttsd.problems import Problem
 
 
@@ -54,7 +55,7 @@ class AttemptRecord(BaseModel):
     step: int
     response: str
     code: str | None
-    verdict: str
+    verdict: Verdict
     tests_passed: int
     tests_total: int
     feedback: str
@@ -65,6 +66,10 @@ class AttemptRecord(BaseModel):
         "self-teacher scored it (a passing attempt, a discovery batch, a baseline)",
     )
     cost: AttemptCost | None = None  # None in runs recorded before costs were kept
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == Verdict.accepted
 
 
 class PoolSummary(BaseModel):
@@ -107,15 +112,24 @@ class TokenGapRecord(BaseModel):
     gaps: list[float]  # log π_T(y_t) − log π_S(y_t) per token, nats, 3 significant digits
 
 
+# steps.jsonl's old names still load (run folders written before the renames): the fields through
+# their validation aliases (mean_kl, logprob_gap), the keys of `extra` through this map.
+OLD_STEP_EXTRA = {"teacher_student_gap": "ema_weight_distance"}
+
+
 class StepRecord(BaseModel):
     step: int
     attempts: int  # attempts used so far, after this step
     verdicts: dict[str, int] = Field(default_factory=dict)
     best_tests_passed: int = 0
     loss: float | None = None
-    mean_kl: float | None = None
+    mean_reverse_kl: float | None = Field(None, validation_alias=AliasChoices("mean_reverse_kl", "mean_kl"))
     grad_norm: float | None = None
-    logprob_gap: float | None = None  # mean |trainer - sampler| log-prob of sampled tokens (stale-weights alarm)
+    stale_weights_gap: float | None = Field(
+        None, validation_alias=AliasChoices("stale_weights_gap", "logprob_gap"),
+        description="mean |log π_trainer − log π_sampler| of the sampled tokens (nats/token): > 0 beyond rounding "
+        "means the sampler served other weights than the trainer's (the stale-weights alarm)",
+    )
     teacher_logprob_gap: float | None = Field(
         None, description="sdpo: pooled token mean of log π_T − log π_S over the step's failed attempts the "
         "self-teacher scored (nats/token): how much the feedback changes the model's view of its own tokens",
@@ -125,9 +139,19 @@ class StepRecord(BaseModel):
     time_judge_s: float = 0.0
     time_score_s: float = 0.0
     time_train_s: float = 0.0
-    time_sync_s: float = 0.0
+    time_sync_s: float = Field(
+        0.0, description="after learning: the trainer's memory release, the sampler's wake and its adapter update"
+    )
     time_step_s: float = 0.0
-    extra: dict[str, Any] = Field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)  # e.g. sdpo's ema_weight_distance (EMA teacher)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_old_extra_names(cls, data: Any) -> Any:
+        extra = data.get("extra") if isinstance(data, dict) else None
+        if isinstance(extra, dict) and any(old in extra for old in OLD_STEP_EXTRA):
+            data = {**data, "extra": {OLD_STEP_EXTRA.get(key, key): value for key, value in extra.items()}}
+        return data
 
 
 class Summary(BaseModel):

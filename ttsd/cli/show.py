@@ -78,7 +78,7 @@ def visible(text: str) -> str:
 def pick_attempt(attempts: list[AttemptRecord], gaps: dict[int, TokenGapRecord]) -> tuple[AttemptRecord, str]:
     """The attempt to show by default and why: the discovered one, else the last one the self-teacher
     scored, else the last one."""
-    discovered = next((a for a in attempts if a.verdict == "accepted"), None)
+    discovered = next((a for a in attempts if a.passed), None)
     if discovered is not None:
         return discovered, "the discovered solution"
     scored = [a for a in attempts if a.k in gaps]
@@ -90,9 +90,9 @@ def pick_attempt(attempts: list[AttemptRecord], gaps: dict[int, TokenGapRecord])
 def why_no_gaps(attempt: AttemptRecord, method: str, attempts: list[AttemptRecord]) -> str:
     if method != "sdpo":
         return f"{method} does not learn: no self-teacher scored its attempts"
-    if attempt.verdict == "accepted":
+    if attempt.passed:
         return "a passing attempt gets no feedback, so no self-teacher scored it"
-    if any(a.verdict == "accepted" for a in attempts if a.step == attempt.step):
+    if any(a.passed for a in attempts if a.step == attempt.step):
         return "its batch discovered a solution, so the step ended before the self-teacher scored it"
     return "no self-teacher scored it (an attempt without tokens, or a run from before token gaps were saved)"
 
@@ -169,7 +169,7 @@ def render(view: AttemptView) -> None:
     facts = f"   {a.tests_passed}/{a.tests_total} tests passed   {a.num_tokens} tokens ({a.finish_reason})"
     if a.teacher_logprob_gap is not None:
         facts += f"   mean teacher − student {a.teacher_logprob_gap:+.4f} nats/token"
-    console.print(Text.assemble((a.verdict.replace("_", " ").upper(), _VERDICT_STYLE.get(a.verdict, "bold red")), facts))
+    console.print(Text.assemble((a.verdict.value.replace("_", " ").upper(), _VERDICT_STYLE.get(a.verdict.value, "bold red")), facts))
     if view.discovery_likelihood is not None:
         from ttsd.sdpo.diagnostics import describe_discovery
 

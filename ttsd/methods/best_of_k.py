@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ttsd.methods.base import Method, StepOutcome
+from ttsd.methods.run_loop import Method, StepOutcome
 from ttsd.runs import StepRecord
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ttsd.engine.chat import Messages, Role
-from ttsd.methods.base import Method, StepOutcome
+from ttsd.methods.run_loop import Method, StepOutcome
 from ttsd.prompts import DEFAULT_TEMPLATES, PromptTemplates, chat_messages, strip_thinking, student_messages, task_prompt
 from ttsd.runs import AttemptRecord, StepRecord
 
@@ -161,7 +161,7 @@ class MultiTurn(Method):
         return 1
 
     def restore(self, attempts: list[AttemptRecord], steps: list[StepRecord]) -> None:
-        self.history = [(a.response, a.feedback) for a in attempts if a.verdict != "accepted"]
+        self.history = [(a.response, a.feedback) for a in attempts if not a.passed]
 
     def prompt_limit(self) -> int:
         """Prompt tokens allowed: the context limit, and room for the answer within the sampler's
