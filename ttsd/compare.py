@@ -111,7 +111,7 @@ def read_run(bench_dir: Path, key: RunKey, summary: Summary) -> RunData:
     time = summary.discovery_k if found else summary.attempts_used
     data = RunData(
         summary=summary, batch_size=batch, judged=max(len(records), summary.attempts_used),
-        passes=sum(r.verdict == "accepted" for r in records) if records else int(found),
+        passes=sum(r.passed for r in records) if records else int(found),
         attempts=metrics.Observation(time=time, discovered=found),
     )
     costs = [r.cost for r in records]
