@@ -637,7 +637,7 @@ def to_markdown(report: CompareReport) -> str:
         f"Compute: {metrics.COMPUTE_UNIT}. best-of-k's compute and seconds per attempt are its samples' means.",
         "",
         *_table(RATIO_HEADER, [row for s in report.scopes for row in ratio_rows(report, s)]),
-        f"## Rate ratio against best-of-k",
+        "## Rate ratio against best-of-k",
         "",
         "θ: the method's per-attempt discovery hazard after its first batch (which best-of-k shares) over best-of-k's "
         "per-attempt rate; exact conditional test stratified by problem (ttsd.metrics.rate_ratio). Power: the probability "

@@ -314,15 +314,6 @@ def pools_band(
     return _band(estimate, low, high)
 
 
-def sample_counts(observations: Sequence[Observation]) -> tuple[int, int]:
-    """(n, c) pooled from best-of-k runs that stop at their first pass, counting only attempts up to
-    each run's discovery. Prefer counting every judged attempt (compare does: the batch after a
-    discovery is judged too); this is kept for runs whose attempt records are gone."""
-    n = int(sum(o.time for o in observations))
-    c = sum(1 for o in observations if o.discovered)
-    return n, c
-
-
 # ----- curves: horizons, quantiles ---------------------------------------------------------------
 
 
