@@ -54,6 +54,25 @@ def split_coverage(rates: tuple[float, ...], seeds: int, ks=KS, reps: int = 1000
     return covered / reps
 
 
+def population_coverage(problems: int, seeds: int, beta: tuple[float, float], ks=(4, 16, 64), reps: int = 1000,
+                        budget: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage of `population_band`, coverage of `split_band`) per k of the mean discovery curve
+    of a *population* of problems whose rates are Beta(a, b), from `problems` drawn ones."""
+    rng = np.random.default_rng(seed)
+    ks = np.array(ks)
+    population = rng.beta(*beta, size=200_000)
+    truth = np.array([np.mean(1 - (1 - population) ** k) for k in ks])
+    covered_population, covered_fixed = np.zeros(len(ks)), np.zeros(len(ks))
+    for _ in range(reps):
+        rates = np.maximum(rng.beta(*beta, size=problems), 1e-12)
+        per_problem = [observations(rng.geometric(r, size=seeds), np.full(seeds, budget)) for r in rates]
+        fixed = metrics.split_band(per_problem, ks)
+        band = metrics.population_band([metrics.kaplan_meier_at(obs, ks) for obs in per_problem], fixed)
+        covered_population += (np.array(band.low) <= truth + 1e-12) & (truth <= np.array(band.high) + 1e-12)
+        covered_fixed += (np.array(fixed.low) <= truth + 1e-12) & (truth <= np.array(fixed.high) + 1e-12)
+    return covered_population / reps, covered_fixed / reps
+
+
 def rate_ratio_study(rng: np.random.Generator, theta: float, rates=(0.02, 0.08), seeds: int = 5, budget: int = 64,
                      pool: int = 256, batch: int = 16) -> metrics.RateRatio:
     """One simulated study: per problem, `seeds` runs whose hazard is best-of-k's rate for the first
@@ -153,6 +172,13 @@ def main() -> None:
         for seeds in SEEDS:
             cov = split_coverage(rates, seeds, reps=args.reps)
             print(f"{seeds:5d}  {rates}  " + "  ".join(f"{c:7.3f}" for c in cov))
+    print("\npopulation_band vs split_band as intervals for the mean over a population of problems, rates ~ Beta(a, b), k = 4, 16, 64")
+    for beta in ((0.5, 10.0), (2.0, 30.0)):
+        for problems in (3, 5, 10):
+            for seeds in (3, 5):
+                pop, fixed = population_coverage(problems, seeds, beta, reps=args.reps // 2)
+                print(f"Beta{beta}  {problems:2d} problems  {seeds} seeds  population " + " ".join(f"{c:.3f}" for c in pop)
+                      + "   fixed-problem " + " ".join(f"{c:.3f}" for c in fixed))
     print("\nrate_ratio, rates (0.02, 0.08), 5 seeds, budget 64, batch 16 skipped, pool 256: rejection at α = 0.10, 90% coverage")
     for theta in (1.0, 2.0, 4.0):
         rejected, covered = rate_ratio_behaviour(theta, reps=args.reps)

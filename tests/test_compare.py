@@ -289,3 +289,21 @@ def test_plan_reads_measured_rates_from_a_bench(tmp_path):
     empty = write_synthetic_bench(tmp_path / "empty", times={"p1": {"sdpo": [2]}})
     result = CliRunner().invoke(app, ["plan", "--split", str(split), "--from-bench", str(empty)])
     assert result.exit_code == 2 and "no runs or pool with recorded per-attempt costs" in result.output
+
+
+def test_population_interval_from_five_problems(tmp_path):
+    times = {f"q{i}": {"sdpo": [2 + i, None, 3]} for i in range(5)}
+    bench = write_synthetic_bench(tmp_path / "bench", times=times)
+    report = compare_bench(bench, baselines=["best-of-k"], ks=[1, 4], simulations=50)
+    split = stats(scope(report, "split", "synthetic"), "sdpo")
+    at4 = split.population_at[4]
+    # per problem (times 2 + i, censored, 3) F̂(4) = 2/3 for q0..q2, 1/3 for q3, q4: mean 8/15
+    estimates = np.array([2 / 3, 2 / 3, 2 / 3, 1 / 3, 1 / 3])
+    half = metrics.t_quantile(0.95, 4) * np.std(estimates, ddof=1) / math.sqrt(5)
+    assert at4.estimate == pytest.approx(8 / 15)
+    fixed = split.discovery_at[4]
+    assert at4.low == pytest.approx(min(8 / 15 - half, fixed.low)) and at4.high == pytest.approx(max(8 / 15 + half, fixed.high))
+    assert "For problems like these" in to_markdown(report)
+    assert stats(scope(report, "problem", "q0"), "sdpo").population_at == {}
+    small = compare_bench(write_synthetic_bench(tmp_path / "small"), baselines=["best-of-k"], ks=[1], simulations=50)
+    assert "needs at least 5 problems (split synthetic has 2)" in to_markdown(small)

@@ -223,6 +223,34 @@ def test_split_interval_coverage_over_heterogeneous_problems(rates):
         assert min(coverage) >= 0.85, coverage
 
 
+def test_t_quantile_hand_values():
+    assert metrics.t_quantile(0.95, 1) == pytest.approx(1 / math.tan(math.pi * 0.05), rel=1e-9)  # Cauchy
+    assert metrics.t_quantile(0.95, 4) == pytest.approx(2.131847, abs=1e-6)
+    assert metrics.t_quantile(0.975, 10_000) == pytest.approx(1.959964, abs=1e-3)
+
+
+def test_population_band_is_the_union_of_the_t_and_fixed_intervals():
+    estimates = [np.array([0.0, 0.5]), np.array([0.0, 1.0]), np.array([0.0, 0.0])]
+    fixed = metrics.Band(estimate=[0.0, 0.5], low=[0.0, 0.3], high=[0.3, 0.7])
+    band = metrics.population_band(estimates, fixed)
+    half = metrics.t_quantile(0.95, 2) * 0.5 / math.sqrt(3)  # sd of (0.5, 1, 0) is 0.5
+    assert band.estimate == [0.0, 0.5]
+    assert band.low == pytest.approx([0.0, max(0.5 - half, 0.0)]) and band.high == pytest.approx([0.3, min(0.5 + half, 1.0)])
+    # every problem at 0: the t-interval collapses, the fixed one keeps the band open
+    assert metrics.population_band(estimates[2:] * 5, fixed).high[0] == 0.3
+    with pytest.raises(ValueError):
+        metrics.population_band(estimates[:1], fixed)
+
+
+@pytest.mark.parametrize("problems", [5, 10])
+def test_population_interval_coverage_of_a_population_of_problems(problems):
+    """Problems drawn from a population (rates ~ Beta(2, 30), mean 0.06), 3 seeds each: the population
+    interval covers the population's mean curve; the fixed-problem interval is not meant to."""
+    population, fixed = interval_coverage.population_coverage(problems, 3, (2.0, 30.0), reps=200, seed=problems)
+    assert min(population) >= 0.85, population
+    assert np.all(population >= fixed - 1e-9)
+
+
 def test_pool_band_maps_the_exact_rate_interval():
     band = metrics.pool_band(144, 2, [1, 64, 200])
     assert band.estimate[1] == pytest.approx(1 - comb(142, 64) / comb(144, 64))  # mbpp-18: 0.69

@@ -176,6 +176,7 @@ class MethodStats(BaseModel):
     discovery_at: dict[int, Interval]
     mean_attempts: float | None  # restricted mean E[min(T, τ)]
     attempts_at: dict[float, metrics.Reach] = {}  # attempts to reach p, per requested p
+    population_at: dict[int, Interval] = {}  # split of >= FEW_PROBLEMS problems: for problems like these
     curves: dict[str, AxisCurve] = {}  # axis -> curve with its band ("attempts" always)
     learning: LearningStats | None = None
 
@@ -348,6 +349,12 @@ def scope_report(
         seeded = [r for runs_ in runs.get(m, {}).values() for r in runs_]
         curves = {axis: sc.curve(m) for axis, sc in axes.items()}
         pooled = samples if m == BEST_OF_K else {}
+        population_at = {}
+        if scope == "split" and len(problems) >= planning.FEW_PROBLEMS:
+            estimates = _per_problem_estimates(m, per_method, samples, attempts_scope.points)
+            if len(estimates) >= 2:
+                population = metrics.population_band(estimates, band, confidence)
+                population_at = {k: _interval_at(attempt_points, population, float(k)) for k in ks}
         stats.append(MethodStats(
             method=m,
             runs=len(seeded),
@@ -357,6 +364,7 @@ def scope_report(
             discovery_at={k: _interval_at(attempt_points, band, float(k)) for k in ks},
             mean_attempts=None if math.isnan(mean) else mean,
             attempts_at={p: attempts_scope.reach(m, p, for_ratio=False) for p in probabilities},
+            population_at=population_at,
             curves=curves,
             learning=learning_stats([r.summary for r in seeded]) if m != BEST_OF_K else None,
         ))
@@ -383,6 +391,14 @@ def scope_report(
                          rate_tests=rate_tests, missing_axes=missing)
     report.verdict = verdict(report, main_method, confidence)
     return report
+
+
+def _per_problem_estimates(method, per_method, samples, points) -> list[np.ndarray]:
+    """Each problem's own discovery curve: Kaplan–Meier of its runs, or best-of-k's pool estimate."""
+    if method == BEST_OF_K:
+        return [np.array([metrics.pool_estimate(s.samples, s.passes, int(k)) for k in points])
+                for s in samples.values() if s is not None and s.samples > 0]
+    return [metrics.kaplan_meier_at([r.attempts for r in runs], points) for runs in per_method[method].values() if runs]
 
 
 def _pooled_samples(samples: dict[str, Samples | None]) -> Samples | None:
@@ -547,6 +563,27 @@ def table_rows(report: CompareReport, scope: ScopeReport) -> list[list[str]]:
     return rows
 
 
+def population_lines(report: CompareReport, scopes: list[ScopeReport]) -> list[str]:
+    """The split's discovery@k with the interval for problems like these (>= FEW_PROBLEMS problems), or why not."""
+    rows = [
+        [scope.label, stats.method]
+        + [_fmt(iv.estimate) + (f" [{_fmt(iv.low)}, {_fmt(iv.high)}]" if iv.estimate is not None else "")
+           for iv in (stats.population_at.get(k, Interval(estimate=None, low=None, high=None)) for k in report.ks)]
+        for scope in scopes for stats in scope.methods if stats.population_at
+    ]
+    if not rows:
+        few = ", ".join(f"{s.label.split(':')[0]} has {len(s.problems)}" for s in scopes)
+        return [f"The split intervals above are for these problems only. An interval for problems like them needs at least "
+                f"{planning.FEW_PROBLEMS} problems ({few}): none is given.", ""]
+    return [
+        "For problems like these (the split's problems taken as a random sample): the same means with a t-interval over "
+        "the per-problem estimates, widened to the fixed-problem interval where that is wider (approximate; "
+        "docs/statistics.md).",
+        "",
+        *_table(["scope", "method"] + [f"discovery@{k}" for k in report.ks], rows),
+    ]
+
+
 RATIO_HEADER = ["scope", "baseline", "axis", "p*", "baseline needs", "method needs", "ratio baseline / method [90%]"]
 
 
@@ -631,6 +668,8 @@ def to_markdown(report: CompareReport) -> str:
         scopes = [s for s in report.scopes if s.scope == kind]
         if scopes:
             lines += [f"## Per {kind}", "", *_table(header, [row for s in scopes for row in table_rows(report, s)])]
+        if kind == "split":
+            lines += population_lines(report, scopes)
     lines += [
         "## Attempts, compute and wall time at matched discovery probability",
         "",

@@ -238,6 +238,42 @@ def _count(value: float, trials: float) -> float:
     return min(max(round(value, 9), 0.0), trials)
 
 
+def t_quantile(q: float, dof: float) -> float:
+    """The q-quantile (q > 1/2) of Student's t with `dof` degrees of freedom, from
+    P(T > t) = I_{ν/(ν+t²)}(ν/2, 1/2) / 2 (bisection)."""
+    low, high = 0.0, 1e4
+    for _ in range(100):
+        mid = (low + high) / 2.0
+        if 1.0 - 0.5 * regularized_beta(dof / (dof + mid * mid), dof / 2.0, 0.5) < q:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2.0
+
+
+def population_band(estimates: Sequence[np.ndarray], fixed: Band, confidence: float = DEFAULT_CONFIDENCE) -> Band:
+    """An interval for the mean discovery curve of *problems like these* (the scope's P problems
+    taken as a random sample of a population), around the same estimate F̄ as `fixed`:
+
+        t(x) = F̄(x) ± t_{P-1, (1+c)/2} · sd_p(F̂_p(x)) / √P,   clipped to [0, 1],
+        band = [min(t_low, fixed_low), max(t_high, fixed_high)].
+
+    The spread of the per-problem estimates holds both problem-to-problem and seed-to-seed noise;
+    the union with the fixed-problem interval keeps it from collapsing when every problem agrees
+    (all 0/S). Approximate (per-problem estimates are bounded and skewed): its simulated coverage
+    is in docs/statistics.md; compare gives it only from 5 problems on. Needs P >= 2."""
+    stacked = np.stack([np.asarray(e, dtype=float) for e in estimates])
+    count = stacked.shape[0]
+    if count < 2:
+        raise ValueError("a population interval needs at least two problems")
+    mean = np.mean(stacked, axis=0)
+    half = t_quantile((1.0 + confidence) / 2.0, count - 1) * np.std(stacked, axis=0, ddof=1) / math.sqrt(count)
+    as_array = lambda values: np.array([np.nan if v is None else v for v in values])  # noqa: E731
+    low = np.fmin(np.clip(mean - half, 0.0, 1.0), as_array(fixed.low))
+    high = np.fmax(np.clip(mean + half, 0.0, 1.0), as_array(fixed.high))
+    return _band(as_array(fixed.estimate), low, high)
+
+
 # ----- best-of-k from i.i.d. samples -------------------------------------------------------------
 
 
