@@ -352,7 +352,7 @@ def scope_report(
         population_at = {}
         if scope == "split" and len(problems) >= planning.FEW_PROBLEMS:
             estimates = _per_problem_estimates(m, per_method, samples, attempts_scope.points)
-            if len(estimates) >= 2:
+            if len(estimates) >= planning.FEW_PROBLEMS:  # this method's own problems
                 population = metrics.population_band(estimates, band, confidence)
                 population_at = {k: _interval_at(attempt_points, population, float(k)) for k in ks}
         stats.append(MethodStats(
