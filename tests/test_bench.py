@@ -183,8 +183,13 @@ def test_compare_after_bench(small_bench):
     for s in data["scopes"]:
         assert sorted(m["method"] for m in s["methods"]) == sorted(METHODS)
         assert all(m["runs"] == (2 if s["scope"] == "problem" else 4) for m in s["methods"])
+    # best-of-k from the bench's pool, and every run and the pool recorded its costs: all three axes
+    split = next(s for s in data["scopes"] if s["scope"] == "split")
+    best_of_k = next(m for m in split["methods"] if m["method"] == "best-of-k")
+    assert best_of_k["samples"]["source"] == "pool" and best_of_k["samples"]["samples"] == 4 * BUDGET * len(PROBLEMS)
+    assert split["missing_axes"] == [] and set(best_of_k["curves"]) == {"attempts", "compute", "wall"}
     markdown = (out / "compare.md").read_text()
-    assert "## Per split" in markdown and "discovery@2" in markdown
+    assert "## Per split" in markdown and "discovery@2" in markdown and "## What the data support" in markdown
     import matplotlib.image as mpimg
 
     image = mpimg.imread(out / "plots" / f"split-{problems_dir.name}.png")
