@@ -64,7 +64,18 @@ def test_checkpointing_off_keeps_every_layers_activations():
     on = estimate_learning_peak(QWEN3_8B, _shape(response_tokens=4096))
     off = estimate_learning_peak(QWEN3_8B, _shape(response_tokens=4096, gradient_checkpointing=False))
     assert off.parts["student_graph"] > 20 * on.parts["student_graph"]
-    assert on.parts["adapter_state"] == QWEN3_8B.lora_parameters(LoraSettings()) * (4 * 2 + 4)
+
+
+def test_a_float32_adapter_on_a_bf16_base_costs_20_bytes_per_parameter():
+    """PEFT keeps LoRA weights float32 on a bf16 base: parameter, gradient and AdamW's two moments
+    (4 bytes each), plus the EMA teacher's float32 copy; a first step adds the gradient and moments."""
+    estimate = estimate_learning_peak(QWEN3_8B, _shape(response_tokens=4096))
+    lora = QWEN3_8B.lora_parameters(LoraSettings())
+    held = estimate.parts["adapter_state"] + estimate.parts["adapter_gradients"] + estimate.parts["optimizer_moments"]
+    assert held == 20 * lora
+    assert estimate.total - estimate.step == estimate.parts["weights"] + 8 * lora  # before the step: parameter + EMA
+    activations = estimate.parts["student_graph"] + max(estimate.parts["teacher_pass"], estimate.parts["student_backward"])
+    assert estimate.step == activations + 12 * lora
 
 
 def test_an_8b_adapter_outgrows_dockers_default_shared_memory():

@@ -3,7 +3,8 @@
 Written for the trainer's accelerator (the engine sleeps during the step, see docs/gpu.md); the
 benchmark `benchmarks/bench_memory.py` prints it beside the measured peak. Notation: b bytes per
 element of the model's dtype; ℓ layers, H hidden, I intermediate, q = heads·head_dim,
-k = kv_heads·head_dim, V vocabulary, r LoRA rank, K the student's top-K; per attempt P prompt,
+k = kv_heads·head_dim, V vocabulary, r LoRA rank, a bytes per element of the adapter (4: PEFT
+keeps LoRA parameters in float32 on a bf16 or fp16 base), K the student's top-K; per attempt P prompt,
 F feedback and R response tokens; M = max_batch_tokens.
 
 Micro-batches (what `learn_from_batch` forms): g = clamp(⌊M / (P + R)⌋, 1, attempts) attempts at a
@@ -11,10 +12,14 @@ time. When g ≥ 2 their common prompt runs once (S = P − 1 prefix tokens), so
 has T = g·(P + R − S) row tokens plus S prefix tokens, and N = g·R response tokens. The teacher,
 on P + F + R tokens per attempt, forms its own micro-batches within the same g attempts.
 
-    peak = weights + adapter state + student graph + max(teacher pass, student backward)
+    peak = weights + adapter state + adapter gradients + optimizer moments
+           + student graph + max(teacher pass, student backward)
 
-    weights         = parameters · b
-    adapter state   = P_lora · (4b + 4)             parameter, gradient, AdamW's two moments, EMA copy in fp32
+    weights            = parameters · b
+    adapter state      = P_lora · (a + 4)        the parameters and the EMA teacher's float32 copy
+    adapter gradients  = P_lora · a              from the first backward on
+    optimizer moments  = P_lora · 2a             AdamW's two, made at the first step in the parameters' dtype
+                                                 (with a = 4: 20 bytes per LoRA parameter in all)
     student graph   = alive from the micro-batch's forward until its backward:
         with gradient checkpointing:   (ℓ + 3)·(T + S)·H·b       each layer's input, final norm, gathered states
         without:                       ℓ·(T + S)·A               every layer's activations
@@ -107,13 +112,14 @@ class LearningShape(BaseModel):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     gradient_checkpointing: bool = True
     dtype_bytes: int = 2
+    adapter_dtype_bytes: int = 4  # PEFT casts LoRA weights to float32 on a bf16/fp16 base (autocast_adapter_dtype)
     device: str = "cuda"
     logit_chunk_bytes: int = LOGIT_CHUNK_BYTES
 
 
 class MemoryEstimate(BaseModel):
     total: int  # bytes at the peak
-    step: int  # what the step adds above weights and adapter state
+    step: int  # what a first step adds above what the trainer holds before it (weights, adapter, EMA copy)
     parts: dict[str, int]
 
 
@@ -154,12 +160,15 @@ def estimate_learning_peak(model: ModelShape, step: LearningShape) -> MemoryEsti
     teacher_tokens = teacher_rows * (p + f + n - teacher_shared)
     teacher = teacher_tokens * (3 * h * b + forward_only) + model.layers * teacher_shared * 2 * k * b + 3 * chunk
 
+    lora_parameters, a = model.lora_parameters(step.lora), step.adapter_dtype_bytes
     parts = {
         "weights": model.parameters() * b,
-        "adapter_state": model.lora_parameters(step.lora) * (4 * b + 4),
+        "adapter_state": lora_parameters * (a + 4),
+        "adapter_gradients": lora_parameters * a,
+        "optimizer_moments": lora_parameters * 2 * a,
         "student_graph": graph,
         "teacher_pass": teacher,
         "student_backward": backward,
     }
-    step_bytes = graph + max(teacher, backward)
+    step_bytes = parts["adapter_gradients"] + parts["optimizer_moments"] + graph + max(teacher, backward)
     return MemoryEstimate(total=parts["weights"] + parts["adapter_state"] + step_bytes, step=step_bytes, parts=parts)
