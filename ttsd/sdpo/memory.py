@@ -48,7 +48,7 @@ measures the step above a baseline there). No term is (attempts × R × V): the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, Field
 
@@ -172,3 +172,65 @@ def estimate_learning_peak(model: ModelShape, step: LearningShape) -> MemoryEsti
     }
     step_bytes = parts["adapter_gradients"] + parts["optimizer_moments"] + graph + max(teacher, backward)
     return MemoryEstimate(total=parts["weights"] + parts["adapter_state"] + step_bytes, step=step_bytes, parts=parts)
+
+
+# ----- what fits ---------------------------------------------------------------------------------
+def largest_fitting(fits: Callable[[int], bool], low: int, high: int, segment_ends: Iterable[int] = ()) -> int | None:
+    """The largest n in [low, high] with fits(n), or None.
+
+    fits must be monotone (true, then false) on each segment [low, e₁], [e₁ + 1, e₂], …, [eₖ + 1, high]
+    between the given segment ends, not across them: the step's memory falls where a micro-batch
+    takes fewer attempts, so one binary search over the whole range can miss the longest length
+    that fits (a line through two measured rows even slopes the wrong way). Segments are tried from
+    the top: the first whose start fits holds the answer, found by bisection inside it."""
+    if high < low:
+        return None
+    ends = sorted({e for e in segment_ends if low <= e < high})
+    starts = [low, *(e + 1 for e in ends)]
+    stops = [*ends, high]
+    for start, stop in reversed(list(zip(starts, stops))):
+        if not fits(start):
+            continue
+        while start < stop:  # invariant: fits(start)
+            middle = (start + stop + 1) // 2
+            if fits(middle):
+                start = middle
+            else:
+                stop = middle - 1
+        return start
+    return None
+
+
+def micro_batch_changes(step: LearningShape) -> list[int]:
+    """Response lengths after which the micro-batch arrangement changes (fewer attempts per student
+    or teacher micro-batch, the shared prefix on or off): within the ranges between them every term
+    of the estimate grows with the response length."""
+    budget, p, f = step.max_batch_tokens, step.prompt_tokens, step.feedback_tokens
+    return sorted({budget // rows - p - extra for rows in range(2, step.attempts + 1) for extra in (0, f)})
+
+
+def longest_fitting_response(model: ModelShape, step: LearningShape, fit_bytes: float, limit: int,
+                             step_scale: float = 1.0) -> int | None:
+    """The longest response (≤ limit tokens) whose expected peak fits in fit_bytes, at `step`'s other
+    sizes; step_scale multiplies what the step adds (a correction measured rows give), or None."""
+
+    def fits(response_tokens: int) -> bool:
+        return _scaled_total(model, step.model_copy(update={"response_tokens": response_tokens}), step_scale) <= fit_bytes
+
+    return largest_fitting(fits, 1, limit, micro_batch_changes(step))
+
+
+def most_attempts_fitting(model: ModelShape, step: LearningShape, fit_bytes: float, limit: int,
+                          step_scale: float = 1.0) -> int | None:
+    """The most attempts per step (≤ limit) whose expected peak fits in fit_bytes, or None. The peak
+    grows with the attempts only until a micro-batch is full, so the answer is often the limit."""
+
+    def fits(attempts: int) -> bool:
+        return _scaled_total(model, step.model_copy(update={"attempts": attempts}), step_scale) <= fit_bytes
+
+    return largest_fitting(fits, 1, limit)
+
+
+def _scaled_total(model: ModelShape, step: LearningShape, step_scale: float) -> float:
+    estimate = estimate_learning_peak(model, step)
+    return estimate.total - estimate.step + step_scale * estimate.step
