@@ -102,6 +102,12 @@ def test_fast_path_draws_what_generate_draws(policy):
     fast_sampler = policy.sampler(decode=FAST_PATH[device])
     fast = fast_sampler.sample(prompts, n=3, max_tokens=24, seed=4)
     assert fast_sampler.last_decode["path"] == FAST_PATH[device], fast_sampler.fallback_reason
+    # graphs (and their cache) are kept between calls on CUDA, and freed when the sampler sleeps
+    from ttsd.engine.static_decode import kept_sessions
+
+    assert len(kept_sessions(policy.model)) == (1 if device == "cuda" else 0)
+    fast_sampler.sleep()
+    assert len(kept_sessions(policy.model)) == 0
     if dtype == "float32":  # same logits up to ~1e-6, same random stream: the same draws
         assert [[s.token_ids for s in row] for row in fast] == [[s.token_ids for s in row] for row in plain]
     # bf16 logits from other kernels move the sampling intervals by more than a token's width on
