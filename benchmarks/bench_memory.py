@@ -272,10 +272,11 @@ def _fits_lines(found: dict) -> list[str]:
 
 
 def _write(path: Path | None, report: dict) -> None:
+    """Rewrite the JSON (never half-written, even when the run is killed)."""
+    from ttsd.runs import write_json_atomic
+
     if path is not None:
-        partial = path.with_name(path.name + ".part")
-        partial.write_text(json.dumps(report, indent=2) + "\n")
-        partial.replace(path)  # never a half-written file, even when the run is killed
+        write_json_atomic(path, report)
 
 
 def main(argv: list[str] | None = None) -> dict:
