@@ -285,8 +285,27 @@ def test_kept_sessions_drop_the_least_recently_used():
     assert sessions.add("c") == ["b"] and list(sessions) == ["a", "c"]
     assert sessions.add("a2", replaces=lambda kept: kept.startswith("a")) == ["a"] and list(sessions) == ["c", "a2"]
     assert sessions.find(lambda kept: kept == "b") is None
+    sessions.discard("c")
+    assert list(sessions) == ["a2"]
     sessions.clear()
     assert len(sessions) == 0
+
+
+def test_a_call_that_fails_keeps_no_session(policy):
+    """A decode that raises midway (here the prefill: a token id past the vocabulary) leaves no
+    session behind for the next call to reuse."""
+    release_decode_sessions(policy.model)
+    ids, mask = _left_padded(_prompts(policy.tokenizer), policy.tokenizer.pad_token_id, copies=1)
+    ids[0, -1] = policy.model.config.vocab_size + 5
+    with pytest.raises(IndexError):
+        static_decode(policy.model, ids, mask, temperature=1.0, top_p=1.0, max_tokens=4, eos_ids=[0], pad_id=0,
+                      cuda_graphs=False, keep=True)
+    assert len(kept_sessions(policy.model)) == 0
+    ids[0, -1] = 1
+    static_decode(policy.model, ids, mask, temperature=1.0, top_p=1.0, max_tokens=4, eos_ids=[0], pad_id=0,
+                  cuda_graphs=False, keep=True)
+    assert len(kept_sessions(policy.model)) == 1  # a call that succeeds is kept
+    release_decode_sessions(policy.model)
 
 
 def test_a_kept_session_serves_later_calls_with_the_adapter_of_the_moment(policy):

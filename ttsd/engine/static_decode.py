@@ -162,6 +162,8 @@ def static_decode(
             torch.cuda.synchronize(device)
 
     with ExitStack() as stack:
+        # a call that fails (a capture refused, out of memory) leaves nothing kept behind it
+        stack.push(lambda kind, error, trace: kept_sessions(inner).discard(session) if kind else None)
         stack.enter_context(torch.no_grad())
         stack.enter_context(_decode_attention(inner))
         stack.enter_context(dense_lora(model, session.lora))
@@ -360,6 +362,10 @@ class KeptSessions(Generic[Kept]):
         while len(self._entries) > self.limit:
             dropped.append(self._entries.popitem(last=False)[1])
         return dropped
+
+    def discard(self, entry: Kept) -> None:
+        """Drop `entry` if it is kept (by identity)."""
+        self._entries = OrderedDict((key, kept) for key, kept in self._entries.items() if kept is not entry)
 
     def clear(self) -> None:
         self._entries.clear()
