@@ -29,7 +29,6 @@ of one sampling phase get after its first).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -45,7 +45,6 @@ rows (the estimate validated, and corrected where it was low). Lengths stop at t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
