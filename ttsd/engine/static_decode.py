@@ -24,7 +24,7 @@ no Python in between, and the step is trimmed before capture:
   (casts to the adapter's float32, two matmuls, the scaling, the add, the cast back). A and s·B
   are copied once per call, so the adapter the trainer just updated is the one sampled.
 
-Sampling is not in the graph: logits → `_LogprobRecorder` (temperature, top-p, the log-prob of
+Sampling is not in the graph: logits → `LogprobRecorder` (temperature, top-p, the log-prob of
 the sampling distribution, see `ttsd.engine.hf_sampler`) → softmax → multinomial, exactly the
 operations `generate` runs, so with the same seed and the same logits both paths draw the same
 tokens. What differs is how the logits are computed (other attention kernels and masks, LoRA in
@@ -140,7 +140,7 @@ def static_decode(
     """
     import torch
 
-    from ttsd.engine.hf_sampler import _LogprobRecorder
+    from ttsd.engine.logprob_recorder import LogprobRecorder
 
     reason = unsupported_reason(model, cuda_graphs)
     if reason is not None:
@@ -151,7 +151,7 @@ def static_decode(
     total_length = prompt_length + max_tokens
     keep = cuda_graphs if keep is None else keep
     stats = DecodeStats()
-    recorder = _LogprobRecorder(temperature, top_p)
+    recorder = LogprobRecorder(temperature, top_p)
     do_sample = temperature > 0
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     session, stats.kept_session = _session_for(inner, model, rows, total_length, smallest_window, keep, device)
