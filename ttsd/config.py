@@ -78,6 +78,7 @@ class SolveConfig(BaseModel):
         "+ max_tokens, so no backend stops an attempt before max_tokens; a smaller value is refused",
     )
     gpu_memory_utilization: float = Field(0.45, gt=0, le=1, description="vLLM's share of the GPU (the trainer uses the rest)")
+    report_to: Literal["none", "tensorboard"] = Field("none", description="also write every step's scalars for this tool: tensorboard (RUN_DIR/tensorboard; needs the tensorboard extra)")
     templates: PromptTemplates = Field(default_factory=PromptTemplates, description="prompt wording: a JSON object of PromptTemplates fields (ttsd/prompts.py), inline or in a file")
 
     @property
