@@ -23,6 +23,7 @@ from ttsd.config import SolveConfig
 from ttsd.problems import Problem
 from ttsd.runs import AttemptRecord, RunDir, StepRecord, Summary
 from ttsd.sdpo import diagnostics
+from ttsd.stop_points import stop_point
 
 Progress = Callable[[StepRecord, Summary], None]
 
@@ -234,6 +235,7 @@ def run_method(method: Method, resume: bool, progress: Progress | None = None) -
             outcome = method.run_step(step, num)
             records = attempt_records(outcome.attempts, step, len(attempts) + 1)
             run.append_attempts(records)
+            stop_point("attempts-written")
             method.save_token_gaps(records, outcome.attempts)
             attempts.extend(records)
             passing = next((r for r in records if r.verdict == "accepted"), None)
@@ -249,6 +251,7 @@ def run_method(method: Method, resume: bool, progress: Progress | None = None) -
             diagnostics.annotate_step(record, [a.teacher_gaps for a in outcome.attempts], config.top_p)
             method.save_state(step)
             run.append_step(record)
+            stop_point("step-recorded")
             steps.append(record)
             current = summary(finished=False)
             run.write_summary(current)
