@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import queue
 import socket
@@ -36,6 +37,8 @@ from dataclasses import dataclass, field
 
 from ttsd.sandbox.base import ExecResult, Job, SandboxUnavailable
 from ttsd.sandbox.supervisor import is_memory_failure, safe_relative
+
+logger = logging.getLogger(__name__)
 
 LABEL = "ttsd.sandbox"
 OWNER_LABEL = "ttsd.sandbox.owner"
@@ -90,21 +93,38 @@ def _owner_alive(owner: str) -> bool:
     return _process_start_time(int(pid)) == started
 
 
+def _gone(error: Exception) -> bool:
+    """The engine's answer for a container that another process removed (or is removing) meanwhile."""
+    import docker.errors
+
+    if isinstance(error, docker.errors.NotFound):
+        return True
+    # 409 "removal of container ... is already in progress": another ttsd process got there first
+    return isinstance(error, docker.errors.APIError) and error.status_code == 409 and "in progress" in str(error)
+
+
 def remove_leftovers(client, include_live_owners: bool = False, owner: str | None = None) -> int:
-    """Remove labelled containers whose ttsd process has ended (or `owner`'s, or all of them)."""
+    """Remove labelled containers whose ttsd process has ended (or `owner`'s, or all of them).
+
+    Other ttsd processes remove their own containers meanwhile, so a container may vanish between
+    the listing and its removal: that is not an error (it is not counted). The listing is the
+    engine's raw one (labels included), so nothing is inspected per container."""
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        container_owner = container.labels.get(OWNER_LABEL, "")
+    for entry in client.api.containers(all=True, filters={"label": LABEL}):
+        container_owner = (entry.get("Labels") or {}).get(OWNER_LABEL, "")
         if owner is not None:
             doomed = container_owner == owner
         else:
             doomed = include_live_owners or not _owner_alive(container_owner)
-        if doomed:
-            try:
-                container.remove(force=True)
-                removed += 1
-            except Exception:  # already gone
-                pass
+        if not doomed:
+            continue
+        try:
+            client.api.remove_container(entry["Id"], force=True)
+        except Exception as error:
+            if not _gone(error):  # best effort: a leftover that cannot go now is retried next start
+                logger.warning("could not remove leftover sandbox container %s: %s", entry["Id"][:12], error)
+            continue
+        removed += 1
     return removed
 
 
@@ -413,7 +433,14 @@ class DockerSandbox:
 
     def containers(self) -> list:
         """This sandbox's containers (docker SDK objects), running or not."""
-        return self.client.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={self.instance}"})
+        containers = []
+        for entry in self.client.api.containers(all=True, filters={"label": f"{INSTANCE_LABEL}={self.instance}"}):
+            try:
+                containers.append(self.client.containers.get(entry["Id"]))
+            except Exception as error:  # removed (a recycled pool container) since the listing
+                if not _gone(error):
+                    raise
+        return containers
 
     def warm_up(self) -> None:
         """Start the whole pool now (otherwise containers start on first use)."""
