@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ttsd.judge_harness import decode_value as harness_decode_value
 from ttsd.problems.model import Problem, TestCase
 from ttsd.sandbox.base import ExecResult, Job, Sandbox
+from ttsd.sandbox.supervisor import WALL_BACKSTOP_FACTOR, wall_limit_s
 
 HARNESS_FILE = "_ttsd_harness.py"
 SOLUTION_FILE = "solution.py"
@@ -396,6 +397,7 @@ class TestRun(BaseModel):
     wall_s: float = 0.0
     time_limit_s: float = 0.0
     suite_cut: bool = False  # the time limit hit was the whole suite's, not this test's
+    time_limit_hit: str | None = None  # the sandbox's: "cpu" (CPU time limit) or "wall" (wall-clock backstop)
 
 
 def _split_report(stream: str, nonce: str) -> tuple[str, dict | None]:
@@ -561,11 +563,22 @@ def _describe_runtime_error(run: TestRun, memory_limit_mb: int, output_limit_byt
     return "\n".join(parts)
 
 
+def _timeout_reason(run: TestRun) -> str:
+    """Which of the sandbox's time limits fired: the CPU time limit or the wall-clock backstop."""
+    if run.time_limit_hit == "wall":
+        return (
+            f"The program was still running after {wall_limit_s(run.time_limit_s):g} s of wall-clock time on this "
+            f"input (the backstop, {WALL_BACKSTOP_FACTOR}x its {run.time_limit_s:g} s CPU time limit): it was "
+            "waiting (sleeping, blocked on input) rather than computing."
+        )
+    return f"The program used more than its {run.time_limit_s:g} s of CPU time on this input."
+
+
 def _describe_timeout(run: TestRun, suite_time_limit_s: float) -> str:
     if run.suite_cut:
         why = f"The whole test suite did not finish within {suite_time_limit_s:g} s; the program is too slow overall."
     else:
-        why = f"The program did not finish within {run.time_limit_s:g} s on this input."
+        why = _timeout_reason(run)
     parts = ["Time Limit Exceeded", why]
     parts.append(_input_field(run))
     parts += _printed_fields(run)
@@ -906,6 +919,7 @@ class Judge:
             detail=outcome.detail,
             wall_s=result.wall_s,
             time_limit_s=time_limit_s,
+            time_limit_hit=result.time_limit_hit,
         )
 
 

@@ -5,10 +5,10 @@ size-capped tmpfs /work, /tmp and /dev/shm, uid 65534, every capability dropped,
 no-new-privileges, no log driver, labelled `ttsd.sandbox` with its owner (host, pid, start time).
 
 Inside, `sandbox/runner.py` is pid 1: it reads one JSON job per line on its stdin (the attach
-stream), runs the program under rlimits with a wall-clock kill and an output cap (the same
+stream), runs the program under rlimits (a CPU time limit) with a wall-clock backstop and an output cap (the same
 supervisor as the local sandbox, `ttsd/sandbox/supervisor.py`, copied into the image), kills whatever
 the program left behind, wipes /work, /tmp and /dev/shm, and answers one JSON line. The host keeps
-its own deadline (the time limit plus a margin): when the runner does not answer by then the
+its own deadline (the backstop plus a margin): when the runner does not answer by then the
 container is killed with `docker kill` (killing a client never stops a container).
 
 pool_size=0: a fresh container per job, removed after it. pool_size=N: up to N long-lived
@@ -36,14 +36,14 @@ import weakref
 from dataclasses import dataclass, field
 
 from ttsd.sandbox.base import ExecResult, Job, SandboxUnavailable
-from ttsd.sandbox.supervisor import is_memory_failure, safe_relative
+from ttsd.sandbox.supervisor import is_memory_failure, safe_relative, wall_limit_s
 
 logger = logging.getLogger(__name__)
 
 LABEL = "ttsd.sandbox"
 OWNER_LABEL = "ttsd.sandbox.owner"
 INSTANCE_LABEL = "ttsd.sandbox.instance"  # one DockerSandbox object
-HOST_MARGIN_S = 5.0  # the host's deadline beyond the runner's own wall-clock limit
+HOST_MARGIN_S = 5.0  # the host's deadline beyond the runner's own wall-clock backstop
 MEMORY_HEADROOM_MB = 192  # the container's memory above the job's address-space limit (runner, tmpfs)
 
 HOW_TO_START = (
@@ -383,7 +383,7 @@ class DockerSandbox:
             worker.jobs += 1
             worker.channel.send(request)
             try:
-                line = worker.channel.read_line(time.monotonic() + job.time_limit_s + HOST_MARGIN_S)
+                line = worker.channel.read_line(time.monotonic() + wall_limit_s(job.time_limit_s) + HOST_MARGIN_S)
             except TimeoutError:
                 line = b"timeout"
             result, reusable = self._result(worker, line, start)
@@ -400,7 +400,7 @@ class DockerSandbox:
         wall = time.monotonic() - start
         if line == b"timeout":  # the runner did not answer in time: the host's kill
             self._kill(worker)
-            return ExecResult(exit_code=None, timed_out=True, wall_s=wall), False
+            return ExecResult(exit_code=None, timed_out=True, time_limit_hit="wall", wall_s=wall), False
         if line is None:  # the runner died: OOM kill of the whole container, or an engine failure
             if not self._oom_killed(worker):
                 stderr = worker.channel.stderr[-2000:].decode(errors="replace")
