@@ -40,6 +40,7 @@ def sweep(rates: list[float], problems: list[str], out: Path, **options) -> list
     from ttsd.config import SolveConfig
     from ttsd.methods import solve
     from ttsd.problems.loading import find_problem
+    from ttsd.runs import RunDir
 
     rows = []
     for rate in rates:
@@ -50,16 +51,16 @@ def sweep(rates: list[float], problems: list[str], out: Path, **options) -> list
             run_dir = out / problem_id / f"lr-{rate:g}"
             config = SolveConfig(method="sdpo", learning_rate=rate, continue_after_discovery=True, **options)
             summary = solve(find_problem(problem_id), config, run_dir, resume=(run_dir / "steps.jsonl").exists())
-            steps = [s for s in _lines(run_dir / "steps.jsonl") if s.get("mean_kl") is not None]
+            steps = [s for s in RunDir(run_dir).steps() if s.mean_reverse_kl is not None]  # old names load too
             attempts = _lines(run_dir / "attempts.jsonl")
             if not steps:
                 continue
             row["steps"] += len(steps)
-            row["kl_first"] += steps[0]["mean_kl"] / len(problems)
-            row["kl_last"] += steps[-1]["mean_kl"] / len(problems)
-            row["gap_max"] = max(row["gap_max"], max(s["logprob_gap"] or 0.0 for s in steps))
-            row["grad_max"] = max(row["grad_max"], max(s["grad_norm"] or 0.0 for s in steps))
-            first, last = steps[0]["step"], steps[-1]["step"]
+            row["kl_first"] += steps[0].mean_reverse_kl / len(problems)
+            row["kl_last"] += steps[-1].mean_reverse_kl / len(problems)
+            row["gap_max"] = max(row["gap_max"], max(s.stale_weights_gap or 0.0 for s in steps))
+            row["grad_max"] = max(row["grad_max"], max(s.grad_norm or 0.0 for s in steps))
+            first, last = steps[0].step, steps[-1].step
             for key, step in (("code_first", first), ("code_last", last)):
                 batch = [a for a in attempts if a["step"] == step]
                 row[key][0] += sum(a["code"] is not None for a in batch)

@@ -12,11 +12,14 @@ from ttsd.calibration import (
     CalibrationMismatch,
     CalibrationSettings,
     calibrate_pool,
+    call_seed,
     is_decided,
+    read_estimates,
     read_progress,
 )
 from ttsd.cli import app
 from ttsd.problems import load_problem
+from ttsd.splits import ProblemRate
 
 PROBLEMS = ["reverse-string", "sum-two-numbers", "balanced-brackets"]
 
@@ -88,6 +91,34 @@ def test_a_decided_problem_gets_no_more_samples(tiny_model_dir, examples_dir, tm
     assert (rates["sum-two-numbers"].samples, rates["sum-two-numbers"].passed) == (4, 0)
 
 
+def test_selected_problems_get_fresh_samples_that_estimate_their_rate(tiny_model_dir, examples_dir, tmp_path):
+    problems = [load_problem(examples_dir / f"{pid}.json") for pid in PROBLEMS[:2]]
+    # very_hard below 0.3 of 4 samples: one pass in the first 2 leaves a problem undecided, 1 of 4 selects it
+    screen_only = settings_for(tiny_model_dir, problems_per_call=1, thresholds={"hard": 0.5, "very_hard": 0.3})
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_pool(problems, screen_only, tmp_path, on_progress=lambda state: (_ for _ in ()).throw(KeyboardInterrupt))
+    progress = tmp_path / PROGRESS_FILE
+    record = json.loads(progress.read_text())
+    assert record["problem_id"] == "reverse-string"
+    progress.write_text(json.dumps(dict(record, passed=1)) + "\n")  # as if one of its first two samples passed
+    rates = calibrate_pool(problems, screen_only, tmp_path)
+    assert rates["reverse-string"] == ProblemRate(samples=4, passed=1)  # selected: 0.25 < 0.3 with a pass
+    assert read_estimates(tmp_path, screen_only) == {}
+
+    # the same calibration with estimates (an old run directory may add them): only the selected
+    # problem gets more samples, in a stage of its own whose seeds the screen never used
+    settings = screen_only.model_copy(update={"estimate_samples": 3})
+    calls = []
+    again = calibrate_pool(problems, settings, tmp_path, on_progress=lambda state: calls.append((state.problems_done_now, state.stages)))
+    assert again == rates and calls == [(["reverse-string"], 3)]  # the selection counts stay the selection's
+    assert read_estimates(tmp_path, settings) == {"reverse-string": ProblemRate(samples=3, passed=0)}
+    assert read_progress(tmp_path)[("reverse-string", settings.estimate_stage)].samples == 3
+    screen_seeds = {call_seed(settings, stage, ["reverse-string"]) for stage in range(len(settings.stages))}
+    assert call_seed(settings, settings.estimate_stage, ["reverse-string"]) not in screen_seeds
+    with pytest.raises(CalibrationMismatch, match="estimate_samples: 3 → 5"):
+        calibrate_pool(problems, settings.model_copy(update={"estimate_samples": 5}), tmp_path)
+
+
 def test_unsolved_stop_caps_what_a_never_solved_problem_costs(tiny_model_dir, examples_dir, tmp_path):
     capped = CalibrationSettings(model="m", backend="hf", stages=[8, 64], unsolved_stop=8)
     assert is_decided(0, 8, capped) and not is_decided(1, 8, capped)  # one pass: rarely, go on to 64
@@ -133,6 +164,30 @@ def test_calibrate_cli_writes_prefixed_splits_and_resumes(tiny_model_dir, exampl
     assert again.exit_code == 0 and len((tmp_path / "run" / PROGRESS_FILE).read_text().splitlines()) == 4
     changed = runner.invoke(app, [*args, "--temperature", "0.5"], terminal_width=200)
     assert changed.exit_code == 2 and "temperature: 1.0 → 0.5" in changed.output
+
+
+def test_calibrate_cli_takes_solve_configs_options_and_defaults(examples_dir):
+    """The run options of `splits calibrate` are SolveConfig's (same parsing, same defaults: the copies
+    it once declared had drifted), the thresholds are ttsd.splits.THRESHOLDS."""
+    import typer
+
+    from ttsd.cli.splits import RUN_FIELDS, run_settings
+    from ttsd.config import SolveConfig
+    from ttsd.splits import THRESHOLDS
+
+    calibrate = typer.main.get_command(app).commands["splits"].commands["calibrate"]
+
+    def parse(*args: str) -> dict:
+        return calibrate.make_context("calibrate", [str(examples_dir), *args]).params
+
+    assert set(RUN_FIELDS) == {"model", "backend", "sandbox", "judge_workers", "temperature", "max_tokens", "seed"}
+    defaults, params = SolveConfig(), parse()
+    assert run_settings(params).model_dump(include=set(RUN_FIELDS)) == defaults.model_dump(include=set(RUN_FIELDS))
+    assert {"hard": params["hard_below"], "very_hard": params["very_hard_below"]} == THRESHOLDS
+    given = run_settings(parse("--judge-workers", "2", "--model", "m", "--max-tokens", "8"))
+    assert (given.judge_workers, given.model, given.max_tokens, given.seed) == (2, "m", 8, defaults.seed)
+    refused = CliRunner().invoke(app, ["splits", "calibrate", str(examples_dir), "--temperature", "0"])
+    assert refused.exit_code == 2 and "--temperature" in refused.output  # SolveConfig's bound (> 0)
 
 
 def test_calibrate_cli_bad_input(tmp_path, examples_dir):

@@ -44,7 +44,7 @@ def test_stale_weights_alarm_allows_for_the_nucleus(caplog):
     assert diagnostics.stale_weights_alarm(0.05, 1.0) is None and diagnostics.stale_weights_alarm(None, 1.0) is None
     assert diagnostics.stale_weights_alarm(0.5, 0.5) is None  # within what renormalising over half the mass explains
     assert "stale weights" in diagnostics.stale_weights_alarm(0.5, 1.0)
-    record = StepRecord(step=4, attempts=8, logprob_gap=0.3)
+    record = StepRecord(step=4, attempts=8, stale_weights_gap=0.3)
     with caplog.at_level(logging.WARNING, logger="ttsd"):
         diagnostics.annotate_step(record, [[1.0, -1.0], None, [2.0]], top_p=1.0)
     assert record.teacher_logprob_gap == pytest.approx(2 / 3)
@@ -110,7 +110,7 @@ def sdpo(tiny_model_dir, tmp_path):
 
 def _passing_attempt(method):
     """A correct program as tokens, judged for real: what a discovery hands the diagnostics."""
-    from ttsd.methods.base import Attempt
+    from ttsd.methods.run_loop import Attempt
 
     response = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
     ids = method.tokenizer(response, add_special_tokens=False)["input_ids"]
@@ -156,12 +156,16 @@ def test_an_sdpo_run_records_gaps_consistently_across_its_files(tiny_model_dir, 
     from ttsd.runs import RunDir
 
     problem = load_problem(REPO / "problems" / "examples" / "sum-two-numbers.json")
-    config = SolveConfig(model=str(tiny_model_dir), backend="hf", budget=4, batch_size=2, max_tokens=24, seed=3,
+    config = SolveConfig(model=str(tiny_model_dir), backend="hf", budget=6, batch_size=2, max_tokens=24, seed=3,
                          learning_rate=1e-2, lora_rank=4, lora_alpha=8.0, judge_workers=2)
     summary = solve(problem, config, tmp_path / "run")
     run = RunDir.open(tmp_path / "run")
     attempts, steps, token_gaps = run.attempts(), run.steps(), run.token_gaps()
-    assert sorted(token_gaps) == [1, 2, 3, 4]  # every attempt failed and was scored by the teacher
+    # every attempt failed, and the teacher scored those it learnt from: not the last batch's
+    # (the budget's last batch skips its learning step, ttsd.methods.sdpo)
+    assert sorted(token_gaps) == [1, 2, 3, 4]
+    assert steps[-1].teacher_logprob_gap is None and all(a.teacher_logprob_gap is None for a in attempts[4:])
+    attempts, steps = attempts[:4], steps[:2]
     for attempt in attempts:
         line = token_gaps[attempt.k]
         assert line.step == attempt.step and len(line.tokens) == len(line.gaps) == attempt.num_tokens
@@ -184,8 +188,8 @@ def test_an_sdpo_run_records_gaps_consistently_across_its_files(tiny_model_dir, 
 def test_teacher_gaps_from_padded_tensors_or_lists_agree(sdpo):
     import torch
 
-    from ttsd.methods.base import Attempt
     from ttsd.judge import Judgement, Verdict
+    from ttsd.methods.run_loop import Attempt
 
     failed = Judgement(verdict=Verdict.wrong_answer, feedback="wrong")
     teacher, student = [[-1.0, -2.0], [-0.5]], [[-1.5, -1.0], [-0.25]]

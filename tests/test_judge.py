@@ -1,33 +1,15 @@
-"""The judge: extraction, LiveCodeBench comparison, feedback text, and real runs in the sandboxes."""
+"""The Judge end to end: real runs in the sandboxes, the verdict rules, the pool (ttsd/judge/judge.py)."""
 
 from __future__ import annotations
 
 import json
-import re
 import textwrap
 import threading
 from pathlib import Path
 
 import pytest
 
-from ttsd import judge_harness
-from ttsd.judge import (
-    CUT_MARK,
-    FEEDBACK_MAX_CHARS,
-    HIDDEN_FAILURE_FEEDBACK,
-    Judge,
-    TestRun,
-    Verdict,
-    clip_field,
-    clip_total,
-    decode_value,
-    evalplus_match,
-    extract_code,
-    feedback_text,
-    lines_match,
-    program_from_text,
-    values_match,
-)
+from ttsd.judge import FEEDBACK_MAX_CHARS, HIDDEN_FAILURE_FEEDBACK, Judge, Verdict, harness
 from ttsd.problems import load_problem
 from ttsd.problems.model import Problem, TestCase
 
@@ -36,219 +18,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "problems" / "examples"
 
 def fence(code: str, language: str = "python") -> str:
     return f"```{language}\n{code}\n```"
-
-
-# ---------------------------------------------------------------------------------------------
-# Extraction
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("language", ["python", "py", "Python", "python3", ""])
-def test_extract_python_fences(language):
-    response = f"Here is my answer.\n{fence('print(1)', language)}\nDone."
-    extraction = extract_code(response, "stop")
-    assert extraction.verdict is None
-    assert extraction.code == "print(1)"
-
-
-def test_extract_takes_the_longest_python_block_and_ignores_other_languages():
-    long_program = "import sys\nprint(sum(map(int, sys.stdin.read().split())))"
-    response = "\n".join(
-        [fence("x = 1"), "and the full program:", fence(long_program), fence("int main() { return 0; /* long */ }", "cpp")]
-    )
-    assert extract_code(response).code == long_program
-
-
-def test_extract_without_a_block_is_a_format_error():
-    for response in ["print(1)  # no fences", "```cpp\nint x;\n```", "```python\nprint(1)\n", "```python\n\n```"]:
-        extraction = extract_code(response, "stop")
-        assert extraction.verdict == Verdict.format_error, response
-        assert extraction.code is None
-
-
-def test_extract_truncated_response_is_truncated_even_with_a_complete_block():
-    response = fence("print(1)") + "\nNow let me also explain in great detail why"
-    extraction = extract_code(response, "length")
-    assert extraction.verdict == Verdict.truncated
-    assert extraction.code == "print(1)"  # kept for logs, not judged
-    assert extract_code("```python\nprint(", "length").verdict == Verdict.truncated
-
-
-def test_extract_longer_fence_holds_triple_backticks():
-    code = 's = "```"\nprint(s)'
-    assert extract_code(f"````python\n{code}\n````").code == code
-
-
-def test_solution_file_bare_program_or_response():
-    bare = "a, b = map(int, input().split())\nprint(a + b)\n"
-    assert program_from_text(bare).code == bare
-    assert program_from_text("Sure!\n" + fence("print(2)") + "\nbye").code == "print(2)"
-    assert program_from_text("   \n").verdict == Verdict.format_error
-    documented = 'def f():\n    """Use it like this:\n\n```python\nf()\n```\n"""\n    return 1\n'
-    assert program_from_text(documented).code == documented  # valid Python: the file is the program
-    broken = "print(1 +)\n"
-    assert program_from_text(broken).code == broken  # judged (a syntax error), not a format error
-
-
-# ---------------------------------------------------------------------------------------------
-# Comparison
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "output, expected, same",
-    [
-        ("3\n", "3", True),
-        ("  3  \n\n\n", "3\n", True),  # outer whitespace and trailing blank lines are stripped
-        ("1 2\n3\n", "1 2\r\n3", True),  # each line is stripped (\r included)
-        ("1.0\n", "1", True),  # exact Decimal fallback
-        ("0.10 0.20", "0.1 0.2", True),
-        ("1e2", "100", True),
-        ("1  2", "1 2", True),  # numbers: fields are whitespace-split
-        ("a  b", "a b", False),  # text: no fallback (LCB)
-        ("0.1000001", "0.1", False),  # exact, not approximate
-        ("3\n4", "3", False),  # line counts differ
-        ("YES", "yes", False),
-        ("", "0", False),
-        ("nan", "nan", True),  # equal as text before any Decimal comparison
-    ],
-)
-def test_lines_match(output, expected, same):
-    assert lines_match(output, expected) is same
-
-
-def test_values_match_lcb_semantics():
-    assert values_match((1, 2), [1, 2])  # a top-level tuple becomes a list
-    assert not values_match([(1, 2)], [[1, 2]])  # nested tuples are not converted (LCB)
-    assert values_match(1, 1.0) and values_match(True, 1)  # Python ==
-    assert not values_match(frozenset({1, 2}), [1, 2])
-    assert not values_match("1", 1)
-    assert values_match({"a": [1]}, {"a": [1]})
-
-
-def test_returned_values_round_trip_through_the_harness_encoding():
-    class AlwaysEqual:
-        def __eq__(self, other):
-            return True
-
-    class SneakyInt(int):
-        def __eq__(self, other):
-            return True
-
-        __hash__ = int.__hash__
-
-    def round_trip(value):
-        return decode_value(json.loads(json.dumps(judge_harness.encode_value(value))))
-
-    assert round_trip((1, "a")) == (1, "a") and isinstance(round_trip((1, "a")), tuple)
-    assert round_trip({1: [2, (3,)]}) == {1: [2, (3,)]}  # int keys survive (JSON would make them str)
-    assert round_trip({3, 4}) == {3, 4}
-    assert round_trip(2**200) == 2**200 and round_trip(0.1) == 0.1
-    assert round_trip(SneakyInt(5)) == 5 and round_trip(SneakyInt(5)) != 6  # the plain value only
-    assert round_trip(AlwaysEqual()) != 5 and round_trip(AlwaysEqual()) != round_trip(AlwaysEqual())
-    with pytest.raises(TypeError):
-        judge_harness._plain([1, AlwaysEqual()])
-
-
-def test_classify_from_raw_results():
-    from ttsd.judge import classify
-    from ttsd.sandbox.base import ExecResult
-
-    nonce = "n0nce"
-    ok = ExecResult(stdout="3\n", exit_code=0)
-    assert classify("stdin", ok, nonce, "3").verdict == Verdict.accepted
-    # a memory flag does not fail a program that ended cleanly with the right answer...
-    noisy = ExecResult(stdout="3\n", stderr="out of memory? no\n", exit_code=0, memory_exceeded=True)
-    assert classify("stdin", noisy, nonce, "3").verdict == Verdict.accepted
-    # ...but explains one that died
-    assert classify("stdin", ExecResult(exit_code=None, memory_exceeded=True), nonce, "3").verdict == Verdict.memory_limit
-    assert classify("stdin", ExecResult(stdout="3\n", exit_code=None, timed_out=True), nonce, "3").verdict == Verdict.time_limit
-    assert classify("stdin", ExecResult(stdout="3", exit_code=0, output_truncated=True), nonce, "3").verdict == Verdict.output_limit
-    segfault = classify("stdin", ExecResult(stdout="3\n", exit_code=-11), nonce, "3")
-    assert segfault.verdict == Verdict.runtime_error and "SIGSEGV" in segfault.detail
-    # functional: the value comes only from the report carrying this run's nonce
-    report = f'debug\n{nonce} {{"status": "returned", "value": {{"$tuple": [1, 2]}}}}\n'
-    returned = classify("functional", ExecResult(stdout=report, exit_code=0), nonce, "[1, 2]", [1, 2])
-    assert returned.verdict == Verdict.accepted and returned.stdout.strip() == "debug"
-    forged = 'other {"status": "returned", "value": [1, 2]}\n'
-    assert classify("functional", ExecResult(stdout=forged, exit_code=0), nonce, "[1, 2]", [1, 2]).verdict == Verdict.runtime_error
-
-
-# ---------------------------------------------------------------------------------------------
-# Feedback
-# ---------------------------------------------------------------------------------------------
-
-
-def test_clip_field_cuts_at_250_characters_or_8_lines():
-    assert clip_field("short") == "short"
-    cut = clip_field("x" * 1000)
-    assert cut == "x" * 250 + CUT_MARK
-    lines = clip_field("\n".join(str(i) for i in range(20)))
-    assert lines == "\n".join(str(i) for i in range(8)) + CUT_MARK
-    assert clip_field("\n".join(["y" * 40] * 8)).endswith(CUT_MARK)  # 8 lines but 327 characters
-
-
-def test_clip_total_keeps_at_most_2000_characters():
-    assert clip_total("a" * 5000) == "a" * (FEEDBACK_MAX_CHARS - len(CUT_MARK)) + CUT_MARK
-    assert len(clip_total("a" * 5000)) == FEEDBACK_MAX_CHARS
-    assert clip_total("ok") == "ok"
-
-
-def _wrong(index, input_text, output, expected, hidden=False):
-    return TestRun(index=index, hidden=hidden, verdict=Verdict.wrong_answer, input=input_text, output=output, expected=expected)
-
-
-def test_feedback_shows_two_wrong_answers_shortest_first():
-    runs = [
-        _wrong(0, "10 20 30 40\n", "99\n", "100\n"),
-        TestRun(index=1, hidden=False, verdict=Verdict.accepted, input="1\n", expected="1\n"),
-        _wrong(2, "1\n", "0\n", "2\n"),
-        _wrong(3, "5 5\n", "9\n", "10\n"),
-    ]
-    text = feedback_text(runs)
-    assert text.startswith("Wrong Answer (3 of 4 visible tests failed)")
-    first, second = text.index("Input:\n1\n"), text.index("Input:\n5 5\n")
-    assert first < second
-    assert "10 20 30 40" not in text  # only two shown: the longest is left out
-    assert "Output:\n0\nExpected:\n2" in text
-
-
-def test_feedback_each_field_and_the_whole_are_cut():
-    huge = "\n".join("9" * 300 for _ in range(50))
-    runs = [_wrong(0, huge, huge, huge), _wrong(1, huge + "1", huge, huge)]
-    text = feedback_text(runs)
-    assert len(text) <= FEEDBACK_MAX_CHARS
-    for field in re.findall(r"(?:Input|Output|Expected):\n(.*?)(?=\n[A-Z][a-z]+:\n|\n\n|$)", text, re.DOTALL):
-        assert len(field) <= 250 + len(CUT_MARK) and field.count("\n") < 8
-    many = [_wrong(i, "x" * 240, "y" * 240, "z" * 240) for i in range(2)]
-    assert feedback_text(many).count(CUT_MARK) == 0  # 240 characters fit a field uncut
-
-
-def test_feedback_prefers_a_runtime_error_then_a_timeout():
-    from ttsd.judge import ErrorInfo
-
-    error = ErrorInfo(type="IndexError", message="list index out of range", line=7, function="solve", source="return a[i]")
-    runs = [
-        _wrong(0, "1\n", "2\n", "3\n"),
-        TestRun(index=1, hidden=False, verdict=Verdict.time_limit, input="big\n", time_limit_s=6),
-        TestRun(index=2, hidden=False, verdict=Verdict.runtime_error, input="4 5\n", error=error, stdout="partial\n"),
-    ]
-    text = feedback_text(runs)
-    assert text.splitlines()[:3] == ["Runtime Error", "IndexError: list index out of range", "Line 7 in solve: return a[i]"]
-    assert "Last Executed Input:\n4 5" in text and "Printed Output:\npartial" in text
-    timeout_text = feedback_text(runs[:2])
-    assert timeout_text.startswith("Time Limit Exceeded\nThe program used more than its 6 s of CPU time")
-    assert "big" in timeout_text
-
-
-def test_feedback_on_hidden_failure_says_only_that():
-    secret_input, secret_output = "31337 424242\n", "SECRET-EXPECTED\n"
-    runs = [
-        TestRun(index=0, hidden=False, verdict=Verdict.accepted, input="1 2\n", expected="3\n"),
-        _wrong(0, secret_input, "nope\n", secret_output, hidden=True),
-    ]
-    assert feedback_text(runs) == HIDDEN_FAILURE_FEEDBACK
-    assert feedback_text(runs[:1]) == ""  # everything passed: no feedback
 
 
 # ---------------------------------------------------------------------------------------------
@@ -614,28 +383,11 @@ def test_judge_many_checks_lengths(local_judge):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_evalplus_match_follows_evalplus():
-    assert evalplus_match((4, 5), (4, 5)) and not evalplus_match([4, 5], (4, 5))  # no tuple-to-list
-    # floats: 1e-6 (with rtol 1e-7) when atol is 0 and the expected value is a float or floats only
-    assert evalplus_match(0.1 + 0.2, 0.3) and evalplus_match([1.0000005], [1.0]) and not evalplus_match(1.00001, 1.0)
-    assert not evalplus_match((1, 2, 3.000000001), (1, 2, 3))  # ints expected: exact only
-    assert not evalplus_match(1, 1.0000001)  # inexact needs the same type
-    assert evalplus_match(3.1416, 3.14159, atol=1e-4) and not evalplus_match(3.15, 3.14159, atol=1e-4)
-    assert not evalplus_match([1.0, 2.0], [1.0], atol=1.0)  # lengths must agree
-    assert evalplus_match(float("inf"), float("inf")) and not evalplus_match(float("nan"), float("nan"))
-    assert evalplus_match((5, 4), (4, 5), output_match="set") and not evalplus_match((5,), (4, 5), output_match="set")
-    assert evalplus_match("<re.Match>", True, output_match="not_none") and evalplus_match(None, False, output_match="not_none")
-    assert not evalplus_match(None, True, output_match="not_none") and not evalplus_match(False, True, output_match="not_none")
-    assert evalplus_match("anything", 1, output_match="any")
-    assert evalplus_match(0, 7, also_accepted=[0]) and not evalplus_match(1, 7, also_accepted=[0])
-    assert not evalplus_match(object(), [1], output_match="set")  # a comparison that raises is a mismatch
-
-
 def evalplus_problem(visible, hidden=(), **fields) -> Problem:
     """visible/hidden: (arguments, expected) pairs of plain Python values."""
 
     def test(arguments, expected):
-        return TestCase(input=json.dumps(judge_harness.encode_value(list(arguments))), output=json.dumps(judge_harness.encode_value(expected)))
+        return TestCase(input=json.dumps(harness.encode_value(list(arguments))), output=json.dumps(harness.encode_value(expected)))
 
     data = dict(id="ep", statement="s", kind="evalplus", entry_point="f", time_limit_s=2.0)
     data.update(fields)

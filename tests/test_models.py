@@ -89,3 +89,62 @@ def test_interrupted_conversion_leaves_nothing_half_done(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert (models_root / DEFAULT_MODEL / "ttsd-model.json").is_file()
     assert not any(p.is_dir() for p in models_root.glob(f".{DEFAULT_MODEL}.*"))
+
+
+def _prepare_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from ttsd.cli import app
+
+    return CliRunner().invoke(app, ["models", "prepare", *args], terminal_width=200)
+
+
+def test_prepare_gguf_refuses_bad_input_before_converting(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTSD_HOME", str(tmp_path / "home"))
+    real = ensure_gguf(BUILTIN_MODELS[DEFAULT_MODEL])
+    not_gguf = tmp_path / "weights.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 not a gguf")
+    cases = [
+        ((str(tmp_path / "missing.gguf"), "x"), "no such GGUF file"),
+        ((str(not_gguf), "x"), "not a GGUF file"),
+        ((str(real), "../escape"), "--name '../escape'"),
+        ((str(real), DEFAULT_MODEL), "not a built-in alias"),
+    ]
+    for (path, name), message in cases:
+        result = _prepare_cli("--gguf", path, "--name", name)
+        assert result.exit_code == 2 and message in result.output, (path, name, result.output)
+    result = _prepare_cli("--gguf", str(real), "--name", "x", "--sha256", "0" * 64)
+    assert result.exit_code == 2 and "expected " + "0" * 64 in result.output
+    assert _prepare_cli("--gguf", str(real)).exit_code == 2  # no --name
+    assert _prepare_cli(DEFAULT_MODEL, "--name", "x").exit_code == 2  # --name without --gguf
+    assert _prepare_cli().exit_code == 2
+    # a name already prepared from another file is not silently replaced
+    taken = tmp_path / "home" / "models" / "taken"
+    taken.mkdir(parents=True)
+    (taken / "ttsd-model.json").write_text(json.dumps({"alias": "taken", "sha256": "f" * 64}))
+    result = _prepare_cli("--gguf", str(real), "--name", "taken")
+    assert result.exit_code == 2 and "already prepared" in result.output
+    assert not any((tmp_path / "home" / "models").glob("x*"))  # nothing was converted
+
+
+@pytest.mark.slow
+def test_prepare_gguf_makes_a_named_model_folder_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTSD_HOME", str(tmp_path))
+    spec = BUILTIN_MODELS[DEFAULT_MODEL]
+    gguf = ensure_gguf(spec)
+    result = _prepare_cli("--gguf", str(gguf), "--name", "my-smol", "--sha256", spec.sha256.upper())
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "models" / "my-smol"
+    assert result.output.strip().endswith(str(path))
+    config = json.loads((path / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    assert (path / "tokenizer.json").is_file()
+    assert resolve_model("my-smol") == path
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert _prepare_cli("--gguf", str(gguf), "--name", "my-smol").exit_code == 0  # idempotent
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+    rows = {row.name: row for row in models.list_models()}
+    assert rows["my-smol"].prepared and str(gguf.resolve()) in rows["my-smol"].description
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(path).num_parameters() > 100_000_000

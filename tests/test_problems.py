@@ -1,21 +1,17 @@
-"""Problems: the bundled examples, loading with clear errors, the importers and `ttsd problems`."""
+"""Problems: the bundled examples, loading with clear errors, and `ttsd problems` (list, show, validate).
+The importers have their own tests (tests/test_importers_*.py)."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import pickle
 import subprocess
 import sys
-import zlib
-from datetime import date
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import REPO, SHARED
+from tests.conftest import REPO
 from ttsd.cli import app
 from ttsd.problems import (
     EXAMPLES_DIR,
@@ -28,18 +24,7 @@ from ttsd.problems import (
     parse_problem,
     save_problem,
 )
-from ttsd.problems.importers import (
-    LcbDecodeError,
-    decode_lcb_tests,
-    encode_lcb_private_tests,
-    import_humaneval,
-    import_lcb,
-    iter_humaneval_problems,
-    safe_unpickle,
-    split_visible,
-)
 
-LCB_V6 = SHARED / "data" / "lcb" / "code_generation_lite_v6_public.jsonl"
 runner = CliRunner()
 
 
@@ -304,174 +289,6 @@ def test_save_problem_round_trips(tmp_path):
     assert load_problem(path) == original
 
 
-# ---------------------------------------------------------------- LiveCodeBench importer
-
-
-def lcb_line(question_id: str, *, functional: bool = False, private: str = "", date_: str = "2025-03-01T00:00:00", public=None) -> dict:
-    if public is None:
-        public = (
-            [{"input": "[1, 2]\n3", "output": "6", "testtype": "functional"}]
-            if functional
-            else [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
-        )
-    return {
-        "question_title": f"Title {question_id}",
-        "question_content": f"Statement of {question_id}.",
-        "platform": "leetcode" if functional else "atcoder",
-        "question_id": question_id,
-        "contest_id": "c1",
-        "contest_date": date_,
-        "starter_code": "class Solution:\n    def total(self, xs: List[int], k: int) -> int:\n        " if functional else "",
-        "difficulty": "hard",
-        "public_test_cases": json.dumps(public),
-        "private_test_cases": private,
-        "metadata": json.dumps({"func_name": "total"} if functional else {}),
-    }
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    return path
-
-
-PRIVATE = [{"input": f"{i} {i}\n", "output": f"{2 * i}\n", "testtype": "stdin"} for i in range(10)]
-
-
-def test_encoded_private_tests_decode_to_hidden_tests(tmp_path):
-    blob = encode_lcb_private_tests(PRIVATE)
-    # the official encoding, built by hand here: base64(zlib(pickle(json string)))
-    assert blob == base64.b64encode(zlib.compress(pickle.dumps(json.dumps(PRIVATE)))).decode()
-    assert [t.output for t in decode_lcb_tests(blob)] == [t["output"] for t in PRIVATE]
-    assert [t.input for t in decode_lcb_tests(json.dumps(PRIVATE))] == [t["input"] for t in PRIVATE]
-    assert decode_lcb_tests("") == []
-
-    source = write_jsonl(tmp_path / "lcb.jsonl", [lcb_line("abc1_a", private=blob), lcb_line("3001", functional=True)])
-    report = import_lcb(source, tmp_path / "out")
-    assert [p.name for p in report.written] == ["abc1_a.json", "3001.json"]
-    stdin_problem = load_problem(tmp_path / "out" / "abc1_a.json")
-    assert stdin_problem.kind == "stdin" and stdin_problem.entry_point is None
-    assert [t.input for t in stdin_problem.tests] == ["1 2\n"]
-    assert [t.output for t in stdin_problem.hidden_tests] == [t["output"] for t in PRIVATE]
-    assert (stdin_problem.title, stdin_problem.difficulty, stdin_problem.source) == ("Title abc1_a", "hard", "lcb:atcoder")
-    assert stdin_problem.contest_date.date() == date(2025, 3, 1)
-    functional = load_problem(tmp_path / "out" / "3001.json")
-    assert (functional.kind, functional.entry_point) == ("functional", "total")
-    assert functional.starter_code.startswith("class Solution:")
-    assert functional.tests == [TestCase(input="[1, 2]\n3", output="6")] and functional.hidden_tests == []
-    assert (report.visible_tests, report.hidden_tests) == (2, 10)
-
-
-def test_visible_fraction_moves_a_seeded_random_half_of_the_hidden_tests(tmp_path):
-    source = write_jsonl(tmp_path / "lcb.jsonl", [lcb_line("abc1_a", private=encode_lcb_private_tests(PRIVATE))])
-
-    def split(seed: int, fraction: float = 0.5) -> Problem:
-        out = tmp_path / f"out-{seed}-{fraction}"
-        import_lcb(source, out, visible_fraction=fraction, seed=seed)
-        return load_problem(out / "abc1_a.json")
-
-    first, again, other = split(1), split(1), split(2)
-    assert len(first.tests) == 1 + 5 and len(first.hidden_tests) == 5
-    assert first.tests[0].input == "1 2\n", "public tests stay first"
-    assert first == again, "the same seed gives the same split"
-    assert {t.input for t in first.tests} != {t.input for t in other.tests}, "another seed gives another split"
-    all_private = {t["input"] for t in PRIVATE}
-    assert {t.input for t in first.tests[1:]} | {t.input for t in first.hidden_tests} == all_private
-    assert not {t.input for t in first.tests[1:]} & {t.input for t in first.hidden_tests}
-    assert len(split(1, 1.0).hidden_tests) == 0 and len(split(1, 0.0).hidden_tests) == 10
-
-
-def test_split_visible_rounds_half_up_and_rejects_bad_fractions():
-    import random
-
-    tests = [TestCase(input=str(i)) for i in range(3)]
-    visible, hidden = split_visible([], tests, 0.5, random.Random(0))
-    assert (len(visible), len(hidden)) == (2, 1)  # 1.5 rounds to 2
-    with pytest.raises(ValueError, match="visible_fraction"):
-        split_visible([], tests, 1.5, random.Random(0))
-
-
-class _RunsShellCommand:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def test_malicious_pickle_is_rejected_without_running_it(tmp_path):
-    marker = tmp_path / "pwned"
-    evil = base64.b64encode(zlib.compress(pickle.dumps(_RunsShellCommand(marker)))).decode()
-    with pytest.raises(LcbDecodeError, match="refused to load global (posix|os).system"):
-        decode_lcb_tests(evil)
-    source = write_jsonl(tmp_path / "lcb.jsonl", [lcb_line("ok_1"), lcb_line("evil_1", private=evil)])
-    with pytest.raises(ProblemFileError) as caught:
-        import_lcb(source, tmp_path / "out")
-    assert str(caught.value).startswith(f"{source}:2: private_test_cases: bad pickle: refused to load global")
-    assert not marker.exists(), "the pickle's payload ran"
-    assert not (tmp_path / "out").exists(), "nothing is written when a line is bad"
-    # builtins other than str/list/dict are refused too (eval would run code)
-    eval_pickle = pickle.dumps(eval)
-    with pytest.raises(pickle.UnpicklingError, match="builtins.eval"):
-        safe_unpickle(eval_pickle)
-    assert safe_unpickle(pickle.dumps({"a": ["b"]})) == {"a": ["b"]}
-
-
-def test_undecodable_private_tests_give_clear_errors():
-    with pytest.raises(LcbDecodeError, match="neither JSON nor base64"):
-        decode_lcb_tests("not json, not base64!")
-    with pytest.raises(LcbDecodeError, match="not zlib data"):
-        decode_lcb_tests(base64.b64encode(b"plain bytes").decode())
-    with pytest.raises(LcbDecodeError, match="exceed 1000 bytes"):
-        decode_lcb_tests(base64.b64encode(zlib.compress(b"x" * 100_000)).decode(), limit=1000)
-    truncated = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(PRIVATE)))[:-10]).decode()
-    with pytest.raises(LcbDecodeError, match="incomplete or truncated"):
-        decode_lcb_tests(truncated)
-    with pytest.raises(LcbDecodeError, match=r"\[0\]\.testtype"):
-        decode_lcb_tests(json.dumps([{"input": "1", "output": "2", "testtype": "interactive"}]))
-
-
-def test_date_window_is_inclusive_and_bad_lines_name_file_and_line(tmp_path):
-    records = [lcb_line(f"q{day}", date_=f"2025-02-{day:02d}T12:00:00") for day in (1, 2, 3, 4)]
-    source = write_jsonl(tmp_path / "lcb.jsonl", records)
-    report = import_lcb(source, tmp_path / "out", start_date=date(2025, 2, 2), end_date=date(2025, 2, 3))
-    assert sorted(p.name for p in report.written) == ["q2.json", "q3.json"]
-    assert (report.records, report.outside_window) == (4, 2)
-
-    broken = dict(lcb_line("q9"))
-    del broken["question_content"]
-    source = write_jsonl(tmp_path / "bad.jsonl", [lcb_line("q8"), broken])
-    with pytest.raises(ProblemFileError, match=r"bad.jsonl:2: question_content: field required"):
-        import_lcb(source, tmp_path / "out2")
-    functional_without_name = lcb_line("q7", functional=True)
-    functional_without_name["metadata"] = "{}"
-    source = write_jsonl(tmp_path / "nofunc.jsonl", [functional_without_name])
-    with pytest.raises(ProblemFileError, match=r"nofunc.jsonl:1: metadata.func_name: required"):
-        import_lcb(source, tmp_path / "out3")
-    with pytest.raises(ProblemFileError, match="no such file"):
-        import_lcb(tmp_path / "absent.jsonl", tmp_path / "out4")
-
-
-@pytest.mark.skipif(not LCB_V6.exists(), reason="needs the shared LiveCodeBench data")
-def test_import_real_livecodebench_v6(tmp_path):
-    report = import_lcb(LCB_V6, tmp_path / "all", visible_fraction=0.5, seed=0)
-    assert len(report.written) == 175
-    problems = load_problems(tmp_path / "all")
-    assert {p.kind for p in problems} == {"stdin", "functional"}
-    assert all(p.entry_point for p in problems if p.kind == "functional")
-    window = import_lcb(LCB_V6, tmp_path / "window", start_date=date(2025, 2, 1), end_date=date(2025, 5, 1))
-    assert len(window.written) == 131 and window.outside_window == 44
-
-
-def test_import_humaneval_from_the_installed_package(tmp_path):
-    report = import_humaneval(tmp_path / "he")
-    assert len(report.written) == 164
-    problem = load_problem(tmp_path / "he" / "humaneval-0.json")
-    assert (problem.kind, problem.entry_point, problem.source) == ("assert", "has_close_elements", "humaneval")
-    assert problem.starter_code.startswith("from typing import List")
-    assert "def check(candidate):" in problem.tests[0].input and problem.hidden_tests == []
-    assert len({p.id for p in iter_humaneval_problems()}) == 164
-
-
 # ---------------------------------------------------------------- CLI
 
 
@@ -516,30 +333,6 @@ def test_cli_bad_input_exits_2_with_one_clear_message(tmp_path):
     assert result.exit_code == 2 and "no such directory" in result.stderr
 
 
-def test_cli_imports(tmp_path):
-    source = write_jsonl(tmp_path / "lcb.jsonl", [lcb_line("abc1_a", private=encode_lcb_private_tests(PRIVATE))])
-    out = tmp_path / "out"
-    args = ["problems", "import", "lcb", str(source), "--out", str(out), "--visible-fraction", "0.5", "--seed", "3"]
-    result = runner.invoke(app, args + ["--start-date", "2025-01-01", "--end-date", "2025-12-31"])
-    assert result.exit_code == 0, result.output
-    assert "wrote 1 problems" in result.stdout
-    assert len(load_problem(out / "abc1_a.json").hidden_tests) == 5
-
-    result = runner.invoke(app, args + ["--start-date", "2025-12-01", "--end-date", "2025-01-01"])
-    assert result.exit_code == 2 and "is after --end-date" in result.stderr
-    result = runner.invoke(app, ["problems", "import", "lcb", str(source), "--out", str(out), "--visible-fraction", "2"])
-    assert result.exit_code == 2
-
-    evil = write_jsonl(tmp_path / "evil.jsonl", [lcb_line("x", private=base64.b64encode(zlib.compress(pickle.dumps(eval))).decode())])
-    result = runner.invoke(app, ["problems", "import", "lcb", str(evil), "--out", str(tmp_path / "evil-out")])
-    assert result.exit_code == 2 and "refused to load global builtins.eval" in result.stderr
-
-    result = runner.invoke(app, ["problems", "import", "humaneval", "--out", str(tmp_path / "he")])
-    assert result.exit_code == 0 and "wrote 164 problems" in result.stdout
-    result = runner.invoke(app, ["problems", "import", "humaneval", "--out", str(tmp_path / "he2"), "--data", str(tmp_path / "none.jsonl")])
-    assert result.exit_code == 2 and "none.jsonl: no such file" in result.stderr
-
-
 def test_cli_subprocess_bad_files_exit_2_without_traceback(tmp_path):
     bad = write_json(tmp_path / "bad.json", '{"id": "x", "statement": "s",\n "tests": [}')
     for command in (["validate", str(bad)], ["show", str(bad)], ["show", str(tmp_path / "missing.json")]):
@@ -556,66 +349,16 @@ def test_cli_subprocess_bad_files_exit_2_without_traceback(tmp_path):
     assert f"{bad}: invalid JSON at line 2 column 12: Expecting value" in done.stderr
 
 
-# ---------------------------------------------------------------- MBPP+
+# ---------------------------------------------------------------- a leaf
 
 
-MBPP_PLUS = SHARED / "data" / "mbpp_plus" / "MbppPlus_767efcc.jsonl"
-
-
-@pytest.fixture(scope="module")
-def local_sandbox():
-    from ttsd.sandbox import make_sandbox
-
-    sandbox = make_sandbox("local")
-    yield sandbox
-    sandbox.close()
-
-
-def test_mbpp_plus_whole_release_imports_and_every_canonical_solution_is_accepted(tmp_path, local_sandbox):
-    from ttsd.judge import Judge
-    from ttsd.problems.importers import import_mbpp_plus, iter_mbpp_plus_rows
-
-    report = import_mbpp_plus(MBPP_PLUS, tmp_path, local_sandbox, verify=False)
-    assert report.records == 399
-    # two lines of the release are unusable: Mbpp/255's canonical solution needs more than the
-    # memory limit on one plus input, and Mbpp/793's plus_input is {} instead of a list
-    assert {s.where.rsplit(":", 1)[1]: s.reason.split(" (")[0] for s in report.skipped} == {
-        "127": "canonical_solution: did not return on plus_input[85]",
-        "385": "plus_input: input should be a valid array",
-    }
-    assert len(report.written) == 397 and report.visible_tests > 1000 and report.hidden_tests > 40000
-    problems = {p.id: p for p in load_problems(tmp_path)}
-    assert {p.kind for p in problems.values()} == {"evalplus"}
-    assert problems["mbpp-2"].output_match == "set" and problems["mbpp-124"].atol == 0.0001
-    assert problems["mbpp-737"].output_match == "not_none" and problems["mbpp-295"].hidden_tests[0].also_accepted == ["0"]
-    assert "similar_elements" in problems["mbpp-2"].statement and "assert similar_elements(" in problems["mbpp-2"].statement
-    references = {f"mbpp-{row.record.number}": row.record.reference_code for row in iter_mbpp_plus_rows(MBPP_PLUS) if row.record}
-    rejected = {}
-    with Judge(local_sandbox, max_workers=2) as judge:
-        for problem_id, problem in problems.items():
-            judgement = judge.judge_program(problem, references[problem_id])
-            if not judgement.passed or judgement.tests_passed != len(problem.all_tests):
-                rejected[problem_id] = judgement.feedback[:200]
-    assert rejected == {}
-
-
-def test_mbpp_plus_bad_lines_are_reported_and_the_rest_imported(tmp_path):
-    good = {
-        "task_id": "Mbpp/900", "prompt": "'''\nWrite a function to add two numbers.\n'''", "entry_point": "add",
-        "canonical_solution": "\ndef add(a, b):\n    return a + b\n", "base_input": [[1, 2]], "plus_input": [[0.1, 0.2], [-5, 5]],
-        "atol": 0, "assertion": "\nassert add(1, 2) == 3\n",
-    }
-    raises = dict(good, task_id="Mbpp/901", canonical_solution="\ndef add(a, b):\n    return a / (b - 5)\n")
-    lines = [json.dumps(good), '{"task_id": "Mbpp/902"}', "not json", json.dumps(raises)]
-    data = write_json(tmp_path / "mbpp.jsonl", "\n".join(lines) + "\n")
-    result = runner.invoke(app, ["problems", "import", "mbpp-plus", str(data), "--out", str(tmp_path / "out")], terminal_width=300)
-    assert result.exit_code == 0, result.output
-    assert "wrote 1 of 4 problems" in result.output and "3 skipped" in result.output
-    assert "mbpp.jsonl:2: prompt: field required" in result.output
-    assert "mbpp.jsonl:3: invalid JSON" in result.output
-    assert "mbpp.jsonl:4: canonical_solution: raised ZeroDivisionError: division by zero on plus_input[1]" in result.output
-    problem = load_problem(tmp_path / "out" / "mbpp-900.json")
-    assert [t.input for t in problem.tests] == ["[1, 2]"] and [t.output for t in problem.hidden_tests] == ["0.30000000000000004", "0"]
-    assert problem.statement.endswith("Your code should pass this test:\n\nassert add(1, 2) == 3")
-    missing = runner.invoke(app, ["problems", "import", "mbpp-plus", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")])
-    assert missing.exit_code == 2 and "no such file" in missing.output
+def test_problems_import_neither_the_judge_nor_the_sandbox():
+    """`ttsd.problems` is the format and its loading, a leaf: the judge and the importers sit above it."""
+    code = (
+        "import importlib, pkgutil, sys, ttsd.problems\n"
+        "for module in pkgutil.walk_packages(ttsd.problems.__path__, 'ttsd.problems.'):\n"
+        "    importlib.import_module(module.name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('ttsd.judge', 'ttsd.sandbox', 'ttsd.importers'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

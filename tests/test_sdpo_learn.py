@@ -10,7 +10,7 @@ import torch
 from ttsd.config import SolveConfig
 from ttsd.engine.policy import LoraSettings, Policy
 from ttsd.engine.scorer import micro_batches, score_tokens
-from ttsd.sdpo.learn import LearningBatch, LearnSettings, learn_from_batch, logprob_gap_sum
+from ttsd.sdpo.learn import LearningBatch, LearnSettings, learn_from_batch, stale_weights_gap_sum
 from ttsd.sdpo.loss import sdpo_loss, token_level_loss
 from ttsd.sdpo.teacher import make_teacher
 
@@ -108,8 +108,8 @@ def test_importance_weights_use_the_trainers_first_step_not_the_sampler(tiny_mod
         result = learn_from_batch(policy, teacher, optimizer, batch.model_copy(update={"sampler_logprobs": sampler_rows}), settings)
         outcomes[name] = (result, policy.adapter_state())
     (agrees, weights), (disagrees, other), (unreported, third) = outcomes["agrees"], outcomes["disagrees"], outcomes["none"]
-    assert agrees.logprob_gap == pytest.approx(0.0, abs=1e-5)
-    assert disagrees.logprob_gap == pytest.approx(0.3, abs=1e-4) and unreported.logprob_gap is None
+    assert agrees.stale_weights_gap == pytest.approx(0.0, abs=1e-5)
+    assert disagrees.stale_weights_gap == pytest.approx(0.3, abs=1e-4) and unreported.stale_weights_gap is None
     assert agrees.mean_weight != pytest.approx(1.0, abs=1e-4)  # the weights moved: ratios are in play
     for key in weights:
         assert torch.equal(weights[key], other[key]) and torch.equal(weights[key], third[key])
@@ -122,8 +122,8 @@ def test_logprob_gap_is_computed_on_the_trainers_device():
     sampler = [[-1.0, -2.0, -0.5], [-3.0]]
     trainer = torch.tensor([[-1.5, -2.0, -0.25], [-2.0, 7.0, 7.0]])
     mask = torch.tensor([[True, True, True], [True, False, False]])
-    assert float(logprob_gap_sum(trainer, mask, sampler)) == pytest.approx(0.5 + 0.0 + 0.25 + 1.0)
-    on_meta = logprob_gap_sum(trainer.to("meta"), mask.to("meta"), sampler)
+    assert float(stale_weights_gap_sum(trainer, mask, sampler)) == pytest.approx(0.5 + 0.0 + 0.25 + 1.0)
+    on_meta = stale_weights_gap_sum(trainer.to("meta"), mask.to("meta"), sampler)
     assert on_meta.device.type == "meta" and on_meta.shape == ()
 
 

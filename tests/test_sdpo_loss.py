@@ -51,7 +51,7 @@ def test_small_case_by_hand(divergence, alpha, expected):
     )
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     assert stats.mean_divergence == pytest.approx(expected, abs=1e-6)
-    assert stats.mean_kl == pytest.approx(0.218012, abs=1e-6)  # always reverse KL, for the log
+    assert stats.mean_reverse_kl == pytest.approx(0.218012, abs=1e-6)  # always reverse KL, for the log
     assert stats.num_tokens == 1
     assert stats.student_topk_mass == pytest.approx(0.8)
     assert stats.teacher_topk_mass == pytest.approx(0.5)
@@ -133,7 +133,7 @@ def test_full_vocabulary_gradient_is_the_exact_kl_gradient():
     exact = _exact_reverse_kl_grad(z.detach(), teacher_logits) / (B * T)  # token mean
     assert torch.allclose(z.grad, exact, atol=1e-6)
     exact_kl = kl_divergence(torch.log_softmax(z.detach(), -1), torch.log_softmax(teacher_logits, -1)).mean()
-    assert stats.mean_kl == pytest.approx(exact_kl.item(), abs=1e-6)
+    assert stats.mean_reverse_kl == pytest.approx(exact_kl.item(), abs=1e-6)
 
 
 def test_sampled_token_gradient_matches_logit_level_in_expectation():
@@ -163,7 +163,7 @@ def test_sampled_token_gradient_matches_logit_level_in_expectation():
     assert exact.abs().max() > 0.1  # the test compares a real signal, not two zeros
     # the sampled-token KL estimate is unbiased too
     kl = kl_divergence(torch.log_softmax(z, -1), torch.log_softmax(teacher_logits, -1)).item()
-    assert stats.mean_kl == pytest.approx(kl, abs=0.02)
+    assert stats.mean_reverse_kl == pytest.approx(kl, abs=0.02)
 
 
 def test_sampled_token_loss_sign_and_value():
@@ -176,7 +176,7 @@ def test_sampled_token_loss_sign_and_value():
     loss.backward()
     assert loss.item() == pytest.approx(-(math.log(2) ** 2), abs=1e-9)
     assert student.grad.item() == pytest.approx(math.log(2), abs=1e-9)
-    assert stats.mean_kl == pytest.approx(math.log(2), abs=1e-9)
+    assert stats.mean_reverse_kl == pytest.approx(math.log(2), abs=1e-9)
 
 
 def test_mask_is_respected():

@@ -32,8 +32,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 
+from ttsd.judge import Verdict
 from ttsd.problems import Problem
 
 
@@ -47,6 +48,32 @@ class AttemptCost(BaseModel):
     sampled_tokens: int = Field(ge=0, description="tokens the sampler generated for this attempt")
     scored_tokens: int = Field(0, ge=0, description="token forward passes outside sampling (self-teacher and student scoring), summed over passes")
     trained_tokens: int = Field(0, ge=0, description="tokens that went through a backward pass")
+    prompt_tokens: int = Field(0, ge=0, description="prompt tokens the sampler took in for this attempt (before any prefix caching): multi-turn's prompts grow with its feedback")
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` as `parts` whole numbers that differ by at most one and add up to `total` exactly
+    (the first `total % parts` get one more)."""
+    if parts < 1:
+        raise ValueError("at least one part")
+    base, extra = divmod(total, parts)
+    return [base + (i < extra) for i in range(parts)]
+
+
+def attempt_costs(
+    wall_s: float, sampled_tokens: list[int], prompt_tokens: list[int], scored_tokens: int = 0, trained_tokens: int = 0
+) -> list[AttemptCost]:
+    """The costs of one step's attempts: each keeps its own sampled and prompt tokens; the step's
+    wall seconds, scored and trained tokens are shared evenly, so every total adds up to the step's."""
+    count = len(sampled_tokens)
+    if count == 0:
+        return []
+    return [
+        AttemptCost(wall_s=wall_s / count, sampled_tokens=sampled, prompt_tokens=prompt, scored_tokens=scored, trained_tokens=trained)
+        for sampled, prompt, scored, trained in zip(
+            sampled_tokens, prompt_tokens, split_evenly(scored_tokens, count), split_evenly(trained_tokens, count)
+        )
+    ]
 
 
 class AttemptRecord(BaseModel):
@@ -54,7 +81,7 @@ class AttemptRecord(BaseModel):
     step: int
     response: str
     code: str | None
-    verdict: str
+    verdict: Verdict
     tests_passed: int
     tests_total: int
     feedback: str
@@ -65,6 +92,10 @@ class AttemptRecord(BaseModel):
         "self-teacher scored it (a passing attempt, a discovery batch, a baseline)",
     )
     cost: AttemptCost | None = None  # None in runs recorded before costs were kept
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == Verdict.accepted
 
 
 class PoolSummary(BaseModel):
@@ -80,6 +111,8 @@ class PoolSummary(BaseModel):
     finished: bool = False  # samples == target
     sampled_tokens: int = Field(0, ge=0)
     wall_s: float = Field(0.0, ge=0)
+    seed: int | None = Field(None, description="the pool's base seed: a batch starting at attempt a (0-based) samples with seed + a (ttsd.pool)")
+    batch: int | None = Field(None, ge=1, description="attempts per sampler call")
 
 
 class DiscoveryLikelihood(BaseModel):
@@ -107,15 +140,24 @@ class TokenGapRecord(BaseModel):
     gaps: list[float]  # log π_T(y_t) − log π_S(y_t) per token, nats, 3 significant digits
 
 
+# steps.jsonl's old names still load (run folders written before the renames): the fields through
+# their validation aliases (mean_kl, logprob_gap), the keys of `extra` through this map.
+OLD_STEP_EXTRA = {"teacher_student_gap": "ema_weight_distance"}
+
+
 class StepRecord(BaseModel):
     step: int
     attempts: int  # attempts used so far, after this step
     verdicts: dict[str, int] = Field(default_factory=dict)
     best_tests_passed: int = 0
     loss: float | None = None
-    mean_kl: float | None = None
+    mean_reverse_kl: float | None = Field(None, validation_alias=AliasChoices("mean_reverse_kl", "mean_kl"))
     grad_norm: float | None = None
-    logprob_gap: float | None = None  # mean |trainer - sampler| log-prob of sampled tokens (stale-weights alarm)
+    stale_weights_gap: float | None = Field(
+        None, validation_alias=AliasChoices("stale_weights_gap", "logprob_gap"),
+        description="mean |log π_trainer − log π_sampler| of the sampled tokens (nats/token): > 0 beyond rounding "
+        "means the sampler served other weights than the trainer's (the stale-weights alarm)",
+    )
     teacher_logprob_gap: float | None = Field(
         None, description="sdpo: pooled token mean of log π_T − log π_S over the step's failed attempts the "
         "self-teacher scored (nats/token): how much the feedback changes the model's view of its own tokens",
@@ -125,9 +167,24 @@ class StepRecord(BaseModel):
     time_judge_s: float = 0.0
     time_score_s: float = 0.0
     time_train_s: float = 0.0
-    time_sync_s: float = 0.0
+    time_sync_s: float = Field(
+        0.0, description="after learning: the trainer's memory release, the sampler's wake and its adapter update"
+    )
     time_step_s: float = 0.0
-    extra: dict[str, Any] = Field(default_factory=dict)
+    # the step's compute (token-passes, see AttemptCost): the attempts' costs add up to these
+    sampled_tokens: int = 0
+    prompt_tokens: int = 0
+    scored_tokens: int = 0
+    trained_tokens: int = 0
+    extra: dict[str, Any] = Field(default_factory=dict)  # e.g. sdpo's ema_weight_distance (EMA teacher)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_old_extra_names(cls, data: Any) -> Any:
+        extra = data.get("extra") if isinstance(data, dict) else None
+        if isinstance(extra, dict) and any(old in extra for old in OLD_STEP_EXTRA):
+            data = {**data, "extra": {OLD_STEP_EXTRA.get(key, key): value for key, value in extra.items()}}
+        return data
 
 
 class Summary(BaseModel):
@@ -158,7 +215,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _append_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
+def append_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
     with path.open("a", encoding="utf-8") as handle:
         for record in records:
             handle.write(record.model_dump_json() + "\n")
@@ -166,7 +223,7 @@ def _append_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
         os.fsync(handle.fileno())
 
 
-def _read_jsonl(path: Path, model: type[BaseModel]) -> list[Any]:
+def read_jsonl(path: Path, model: type[BaseModel]) -> list[Any]:
     if not path.exists():
         return []
     records = []
@@ -260,24 +317,24 @@ class RunDir:
 
     # ----- records -----------------------------------------------------------------------------
     def append_attempts(self, records: list[AttemptRecord]) -> None:
-        _append_jsonl(self.attempts_path, records)
+        append_jsonl(self.attempts_path, records)
 
     def append_step(self, record: StepRecord) -> None:
-        _append_jsonl(self.steps_path, [record])
+        append_jsonl(self.steps_path, [record])
 
     def append_token_gaps(self, records: list[TokenGapRecord]) -> None:
         if records:
-            _append_jsonl(self.token_gaps_path, records)
+            append_jsonl(self.token_gaps_path, records)
 
     def token_gaps(self) -> dict[int, TokenGapRecord]:
         """Attempt k -> its token gaps (attempts no self-teacher scored are absent)."""
-        return {record.k: record for record in _read_jsonl(self.token_gaps_path, TokenGapRecord)}
+        return {record.k: record for record in read_jsonl(self.token_gaps_path, TokenGapRecord)}
 
     def attempts(self) -> list[AttemptRecord]:
-        return _read_jsonl(self.attempts_path, AttemptRecord)
+        return read_jsonl(self.attempts_path, AttemptRecord)
 
     def steps(self) -> list[StepRecord]:
-        return _read_jsonl(self.steps_path, StepRecord)
+        return read_jsonl(self.steps_path, StepRecord)
 
     def write_summary(self, summary: Summary) -> None:
         write_json_atomic(self.summary_path, summary.model_dump(mode="json"))

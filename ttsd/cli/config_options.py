@@ -160,14 +160,20 @@ def config_option(name: str, field: FieldInfo) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[Any])
 
 
-def with_config_options(command: Callable[..., Any], name: str, exclude: Iterable[str] = ()) -> Callable[..., Any]:
+def with_config_options(
+    command: Callable[..., Any], name: str, exclude: Iterable[str] = (), only: Iterable[str] | None = None
+) -> Callable[..., Any]:
     """`command` (whose `**values` receive the config options) with one typed option per SolveConfig
-    field but `exclude` appended to its own options, for `app.command(name=...)`."""
+    field (those in `only` when given) but `exclude` appended to its own options, for `app.command(name=...)`."""
     signature = inspect.signature(command, eval_str=True)  # the command module may defer annotations
     own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     own_names = {p.name for p in own}
-    skipped = set(exclude)
-    fields = [config_option(n, f) for n, f in SolveConfig.model_fields.items() if n not in skipped]
+    skipped, wanted = set(exclude), None if only is None else set(only)
+    if wanted is not None and (unknown := wanted - set(SolveConfig.model_fields)):
+        raise ValueError(f"not SolveConfig fields: {sorted(unknown)}")
+    fields = [
+        config_option(n, f) for n, f in SolveConfig.model_fields.items() if n not in skipped and (wanted is None or n in wanted)
+    ]
 
     def wrapper(**kwargs: Any) -> Any:
         mine = {k: kwargs.pop(k) for k in list(kwargs) if k in own_names}

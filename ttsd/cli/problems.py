@@ -184,7 +184,7 @@ def validate(
 
 def _note_import(out: Path, importer: str, arguments: list[str]) -> None:
     """Remember in OUT how it was imported: a split over these problems can then say how to recreate them."""
-    from ttsd.problems.importers import ImportNote, write_import_note
+    from ttsd.importers.common import ImportNote, write_import_note
 
     write_import_note(out, ImportNote(importer=importer, arguments=arguments))
 
@@ -219,7 +219,7 @@ def import_lcb_command(
     """Import LiveCodeBench problems: public tests become visible tests, private_test_cases
     (base64 + zlib + pickled JSON, unpickled safely) become hidden tests, metadata.func_name makes
     a functional problem."""
-    from ttsd.problems.importers import import_lcb
+    from ttsd.importers.lcb import import_lcb
 
     if start_date and end_date and start_date > end_date:
         fail(f"--start-date {start_date.date()} is after --end-date {end_date.date()}")
@@ -246,7 +246,7 @@ def import_humaneval_command(
 ) -> None:
     """Import HumanEval as `assert` problems: the prompt is the starter code, the test is
     HumanEval's check(candidate) code, run on the entry point."""
-    from ttsd.problems.importers import humaneval_data_path, import_humaneval
+    from ttsd.importers.humaneval import humaneval_data_path, import_humaneval
 
     try:
         source = data or humaneval_data_path()
@@ -273,7 +273,7 @@ def import_mbpp_plus_command(
     reported and skipped; the others are imported."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ttsd.problems.importers import import_mbpp_plus
+    from ttsd.importers.mbpp_plus import import_mbpp_plus
     from ttsd.sandbox import SandboxUnavailable, make_sandbox
 
     try:

@@ -78,7 +78,7 @@ def visible(text: str) -> str:
 def pick_attempt(attempts: list[AttemptRecord], gaps: dict[int, TokenGapRecord]) -> tuple[AttemptRecord, str]:
     """The attempt to show by default and why: the discovered one, else the last one the self-teacher
     scored, else the last one."""
-    discovered = next((a for a in attempts if a.verdict == "accepted"), None)
+    discovered = next((a for a in attempts if a.passed), None)
     if discovered is not None:
         return discovered, "the discovered solution"
     scored = [a for a in attempts if a.k in gaps]
@@ -87,13 +87,15 @@ def pick_attempt(attempts: list[AttemptRecord], gaps: dict[int, TokenGapRecord])
     return attempts[-1], "the last attempt (no attempt has token gaps)"
 
 
-def why_no_gaps(attempt: AttemptRecord, method: str, attempts: list[AttemptRecord]) -> str:
+def why_no_gaps(attempt: AttemptRecord, method: str, attempts: list[AttemptRecord], budget: int | None = None) -> str:
     if method != "sdpo":
         return f"{method} does not learn: no self-teacher scored its attempts"
-    if attempt.verdict == "accepted":
+    if attempt.passed:
         return "a passing attempt gets no feedback, so no self-teacher scored it"
-    if any(a.verdict == "accepted" for a in attempts if a.step == attempt.step):
+    if any(a.passed for a in attempts if a.step == attempt.step):
         return "its batch discovered a solution, so the step ended before the self-teacher scored it"
+    if budget is not None and attempt.step == attempts[-1].step and len(attempts) >= budget:
+        return "the budget's last batch: no attempt was left to use an update, so it learnt nothing and no self-teacher scored it"
     return "no self-teacher scored it (an attempt without tokens, or a run from before token gaps were saved)"
 
 
@@ -109,7 +111,8 @@ def attempt_view(run: RunDir, k: int | None, scale: float) -> AttemptView:
         if attempt is None:
             fail(f"attempt {k} is not in {run.path}: it has attempts {attempts[0].k}..{attempts[-1].k}")
         reason = "--attempt"
-    method = run.config_data().get("config", {}).get("method", "sdpo")
+    config = run.config_data().get("config", {})
+    method = config.get("method", "sdpo")
     line = gaps.get(attempt.k)
     summary = run.summary()
     return AttemptView(
@@ -119,7 +122,7 @@ def attempt_view(run: RunDir, k: int | None, scale: float) -> AttemptView:
         chosen_because=reason,
         attempt=attempt,
         tokens=[TokenView(text=t, gap=g) for t, g in zip(line.tokens, line.gaps)] if line else None,
-        note=None if line else why_no_gaps(attempt, method, attempts),
+        note=None if line else why_no_gaps(attempt, method, attempts, config.get("budget")),
         scale_nats=scale,
         discovery_likelihood=summary.discovery_likelihood if summary and summary.discovery_k == attempt.k else None,
     )
@@ -169,7 +172,7 @@ def render(view: AttemptView) -> None:
     facts = f"   {a.tests_passed}/{a.tests_total} tests passed   {a.num_tokens} tokens ({a.finish_reason})"
     if a.teacher_logprob_gap is not None:
         facts += f"   mean teacher − student {a.teacher_logprob_gap:+.4f} nats/token"
-    console.print(Text.assemble((a.verdict.replace("_", " ").upper(), _VERDICT_STYLE.get(a.verdict, "bold red")), facts))
+    console.print(Text.assemble((a.verdict.value.replace("_", " ").upper(), _VERDICT_STYLE.get(a.verdict.value, "bold red")), facts))
     if view.discovery_likelihood is not None:
         from ttsd.sdpo.diagnostics import describe_discovery
 

@@ -6,6 +6,11 @@ the file is located through its installed-file record), check the GGUF's sha256,
 into an ordinary Hugging Face folder (float32 safetensors + tokenizer + chat template) under
 `$TTSD_HOME/models/<alias>/` (default `~/.cache/ttsd`). The conversion writes into a temporary folder
 and renames it into place, under a file lock, so it is idempotent and safe to interrupt.
+
+Any other local GGUF file (what llama.cpp users have) is prepared the same way under a name of the
+user's choosing, `ttsd models prepare --gguf FILE --name NAME` (`prepare_gguf`); afterwards NAME
+resolves to that folder like an alias. GGUF weights are quantized: the folder holds their
+dequantized values, close to but not identical with the original float checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -188,26 +194,64 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 def prepare_builtin(alias: str) -> Path:
     """Make the built-in model's Hugging Face folder exist in the cache (idempotent); return it."""
     spec = BUILTIN_MODELS[alias]
-    final = prepared_path(alias)
+    return _prepare_from_gguf(alias, lambda: ensure_gguf(spec), {"alias": alias, "source": f"{spec.package}=={spec.version}", "sha256": spec.sha256})
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def prepare_gguf(gguf_path: Path, name: str, sha256: str | None = None) -> Path:
+    """Convert a local GGUF file into the prepared model folder `$TTSD_HOME/models/<name>` (once;
+    idempotent for the same file) and return it. `sha256`, when given, must match the file.
+
+    Raises ModelNotFound for a missing or unreadable file, a checksum mismatch, a name that is not
+    a plain folder name or is a built-in alias, or a name already prepared from another file."""
+    gguf_path = Path(gguf_path).expanduser()
+    if not _NAME.match(name) or name in BUILTIN_MODELS:
+        raise ModelNotFound(
+            f"--name {name!r}: use 1-100 letters, digits, '.', '_' or '-' (starting with a letter or digit), "
+            f"not a built-in alias ({', '.join(BUILTIN_MODELS)})"
+        )
+    if not gguf_path.is_file():
+        raise ModelNotFound(f"{gguf_path}: no such GGUF file")
+    with open(gguf_path, "rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise ModelNotFound(f"{gguf_path} is not a GGUF file (it does not start with the GGUF magic bytes)")
+    actual = sha256_of(gguf_path)
+    if sha256 is not None and actual != sha256.lower():
+        raise ModelNotFound(f"{gguf_path} has sha256 {actual}, expected {sha256.lower()}: the file is corrupt or another release")
+    marker = prepared_path(name) / _MARKER
+    if marker.is_file():
+        recorded = json.loads(marker.read_text()).get("sha256")
+        if recorded != actual:
+            raise ModelNotFound(
+                f"a model named {name!r} is already prepared in {prepared_path(name)} from another file "
+                f"(sha256 {recorded}); choose another --name or remove that folder"
+            )
+    return _prepare_from_gguf(name, lambda: gguf_path, {"alias": name, "source": str(gguf_path.resolve()), "sha256": actual})
+
+
+def _prepare_from_gguf(name: str, locate_gguf, record: dict) -> Path:
+    """The prepared folder `name` in the cache, converted from the GGUF `locate_gguf()` returns if it
+    is not there yet: under a lock, into a staging folder renamed into place (safe to kill)."""
+    final = prepared_path(name)
     if (final / _MARKER).is_file():
         return final
-    with _lock(alias):
+    with _lock(name):
         if (final / _MARKER).is_file():  # another process finished it while we waited
             return final
-        gguf_path = ensure_gguf(spec)
+        gguf_path = locate_gguf()
         if final.exists():  # an incomplete leftover (cannot normally happen: we rename atomically)
             shutil.rmtree(final)
-        for stale in models_dir().glob(f".{alias}.*"):  # staging folders of interrupted conversions
+        for stale in models_dir().glob(f".{name}.*"):  # staging folders of interrupted conversions
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
-        logging.getLogger(__name__).info("converting the %s checkpoint to a Hugging Face folder in %s (once per machine)", alias, final)
-        staging = Path(tempfile.mkdtemp(prefix=f".{alias}.", dir=models_dir()))
+        logging.getLogger(__name__).info("converting the %s checkpoint to a Hugging Face folder in %s (once per machine)", name, final)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models_dir()))
         staging.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any model folder
         try:
             convert_gguf(gguf_path, staging)
-            (staging / _MARKER).write_text(
-                json.dumps({"alias": alias, "source": f"{spec.package}=={spec.version}", "sha256": spec.sha256})
-            )
+            (staging / _MARKER).write_text(json.dumps(record))
             os.replace(staging, final)
         finally:
             if staging.exists():
@@ -226,6 +270,7 @@ def _how_to_provide(name: str) -> str:
         f"Model {name!r} is not available. Provide it as one of:\n"
         f"  - a local Hugging Face model folder (with config.json and weights): --model /path/to/folder\n"
         f"  - a built-in alias ({aliases}): `ttsd models prepare {DEFAULT_MODEL}`\n"
+        f"  - a local GGUF file, prepared once under a name: `ttsd models prepare --gguf FILE.gguf --name NAME`, then --model NAME\n"
         f"  - a Hugging Face hub id, downloaded while online (`ttsd models prepare {hub_id}` or "
         f"`hf download {hub_id}`), then used offline with HF_HUB_OFFLINE=1"
     )
@@ -239,6 +284,8 @@ def resolve_model(name: str | Path) -> Path:
     text = str(name)
     if text in BUILTIN_MODELS:
         return prepare_builtin(text)
+    if _NAME.match(text) and is_prepared(text):  # a name given to `ttsd models prepare --gguf`
+        return prepared_path(text)
     path = Path(text).expanduser()
     if path.exists() or text.startswith((".", "/", "~")):
         if path.is_dir() and is_model_folder(path):
@@ -274,5 +321,7 @@ def list_models() -> list[ModelInfo]:
         for folder in sorted(models_dir().iterdir()):
             if folder.name.startswith(".") or folder.name in BUILTIN_MODELS or not folder.is_dir():
                 continue
-            rows.append(ModelInfo(name=folder.name, kind="folder", prepared=is_model_folder(folder), path=folder))
+            marker = folder / _MARKER
+            description = f"from {json.loads(marker.read_text()).get('source', '?')}" if marker.is_file() else ""
+            rows.append(ModelInfo(name=folder.name, kind="folder", prepared=is_model_folder(folder), path=folder, description=description))
     return rows

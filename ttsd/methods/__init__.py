@@ -25,7 +25,7 @@ def resolve_hardware(config: SolveConfig) -> SolveConfig:
 def solve(problem: Problem, config: SolveConfig, run_dir: Path, resume: bool = False, progress=None) -> Summary:
     """Run `config.method` on `problem` into `run_dir` (continuing it when `resume`)."""
     from ttsd.engine.models import resolve_model
-    from ttsd.methods.base import run_method
+    from ttsd.methods.run_loop import run_method
 
     model_path = resolve_model(config.model)
     if resume:

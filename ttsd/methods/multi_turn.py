@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ttsd.engine.chat import Messages, Role
-from ttsd.methods.base import Method, StepOutcome
+from ttsd.methods.run_loop import Method, StepOutcome
 from ttsd.prompts import DEFAULT_TEMPLATES, PromptTemplates, chat_messages, strip_thinking, student_messages, task_prompt
 from ttsd.runs import AttemptRecord, StepRecord
 
@@ -161,7 +161,7 @@ class MultiTurn(Method):
         return 1
 
     def restore(self, attempts: list[AttemptRecord], steps: list[StepRecord]) -> None:
-        self.history = [(a.response, a.feedback) for a in attempts if a.verdict != "accepted"]
+        self.history = [(a.response, a.feedback) for a in attempts if not a.passed]
 
     def prompt_limit(self) -> int:
         """Prompt tokens allowed: the context limit, and room for the answer within the sampler's
@@ -183,7 +183,7 @@ class MultiTurn(Method):
             fitted = fit_multi_turn_messages(self.problem, [f for _, f in self.history], limit, count, templates)
         return chat_prompt_ids(tokenizer, fitted.messages), fitted.dropped
 
-    def run_step(self, step: int, num_attempts: int) -> StepOutcome:
+    def run_step(self, step: int, num_attempts: int, last_batch: bool = False) -> StepOutcome:
         prompt_ids, dropped = self.prompt()
         attempts, time_sample, time_judge = self.sample_and_judge(prompt_ids, step, num_attempts)
         for attempt in attempts:

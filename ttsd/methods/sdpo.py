@@ -10,6 +10,11 @@ Each step:
      the SDPO loss, backward per micro-batch, AdamW with gradient clipping, the teacher's update,
   5. the trainer gives its cached memory back, the sampler wakes and takes the new adapter
      (`Sampler.sync_adapter`: in memory for hf, an adapter update for vLLM).
+
+The budget's last batch skips steps 3-5: no attempt is left to sample from the new weights, so
+that update would be wasted compute (one of the four updates of a budget-64, batch-16 run).
+Its StepRecord says so (`extra["learning_skipped"]`), and RUN_DIR/adapter/ is then the adapter
+that sampled the last batch. Resume stays exact: the skip depends only on the attempts used.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from ttsd.methods.base import Method, StepOutcome
+from ttsd.methods.run_loop import Attempt, Method, StepOutcome
 from ttsd.runs import AttemptRecord, StepRecord
+from ttsd.sdpo import diagnostics
 
 if TYPE_CHECKING:
     from ttsd.sdpo.learn import LearningBatch
@@ -95,7 +101,7 @@ class Sdpo(Method):
         self.policy.save_adapter(self.run.discovery_adapter_dir)
 
     # ----- the step --------------------------------------------------------------------------
-    def learning_batch(self, attempts: list) -> tuple[list[int], LearningBatch] | None:
+    def learning_batch(self, attempts: list[Attempt]) -> tuple[list[int], LearningBatch] | None:
         """The attempts with a teacher context (feedback or a peer's solution) and tokens — their
         indices and the batch they make — or None if there are none."""
         from ttsd.engine.chat import chat_prompt_ids
@@ -117,7 +123,7 @@ class Sdpo(Method):
             sampler_logprobs=[attempts[i].logprobs for i in chosen],
         )
 
-    def run_step(self, step: int, num_attempts: int) -> StepOutcome:
+    def run_step(self, step: int, num_attempts: int, last_batch: bool = False) -> StepOutcome:
         from ttsd.sdpo.learn import learn_from_batch
         from ttsd.sdpo.teacher import EmaTeacher
 
@@ -125,6 +131,9 @@ class Sdpo(Method):
         record = StepRecord(step=step, attempts=0, time_sample_s=time_sample, time_judge_s=time_judge)
         record.discovery_likelihood = self.discovery_likelihood(attempts)  # diagnostics: before any update on this batch
         if any(a.judgement.passed for a in attempts) and not self.config.continue_after_discovery:
+            return StepOutcome(attempts, record)
+        if last_batch:  # no attempt left to sample from the updated weights
+            record.extra = {"learning_skipped": "no attempts left in the budget"}
             return StepOutcome(attempts, record)
         chosen = self.learning_batch(attempts)
         if chosen is None:
@@ -139,23 +148,47 @@ class Sdpo(Method):
             self.policy.release_cached_memory()  # before wake: the engine takes its memory back
             self.sampler.wake()
         self.sampler.sync_adapter(self.policy.model)
-        record.time_sync_s = time.monotonic() - synced
+        record.time_sync_s = time.monotonic() - synced  # memory release, wake and adapter update
         self.note_teacher_gaps(attempts, rows, result.teacher_logprobs, result.student_logprobs)  # diagnostics
         record.time_score_s, record.time_train_s = result.time_score_s, result.time_train_s
-        record.loss, record.mean_kl, record.grad_norm = result.loss, result.mean_kl, result.grad_norm
-        record.logprob_gap = result.logprob_gap
+        record.loss, record.mean_reverse_kl, record.grad_norm = result.loss, result.mean_reverse_kl, result.grad_norm
+        record.stale_weights_gap = result.stale_weights_gap
+        record.scored_tokens, record.trained_tokens = result.scored_tokens, result.trained_tokens
         record.extra = {"attempts_with_signal": len(rows), "tokens": result.num_tokens}
         if isinstance(self.teacher, EmaTeacher):  # 0 would mean the teacher is just the student again
-            record.extra["teacher_student_gap"] = self.teacher.max_abs_difference()
+            record.extra["ema_weight_distance"] = self.teacher.max_abs_difference()
         return StepOutcome(attempts, record)
 
     # ----- learning diagnostics (equations: ttsd.sdpo.diagnostics) ----------------------------
-    def note_teacher_gaps(self, attempts: list[Any], rows: list[int], teacher_logprobs: Any, student_logprobs: Any) -> None:
+    def record_attempts(self, records: list[AttemptRecord], attempts: list[Attempt]) -> None:
+        """The records with each attempt's mean teacher gap, then token_gaps.jsonl lines (what
+        `ttsd show` colours by) for the attempts a self-teacher scored."""
+        for record, attempt in zip(records, attempts):
+            record.teacher_logprob_gap = diagnostics.attempt_gap(attempt.teacher_gaps)
+        super().record_attempts(records, attempts)
+        if not any(a.teacher_gaps for a in attempts):
+            return
+
+        def decode(ids: Any) -> str:
+            return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+        self.run.append_token_gaps(diagnostics.token_gap_records(
+            [r.k for r in records], records[0].step, [a.token_ids for a in attempts], [a.teacher_gaps for a in attempts], decode,
+        ))
+
+    def annotate_step(self, record: StepRecord, attempts: list[Attempt]) -> None:
+        diagnostics.annotate_step(record, [a.teacher_gaps for a in attempts], self.config.top_p)
+
+    def summary_diagnostics(self, steps: list[StepRecord]) -> dict[str, Any]:
+        return {
+            "teacher_logprob_gap": diagnostics.run_gap([s.teacher_logprob_gap for s in steps]),
+            "discovery_likelihood": next((s.discovery_likelihood for s in steps if s.discovery_likelihood), None),
+        }
+
+    def note_teacher_gaps(self, attempts: list[Attempt], rows: list[int], teacher_logprobs: Any, student_logprobs: Any) -> None:
         """Keep g_t = log π_T(y_t) − log π_S(y_t) on each failed attempt of `rows`: row r of
         `teacher_logprobs` and `student_logprobs` (padded (B, L) tensors, or lists of per-token
         lists) scores attempts[rows[r]], before any update on it. The loop aggregates and saves them."""
-        from ttsd.sdpo.diagnostics import token_gaps
-
         def floats(values: Any, length: int) -> list[float]:
             values = values[:length]
             return values.detach().float().tolist() if hasattr(values, "detach") else [float(v) for v in values]
@@ -165,19 +198,18 @@ class Sdpo(Method):
             if attempt.judgement.passed or attempt.teacher_gaps is not None:
                 continue
             length = len(attempt.token_ids)
-            attempt.teacher_gaps = token_gaps(floats(teacher_logprobs[row], length), floats(student_logprobs[row], length))
+            attempt.teacher_gaps = diagnostics.token_gaps(floats(teacher_logprobs[row], length), floats(student_logprobs[row], length))
 
     def updates_made(self) -> int:
         """Optimizer updates so far (AdamW counts them per parameter; restored on --resume)."""
         return max((int(state["step"]) for state in self.optimizer.state.values() if "step" in state), default=0)
 
-    def discovery_likelihood(self, attempts: list[Any]) -> Any:
+    def discovery_likelihood(self, attempts: list[Attempt]) -> Any:
         """ℓ(θ_0) and ℓ(θ_d) of the batch's first passing attempt under the student prompt, or None.
 
         Called before the batch trains anything, so the current adapter is θ_d, the weights that
         sampled it; the adapter disabled is θ_0 (LoRA's B starts at 0)."""
         from ttsd.engine.scorer import score_tokens
-        from ttsd.sdpo.diagnostics import discovery_likelihood
 
         passing = next((a for a in attempts if a.judgement.passed and a.token_ids), None)
         if passing is None:
@@ -187,6 +219,6 @@ class Sdpo(Method):
         found = score_tokens(self.policy.model, [self.prompt_ids], [passing.token_ids], **options)
         with self.policy.base_weights() as model:
             initial = score_tokens(model, [self.prompt_ids], [passing.token_ids], **options)
-        return discovery_likelihood(
+        return diagnostics.discovery_likelihood(
             initial.response_logprobs[0, :length].tolist(), found.response_logprobs[0, :length].tolist(), self.updates_made()
         )

@@ -1,7 +1,8 @@
-"""Problems: the `problem.json` format, loading with clear errors, and importers.
+"""Problems: the `problem.json` format (kinds stdin, functional, assert, evalplus) and loading with clear errors.
 
-Owner: problems helper. The model is the shared contract; extend it, don't rename fields.
-Importers (LiveCodeBench, HumanEval) live in `ttsd.problems.importers`.
+The model is the contract every other part reads; extend it, don't rename fields. A leaf: it
+imports neither the judge nor the sandbox. Importers (LiveCodeBench, HumanEval, MBPP+) live above
+the judge, in `ttsd.importers`.
 """
 
 from ttsd.problems.loading import (

@@ -82,7 +82,7 @@ class TestCase(BaseModel):
     fails the test. `output` is unused ("").
     evalplus: `input` is one JSON array, the arguments, and `output` the expected return value, both
     in the judge's value encoding (tuples, sets, dicts and complex numbers tagged, see
-    `ttsd.judge_harness.encode_value`); `also_accepted` lists other return values that pass.
+    `ttsd.judge.harness.encode_value`); `also_accepted` lists other return values that pass.
     """
 
     model_config = ConfigDict(extra="forbid")

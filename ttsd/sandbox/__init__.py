@@ -1,6 +1,6 @@
 """Sandboxes: run one untrusted program with limits. One interface, two backends (local, docker).
 
-Owner: sandbox helper. `base.py` is the shared contract with the judge.
+`base.py` (`Job`, `ExecResult`, `Sandbox`) is the contract the judge runs programs through.
 """
 
 from ttsd.sandbox.base import ExecResult, Job, Sandbox, SandboxUnavailable

@@ -27,7 +27,7 @@ Discovery likelihood of the discovered solution y* (sampled by θ_d, the weights
 gain > 0: training made the solution exp(gain) times more likely. A discovery before any update has
 θ_d = θ_0, so its gain is 0 by definition (`updates_before` = 0 records why).
 
-Stale-weights alarm: the step's `logprob_gap` is the mean |log π_trainer(y_t) − log π_sampler(y_t)|
+Stale-weights alarm: the step's `stale_weights_gap` is the mean |log π_trainer(y_t) − log π_sampler(y_t)|
 over the sampled tokens; it measures kernel and dtype rounding (~1e-3 nats in bf16) unless the
 sampler serves other weights. With top_p < 1 vLLM's log-probs are renormalised over the nucleus of
 mass M ≥ top_p, which adds up to −log(top_p) per token; the alarm threshold is
@@ -124,12 +124,12 @@ def stale_weights_threshold(top_p: float) -> float:
     return STALE_WEIGHTS_NATS - math.log(top_p)
 
 
-def stale_weights_alarm(logprob_gap: float | None, top_p: float) -> str | None:
+def stale_weights_alarm(stale_weights_gap: float | None, top_p: float) -> str | None:
     """A message for the user when trainer and sampler disagree beyond rounding, else None."""
-    if logprob_gap is None or logprob_gap <= stale_weights_threshold(top_p):
+    if stale_weights_gap is None or stale_weights_gap <= stale_weights_threshold(top_p):
         return None
     return (
-        f"trainer and sampler disagree by {logprob_gap:.3f} nats per sampled token (alarm above "
+        f"trainer and sampler disagree by {stale_weights_gap:.3f} nats per sampled token (alarm above "
         f"{stale_weights_threshold(top_p):.3f}): the sampler may be serving stale weights"
     )
 
@@ -163,7 +163,7 @@ def token_texts(decode: Callable[[Sequence[int]], str], token_ids: Sequence[int]
 def annotate_step(record: StepRecord, attempt_token_gaps: Sequence[Sequence[float] | None], top_p: float) -> None:
     """Put the step's pooled gap G on `record` and warn the user when the stale-weights alarm rings."""
     record.teacher_logprob_gap = pooled_gap([g for g in attempt_token_gaps if g])
-    alarm = stale_weights_alarm(record.logprob_gap, top_p)
+    alarm = stale_weights_alarm(record.stale_weights_gap, top_p)
     if alarm is not None:
         log.warning("step %d: %s", record.step, alarm)
 

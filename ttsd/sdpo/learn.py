@@ -30,7 +30,7 @@ log π_0 the trainer's own log-prob of y_t recorded in the first optimizer step,
 that sampled the batch — so w = 1 exactly in that step. The sampler's log-probs (another kernel,
 bf16 rounding, nucleus renormalisation under top_p < 1) only feed the stale-weights alarm:
 
-    logprob_gap = Σ_t m_t |log π_trainer(y_t) − log π_sampler(y_t)| / N     (first step)
+    stale_weights_gap = Σ_t m_t |log π_trainer(y_t) − log π_sampler(y_t)| / N     (first step)
 
 The result keeps, per attempt, the trainer's and the teacher's log-probs of the sampled tokens in
 the first step (`student_logprobs`, `teacher_logprobs`): diagnostics read them off for free.
@@ -92,18 +92,22 @@ class LearnResult(BaseModel):
     """What one call did. Loss statistics are those of the last optimizer step."""
 
     loss: float
-    mean_kl: float
+    mean_reverse_kl: float
     mean_weight: float
     grad_norm: float  # before clipping, last optimizer step
     num_tokens: int
-    logprob_gap: float | None  # mean |trainer − sampler| log-prob of the sampled tokens, first step
+    stale_weights_gap: float | None  # mean |trainer − sampler| log-prob of the sampled tokens, first step
     time_score_s: float  # forward passes (student with graph, teacher)
     time_train_s: float  # backward passes, clipping, optimizer and teacher updates
     student_logprobs: list[list[float]]  # log π_S(y_t), first step (the weights that sampled y)
     teacher_logprobs: list[list[float]]  # log π_T(y_t), first step
+    # compute, as token-passes over whole rows (prompt or context + response; the scorer's shared
+    # prefix is not subtracted), summed over optimizer steps:
+    scored_tokens: int = 0  # forward passes: the student's, plus each of the teacher's (`forward_passes`)
+    trained_tokens: int = 0  # the student's backward passes (gradient checkpointing recomputes inside them)
 
 
-def logprob_gap_sum(trainer_logprobs: Any, mask: Any, sampler_logprobs: Sequence[Sequence[float]]) -> Any:
+def stale_weights_gap_sum(trainer_logprobs: Any, mask: Any, sampler_logprobs: Sequence[Sequence[float]]) -> Any:
     """Σ_t m_t |log π_trainer(y_t) − log π_sampler(y_t)| over a padded (B, T) batch, as a tensor on
     the trainer's device: the sampler's rows (Python floats) are moved there, not the other way."""
     import torch
@@ -166,7 +170,7 @@ def learn_from_batch(policy: Any, teacher: Any, optimizer: Any, batch: LearningB
                     first_student[i] = student.response_logprobs[row, : len(batch.responses[i])].detach()
                     first_teacher[i] = scored.response_logprobs[row, : len(batch.responses[i])]
                 if batch.sampler_logprobs is not None:
-                    part = logprob_gap_sum(student.response_logprobs, student.mask, [batch.sampler_logprobs[i] for i in group])
+                    part = stale_weights_gap_sum(student.response_logprobs, student.mask, [batch.sampler_logprobs[i] for i in group])
                     gap_sum = part if gap_sum is None else gap_sum + part
             weights = None
             if optimizer_step > 0:
@@ -191,10 +195,15 @@ def learn_from_batch(policy: Any, teacher: Any, optimizer: Any, batch: LearningB
         teacher.update()
         time_train += time.monotonic() - started
     stats = LossStats.combine(parts)
+    student_tokens = sum(len(p) + len(r) for p, r in zip(batch.student_prompts, batch.responses))
+    teacher_tokens = sum(len(c) + len(r) for c, r in zip(batch.teacher_contexts, batch.responses))
+    teacher_passes = teacher.forward_passes
     return LearnResult(
-        loss=stats.loss, mean_kl=stats.mean_kl, mean_weight=stats.mean_weight, grad_norm=grad_norm,
+        scored_tokens=settings.optimizer_steps * (student_tokens + teacher_passes * teacher_tokens),
+        trained_tokens=settings.optimizer_steps * student_tokens,
+        loss=stats.loss, mean_reverse_kl=stats.mean_reverse_kl, mean_weight=stats.mean_weight, grad_norm=grad_norm,
         num_tokens=stats.num_tokens,
-        logprob_gap=None if gap_sum is None else float(gap_sum) / total_tokens,
+        stale_weights_gap=None if gap_sum is None else float(gap_sum) / total_tokens,
         time_score_s=time_score, time_train_s=time_train,
         student_logprobs=[row.float().cpu().tolist() for row in first_student],
         teacher_logprobs=[row.float().cpu().tolist() for row in first_teacher],

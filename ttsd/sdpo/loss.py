@@ -79,7 +79,7 @@ class LossStats:
 
     loss:             weighted token mean of the chosen divergence over this call's tokens (the
                       value returned, unless `token_count` scaled it as one micro-batch's share)
-    mean_kl:          token mean of KL(student ‖ teacher) — over the K + 1 buckets for the
+    mean_reverse_kl:  token mean of KL(student ‖ teacher) — over the K + 1 buckets for the
                       logit-level loss, the sampled-token estimate log π_S(y) − log π_T(y) for
                       the token-level loss; unweighted, whatever divergence is optimised
     mean_divergence:  token mean of the optimised divergence, unweighted
@@ -90,7 +90,7 @@ class LossStats:
     """
 
     loss: float
-    mean_kl: float
+    mean_reverse_kl: float
     mean_divergence: float
     num_tokens: int
     student_topk_mass: float = math.nan
@@ -107,7 +107,7 @@ class LossStats:
         def mean(field: str) -> float:
             return sum(getattr(p, field) * p.num_tokens for p in parts) / total
 
-        fields = ("loss", "mean_kl", "mean_divergence", "student_topk_mass", "teacher_topk_mass", "mean_weight")
+        fields = ("loss", "mean_reverse_kl", "mean_divergence", "student_topk_mass", "teacher_topk_mass", "mean_weight")
         return cls(num_tokens=total, **{field: mean(field) for field in fields})
 
 
@@ -234,7 +234,7 @@ def sdpo_loss(
         reverse = per_token if divergence == "reverse_kl" else kl_divergence(student, teacher)
         stats = LossStats(
             loss=float(masked_token_mean(weighted, keep)),
-            mean_kl=float(masked_token_mean(reverse, keep)),
+            mean_reverse_kl=float(masked_token_mean(reverse, keep)),
             mean_divergence=float(masked_token_mean(per_token, keep)),
             num_tokens=int(keep.sum()),
             student_topk_mass=float(masked_token_mean(student_k.exp().sum(-1), keep)),
@@ -272,7 +272,7 @@ def token_level_loss(
         kl_estimate = masked_token_mean(-advantage, keep)
         stats = LossStats(
             loss=float(masked_token_mean(weighted, keep)),
-            mean_kl=float(kl_estimate),
+            mean_reverse_kl=float(kl_estimate),
             mean_divergence=float(kl_estimate),
             num_tokens=int(keep.sum()),
             mean_weight=1.0 if weights is None else float(masked_token_mean(weights, keep)),
