@@ -4,6 +4,7 @@ The importers have their own tests (tests/test_importers_*.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
