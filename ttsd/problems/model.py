@@ -61,6 +61,31 @@ def _unicode_text(text: str) -> str:
 Text = Annotated[str, AfterValidator(_unicode_text)]
 
 
+def surrogate_issues(data: object) -> list[tuple[str, str]]:
+    """(field path, message) for every string (key or value) in `data` that holds a lone surrogate.
+    Checked before any field is validated: pydantic's own validators (patterns, literals, dates)
+    fail on one with a UnicodeEncodeError instead of a validation error."""
+    issues: list[tuple[str, str]] = []
+    stack: list[tuple[str, object]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                _unicode_text(value)
+            except ValueError as error:
+                issues.append((where, str(error)))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = key if isinstance(key, str) else str(key)
+                if surrogate_issues(name):
+                    issues.append((where, f"a field name {name!r} contains a lone surrogate: not valid Unicode text"))
+                    continue
+                stack.append((f"{where}.{name}" if where else name, item))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{index}]", item) for index, item in enumerate(value))
+    return sorted(issues)
+
+
 def _json_value_issue(text: str) -> str | None:
     """Why `text` is not one JSON value ttsd can parse, or None."""
     if nesting_depth(text) > MAX_NESTING:
@@ -150,6 +175,14 @@ class Problem(BaseModel):
         elif self.atol is not None or self.output_match is not None or any(t.also_accepted is not None for t in self.all_tests):
             issues.append(ProblemIssue(field="kind", message="atol, output_match and also_accepted apply only to kind 'evalplus'"))
         return issues
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_everywhere(cls, data: object) -> object:
+        issues = surrogate_issues(data) if isinstance(data, dict) else []
+        if issues:
+            raise ValueError("\n".join(f"{field}: {message}" for field, message in issues))
+        return data
 
     @model_validator(mode="after")
     def _judgeable(self) -> Problem:
