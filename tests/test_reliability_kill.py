@@ -3,7 +3,7 @@ the same command: nothing is lost or counted twice, and the finished runs are th
 uninterrupted bench makes (best-of-k's and sdpo's responses, attempt for attempt).
 
 The moments, in the order one bench directory goes through them (runs: A = best-of-k, then B = sdpo,
-budget 4 in batches of 2, so two steps each):
+budget 4 in batches of 2, so two steps each; `--pool 0`: best-of-k as seeded runs, not a pool):
   1. start-up        A's config.json exists, no attempt yet (polled: model loading takes seconds)
   2. step recorded   A's step 0 record is written, its summary not yet (stop point `step-recorded`)
   3. attempts written  A's step 1 attempts are written, its step record not (stop point `attempts-written`)
@@ -35,7 +35,7 @@ def _command(tiny_model_dir: Path, out: Path) -> list[str]:
     return [
         sys.executable, "-m", "ttsd", "bench", "--split", PROBLEM, "--methods", "best-of-k,sdpo", "--seeds", "1",
         "--model", str(tiny_model_dir), "--backend", "hf", "--budget", str(BUDGET), "--batch-size", str(BATCH),
-        "--max-tokens", "24", "--learning-rate", "0.01", "--lora-rank", "4", "--out", str(out),
+        "--max-tokens", "24", "--learning-rate", "0.01", "--lora-rank", "4", "--pool", "0", "--out", str(out),
     ]
 
 
