@@ -101,3 +101,24 @@ def test_a_pytest_file_that_does_not_collect_is_bad_input_at_load(tmp_path):
     assert f"{folder / 'test_hidden.py'}: hidden_test_file: pytest could not collect test_hidden.py" in result.output
     assert "No module named 'not_installed_anywhere'" in result.output
     assert "Traceback (most recent call last)" not in result.output
+
+
+def test_bad_input_that_once_gave_a_traceback_or_an_unbounded_read_exits_2_naming_the_file(tmp_path):
+    """#24: deep nesting, a lone surrogate in a test, a problem or solution that is /dev/zero."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000)
+    surrogate = tmp_path / "surrogate.json"
+    surrogate.write_text('{"id": "s", "statement": "s", "tests": [{"input": "\\ud800", "output": "1"}]}')
+    zero = tmp_path / "zero.json"
+    zero.symlink_to("/dev/zero")
+    zero_solution = tmp_path / "zero.py"
+    zero_solution.symlink_to("/dev/zero")
+    for problem, solution, named, says in [
+        (deep, RIGHT, "deep.json", "nested more than 200 levels deep"),
+        (surrogate, RIGHT, "surrogate.json: tests[0].input", "lone surrogate"),
+        (zero, RIGHT, "zero.json", "not a regular file"),
+        (PROBLEM, zero_solution, "zero.py", "not a regular file"),
+    ]:
+        result = check(str(problem), str(solution))
+        assert result.exit_code == 2 and named in result.stderr and says in result.stderr, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception

@@ -73,7 +73,7 @@ def test_feedback_prefers_a_runtime_error_then_a_timeout():
     assert text.splitlines()[:3] == ["Runtime Error", "IndexError: list index out of range", "Line 7 in solve: return a[i]"]
     assert "Last Executed Input:\n4 5" in text and "Printed Output:\npartial" in text
     timeout_text = feedback_text(runs[:2])
-    assert timeout_text.startswith("Time Limit Exceeded\nThe program did not finish within 6 s")
+    assert timeout_text.startswith("Time Limit Exceeded\nThe program used more than its 6 s of CPU time")
     assert "big" in timeout_text
 
 

@@ -125,3 +125,26 @@ def test_solve_reports_a_test_file_that_does_not_collect_before_loading_a_model(
     assert result.exit_code == 2, result.output
     assert f"{folder / 'test_visible.py'}: test_file: pytest could not collect" in result.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, text", [
+    ("problem.toml", "a = " + "[" * 5000 + "]" * 5000 + "\n"),
+    ("problem.json", "[" * 100000),
+])
+def test_deeply_nested_metadata_is_refused_without_recursion(tmp_path, name, text):
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    (folder / name).write_text(text)
+    with pytest.raises(ProblemFileError, match="nested more than 200 levels deep") as caught:
+        load_problem_folder(folder)
+    assert name in str(caught.value)
+
+
+def test_a_folder_file_that_is_not_a_regular_file_is_refused(tmp_path):
+    folder = tmp_path / "p"
+    scaffold_folder(folder)
+    (folder / "statement.md").unlink()
+    (folder / "statement.md").symlink_to("/dev/zero")
+    with pytest.raises(ProblemFileError, match="not a regular file") as caught:
+        load_problem_folder(folder)
+    assert "statement.md" in str(caught.value)

@@ -4,6 +4,7 @@ The importers have their own tests (tests/test_importers_*.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +180,85 @@ def test_non_object_missing_directory_and_binary_files(tmp_path):
     binary = tmp_path / "b.json"
     binary.write_bytes(b'{"id": "\xff\xfe"}')
     assert "not UTF-8" in error_of(binary)
+
+
+# Bad input that once gave a traceback, an unbounded read, or an unrunnable limit (#24).
+
+
+def _nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 100000,
+    _nested(5000),
+    json.dumps(good_problem())[:-1] + ', "title": ' + _nested(5000) + "}",
+    '{"id": "p1", "statement": "s", "tests": [{"input": "", "output": "1"}], "difficulty": ' + "{\"a\": " * 5000 + "1" + "}" * 5000 + "}",
+])
+def test_deep_nesting_is_refused_with_the_file_named(tmp_path, text):
+    message = error_of(write_json(tmp_path / "deep.json", text))
+    assert "deep.json" in message and "nested more than 200 levels deep" in message
+
+
+@pytest.mark.parametrize("kind, test, field", [
+    ("functional", {"input": _nested(5000), "output": "1"}, "tests[0].input"),
+    ("functional", {"input": "1", "output": _nested(5000)}, "tests[0].output"),
+    ("evalplus", {"input": "[" + _nested(5000) + "]", "output": "1"}, "tests[0].input"),
+    ("assert", {"input": "def check(c):\n    assert " + "-" * 100000 + "1\n"}, "tests[0].input"),
+])
+def test_deeply_nested_test_values_are_refused_naming_the_field(tmp_path, kind, test, field):
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps(good_problem(kind=kind, entry_point="f", tests=[test])))
+    message = error_of(path)
+    assert f"deep.json: {field}:" in message and ("nested" in message or "not valid Python" in message), message
+
+
+def test_only_regular_files_of_bounded_size_are_read(tmp_path, monkeypatch):
+    import ttsd.problems.loading as loading
+
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    assert "not a regular file" in error_of(tmp_path / "zero.json")
+    os.mkfifo(tmp_path / "fifo.json")
+    assert "not a regular file" in error_of(tmp_path / "fifo.json")  # opened without a writer: must not hang
+    big = write_json(tmp_path / "big.json", good_problem(statement="x" * 5000))
+    monkeypatch.setattr(loading, "MAX_FILE_BYTES", 4096)
+    message = error_of(big)
+    assert "big.json" in message and "larger than the" in message
+
+
+@pytest.mark.parametrize("field, value", [
+    ("time_limit_s", "Infinity"), ("time_limit_s", "1e300"), ("time_limit_s", str(30 * 86400)), ("time_limit_s", "NaN"),
+    ("memory_limit_mb", "1e30"), ("memory_limit_mb", str(2**63)), ("memory_limit_mb", str(2**21)),
+])
+def test_limits_the_sandboxes_cannot_enforce_are_refused_naming_the_field(tmp_path, field, value):
+    text = json.dumps(good_problem())[:-1] + f', "{field}": {value}}}'
+    message = error_of(write_json(tmp_path / "limits.json", text))
+    assert f"limits.json: {field}:" in message, message
+
+
+def test_the_largest_limits_allowed_still_run(tmp_path):
+    from ttsd.problems.model import MAX_MEMORY_LIMIT_MB, MAX_TIME_LIMIT_S
+    from ttsd.sandbox.supervisor import rlimits
+
+    problem = load_problem(write_json(tmp_path / "p1.json", good_problem(time_limit_s=MAX_TIME_LIMIT_S, memory_limit_mb=MAX_MEMORY_LIMIT_MB)))
+    limits = rlimits(problem.time_limit_s, problem.memory_limit_mb, 64, 256)
+    assert all(0 < value < 2**63 for pair in limits.values() for value in pair if value)
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_a_lone_surrogate_in_a_test_is_refused_naming_file_and_field(tmp_path, where):
+    test = {"input": "1\n", "output": "1\n", where: "x\ud800y"}
+    path = tmp_path / "surrogate.json"
+    path.write_text(json.dumps(good_problem(tests=[{}]))
+                    .replace('[{}]', "[" + json.dumps(test).replace("\\\\ud800", "\\ud800") + "]"))
+    assert "\\ud800" in path.read_text()
+    message = error_of(path)
+    assert f"surrogate.json: tests[0].{where}: " in message and "lone surrogate" in message, message
+
+
+def test_an_id_too_long_for_a_file_name_is_refused(tmp_path):
+    message = error_of(write_json(tmp_path / "long.json", good_problem(id="a" * 300)))
+    assert "long.json: id:" in message
 
 
 def test_parse_problem_names_the_given_path():

@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field
 from ttsd.logs import RUN_LOG
 from ttsd.problems import Problem
 from ttsd.runs import PoolSummary, RunDir, Summary
+from ttsd.stop_points import stop_point
 
 DEFAULT_METHODS = ("sdpo", "best-of-k", "multi-turn")
 MANIFEST = "bench.json"
@@ -374,6 +375,7 @@ def run_bench(
             outcome = execute(task, on_pool_batch=lambda summary, key=task.key: notify(key, "running", summary))
             outcomes.append(outcome)
             notify(task.key, "failed" if outcome.error else "done", outcome.summary or outcome.pool)
+            stop_point("between-runs")
     return BenchResult(skipped=skipped, outcomes=outcomes)
 
 

@@ -29,10 +29,14 @@ def _read_solution(path: Path) -> str:
         fail(f"{path}: no such file")
     if path.is_dir():
         fail(f"{path}: is a directory, expected a Python program or a model response")
+    from ttsd.problems.loading import FileTooBig, read_text_file
+
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text_file(path)
     except UnicodeDecodeError as error:
         fail(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})")
+    except FileTooBig as error:
+        fail(f"{path}: {error}")
     except OSError as error:
         fail(f"{path}: cannot read: {error.strerror or error}")
     raise AssertionError("unreachable")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ttsd.judge.records import ErrorInfo, TestRun, Verdict
+from ttsd.sandbox.supervisor import WALL_BACKSTOP_FACTOR, wall_limit_s
 
 FIELD_MAX_CHARS = 250
 FIELD_MAX_LINES = 8
@@ -110,11 +111,22 @@ def _describe_runtime_error(run: TestRun, memory_limit_mb: int, output_limit_byt
     return "\n".join(parts)
 
 
+def _timeout_reason(run: TestRun) -> str:
+    """Which of the sandbox's time limits fired: the CPU time limit or the wall-clock backstop."""
+    if run.time_limit_hit == "wall":
+        return (
+            f"The program was still running after {wall_limit_s(run.time_limit_s):g} s of wall-clock time on this "
+            f"input (the backstop, {WALL_BACKSTOP_FACTOR}x its {run.time_limit_s:g} s CPU time limit): it was "
+            "waiting (sleeping, blocked on input) rather than computing."
+        )
+    return f"The program used more than its {run.time_limit_s:g} s of CPU time on this input."
+
+
 def _describe_timeout(run: TestRun, suite_time_limit_s: float) -> str:
     if run.suite_cut:
         why = f"The whole test suite did not finish within {suite_time_limit_s:g} s; the program is too slow overall."
     else:
-        why = f"The program did not finish within {run.time_limit_s:g} s on this input."
+        why = _timeout_reason(run)
     parts = ["Time Limit Exceeded", why]
     parts.append(_input_field(run))
     parts += _printed_fields(run)

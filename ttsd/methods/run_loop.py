@@ -34,6 +34,7 @@ from ttsd.engine.types import SamplingSettings
 from ttsd.judge import Judgement
 from ttsd.problems import Problem
 from ttsd.runs import AttemptRecord, RunDir, StepRecord, Summary, attempt_costs
+from ttsd.stop_points import stop_point
 
 Progress = Callable[[StepRecord, Summary], None]
 
@@ -256,6 +257,7 @@ def run_method(method: Method, resume: bool, progress: Progress | None = None) -
             record.prompt_tokens = sum(len(a.prompt_ids) for a in outcome.attempts)
             records = attempt_records(outcome.attempts, step, len(attempts) + 1, record)
             method.record_attempts(records, outcome.attempts)
+            stop_point("attempts-written")
             attempts.extend(records)
             passing = next((r for r in records if r.passed), None)
             if passing is not None and not was_discovered:
@@ -268,6 +270,7 @@ def run_method(method: Method, resume: bool, progress: Progress | None = None) -
             method.annotate_step(record, outcome.attempts)
             method.save_state(step)
             run.append_step(record)
+            stop_point("step-recorded")
             steps.append(record)
             current = summary(finished=False)
             run.write_summary(current)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ttsd.problems.loading import ProblemFileError, ProblemFilesError, json_object, validation_faults
-from ttsd.problems.model import Problem
+from ttsd.problems.loading import ProblemFileError, ProblemFilesError, json_object, read_problem_text, validation_faults
+from ttsd.problems.model import MAX_NESTING, Problem, nesting_depth
 
 METADATA_FILES = ("problem.toml", "problem.json")
 # The files that hold one field each, and the field.
@@ -41,15 +41,6 @@ def is_problem_folder(path: Path) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in METADATA_FILES)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ProblemFileError(path, [("", f"not UTF-8 text ({error.reason} at byte {error.start})")]) from None
-    except OSError as error:
-        raise ProblemFileError(path, [("", f"cannot read: {error.strerror or error}")]) from None
-
-
 def _metadata(folder: Path) -> tuple[Path, dict]:
     present = [folder / name for name in METADATA_FILES if (folder / name).is_file()]
     if not present:
@@ -57,8 +48,10 @@ def _metadata(folder: Path) -> tuple[Path, dict]:
     if len(present) > 1:
         raise ProblemFileError(folder, [("", f"has both {present[0].name} and {present[1].name}: keep one")])
     path = present[0]
-    text = _read_text(path)
+    text = read_problem_text(path)
     if path.suffix == ".toml":
+        if nesting_depth(text) > MAX_NESTING:  # tomllib recurses as json does
+            raise ProblemFileError(path, [("", f"nested more than {MAX_NESTING} levels deep (arrays and tables)")])
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
@@ -75,11 +68,11 @@ def load_problem_folder(folder: Path | str) -> Problem:
     source_of: dict[str, Path] = {}  # field -> the file it came from
     for file_name, field in FIELD_FILES.items():
         path = folder / file_name
-        if not path.is_file():
+        if not path.exists():  # a device or FIFO in its place is refused by read_problem_text, not skipped
             continue
         if field in data:
             raise ProblemFileError(metadata_path, [(field, f"given here and in {file_name}: keep one")])
-        data[field] = _read_text(path)
+        data[field] = read_problem_text(path)
         source_of[field] = path
     data.setdefault("id", folder.resolve().name)
     if "test_file" in data:

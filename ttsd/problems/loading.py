@@ -8,12 +8,16 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from ttsd.problems.model import Problem
+from ttsd.problems.model import MAX_NESTING, Problem, nesting_depth
+
+MAX_FILE_BYTES = 256 << 20  # the largest problem (or solution, split, import) file ttsd reads: 256 MiB
 
 # The bundled examples live beside the package in the checkout (the package is installed editable).
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent.parent / "problems" / "examples"
@@ -85,8 +89,50 @@ def validation_faults(error: ValidationError) -> list[tuple[str, str]]:
     return faults
 
 
+class FileTooBig(ValueError):
+    """A file ttsd refuses to read: not a regular file, or larger than its limit. The message says which."""
+
+
+def read_bounded(path: Path | str, limit: int | None = None) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (None: MAX_FILE_BYTES). Raises FileTooBig for anything else (a
+    device such as /dev/zero, a FIFO, a socket, a symlink to one, a bigger file: ttsd never reads
+    without a bound) and OSError when it cannot be opened."""
+    limit = MAX_FILE_BYTES if limit is None else limit
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused once open)
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise FileTooBig("not a regular file (a device, FIFO or socket; ttsd reads only regular files)")
+        if info.st_size > limit:
+            raise FileTooBig(f"{info.st_size} bytes: larger than the {limit >> 20} MiB ttsd reads")
+        data = handle.read(limit + 1)  # the file may grow while it is read
+    if len(data) > limit:
+        raise FileTooBig(f"larger than the {limit >> 20} MiB ttsd reads")
+    return data
+
+
+def read_text_file(path: Path | str, limit: int | None = None) -> str:
+    """`read_bounded` decoded as UTF-8; UnicodeDecodeError for other bytes."""
+    return read_bounded(path, limit).decode("utf-8")
+
+
+def read_problem_text(path: Path) -> str:
+    """The text of a file of a problem (`read_text_file`), or ProblemFileError naming it."""
+    try:
+        return read_text_file(path)
+    except UnicodeDecodeError as error:
+        raise ProblemFileError(path, [("", f"not UTF-8 text ({error.reason} at byte {error.start})")]) from None
+    except FileTooBig as error:
+        raise ProblemFileError(path, [("", str(error))]) from None
+    except OSError as error:
+        raise ProblemFileError(path, [("", f"cannot read: {error.strerror or error}")]) from None
+
+
 def json_object(text: str, path: Path | str) -> dict:
-    """The JSON object `text` holds, or ProblemFileError naming `path` (line and column)."""
+    """The JSON object `text` holds, or ProblemFileError naming `path` (line and column, or a
+    nesting deeper than MAX_NESTING, checked without recursion before the parser sees the text)."""
+    if nesting_depth(text) > MAX_NESTING:
+        raise ProblemFileError(path, [("", f"nested more than {MAX_NESTING} levels deep (arrays and objects)")])
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -116,13 +162,7 @@ def load_problem(path: Path | str) -> Problem:
         if is_problem_folder(path):
             return load_problem_folder(path)
         raise ProblemFileError(path, [("", "is a directory, expected a problem .json file or a problem folder (with problem.toml)")])
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ProblemFileError(path, [("", f"not UTF-8 text ({error.reason} at byte {error.start})")]) from None
-    except OSError as error:
-        raise ProblemFileError(path, [("", f"cannot read: {error.strerror or error}")]) from None
-    return parse_problem(text, path)
+    return parse_problem(read_problem_text(path), path)
 
 
 def problem_files(path: Path | str) -> list[Path]:
@@ -191,9 +231,10 @@ def find_problem(id_or_file: str | Path, search_dirs: Sequence[Path] | None = No
     for directory in dirs:
         for file in _json_files_under(directory):
             try:
-                if json.loads(file.read_text(encoding="utf-8")).get("id") == problem_id:
+                text = read_text_file(file)
+                if nesting_depth(text) <= MAX_NESTING and json.loads(text).get("id") == problem_id:
                     return load_problem(file)
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError):  # FileTooBig and UnicodeDecodeError are ValueErrors
                 continue
     searched = ", ".join(str(d) for d in dirs) or "(no directories)"
     raise ProblemFileError(problem_id, [("", f"no problem file with this id in {searched}")])
@@ -225,5 +266,8 @@ def save_problem(problem: Problem, out_dir: Path | str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{problem.id}.json"
     data = problem.model_dump(mode="json", exclude_none=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)  # a crash leaves the old file or the new one, never half of one
     return path
