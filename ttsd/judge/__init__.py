@@ -44,6 +44,7 @@ from ttsd.judge.extraction import (
     program_from_text,
 )
 from ttsd.judge.feedback import (
+    ALL_FEEDBACK,
     CUT_MARK,
     FEEDBACK_MAX_CHARS,
     FIELD_MAX_CHARS,
@@ -52,6 +53,7 @@ from ttsd.judge.feedback import (
     HIDDEN_FAILURE_FEEDBACK,
     MAX_WRONG_ANSWERS_SHOWN,
     TRUNCATED_FEEDBACK,
+    FeedbackOptions,
     clip_field,
     clip_total,
     feedback_text,
@@ -63,6 +65,7 @@ from ttsd.judge.records import ErrorInfo, Judgement, PreparedTest, TestResult, T
 from ttsd.judge.sandboxed import HARNESS_FILE, HARNESS_SOURCE
 
 __all__ = [
+    "ALL_FEEDBACK",
     "CUT_MARK",
     "EVALPLUS_FLOAT_ATOL",
     "EVALPLUS_RTOL",
@@ -79,6 +82,7 @@ __all__ = [
     "TRUNCATED_FEEDBACK",
     "ErrorInfo",
     "Extraction",
+    "FeedbackOptions",
     "Judge",
     "Judgement",
     "Outcome",

@@ -43,6 +43,7 @@ class Attempt:
     prompt_ids: list[int]
     judgement: Judgement
     teacher_gaps: list[float] | None = None  # log π_T − log π_S per token, when a self-teacher scored it (sdpo)
+    quoted: list[bool] | None = None  # per token: does it appear verbatim in the teacher's feedback (sdpo, ttsd.sdpo.copying)
 
 
 @dataclass
@@ -66,7 +67,9 @@ class Method:
         from ttsd.judge import Judge
         from ttsd.sandbox import make_sandbox
 
-        self.judge = Judge(make_sandbox(self.config.sandbox), max_workers=self.config.judge_workers)
+        self.judge = Judge(
+            make_sandbox(self.config.sandbox), max_workers=self.config.judge_workers, feedback=self.config.feedback_options()
+        )
         return self.judge
 
     def judge_samples(self, prompts: list[list[int]], samples: list[Any]) -> list[Attempt]:
