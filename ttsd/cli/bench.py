@@ -167,7 +167,7 @@ def compare(
     """Tables (markdown + JSON) and discovery@k plots from a bench: per problem and per split."""
     from rich.table import Table
 
-    from ttsd.compare import LEARNING_HEADER, compare_bench, learning_rows, table_header, table_rows, write_outputs
+    from ttsd.compare import COPY_HEADER, LEARNING_HEADER, compare_bench, copy_rows, learning_rows, table_header, table_rows, write_outputs
 
     if not (bench_dir / "runs").is_dir():
         fail(f"{bench_dir} is not a bench directory (no runs/ inside); make one with `ttsd bench`")
@@ -200,6 +200,14 @@ def compare(
         for column in LEARNING_HEADER:
             table.add_column(column)
         for row in learning:
+            table.add_row(*(escape(cell) for cell in row))
+        console.print(table)
+    copying = copy_rows(bench_dir)
+    if copying:
+        table = Table(title="copy diagnostic: teacher − student on quoted vs other tokens (see compare.md)", show_lines=True)
+        for column in COPY_HEADER:
+            table.add_column(column)
+        for row in copying:
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
     console.print(f"wrote {written['markdown']}, {written['json']} and {len(written) - 2} plots in {written['markdown'].parent / 'plots'}")
