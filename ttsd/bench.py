@@ -2,6 +2,7 @@
 
     BENCH_DIR/bench.json                                  BenchManifest (split, problems, methods, seeds, options)
     BENCH_DIR/runs/<problem_id>/<method>/seed-<s>/        a run directory (ttsd.runs), summary.json when finished
+                                                          (<method>: a variant's name for a named variant, ttsd.variants)
     BENCH_DIR/bench.log                                   what the bench printed outside its runs (`ttsd bench`)
     BENCH_DIR/pool/<problem_id>/                         best-of-k pool: pool.json (PoolSummary) + attempts.jsonl
 
@@ -36,6 +37,7 @@ from pydantic import BaseModel, Field
 from ttsd.logs import RUN_LOG
 from ttsd.problems import Problem
 from ttsd.runs import PoolSummary, RunDir, Summary
+from ttsd.variants import Variant
 
 DEFAULT_METHODS = ("sdpo", "best-of-k", "multi-turn")
 MANIFEST = "bench.json"
@@ -55,9 +57,10 @@ class BenchManifest(BaseModel):
     split: str
     problem_ids: list[str]
     problem_files: dict[str, str] = {}  # id -> path of the problem file the bench used
-    methods: list[str]
+    methods: list[str]  # the runs' labels: methods, and the names of variants (ttsd.variants)
     seeds: list[int]
     solve_options: dict[str, Any] = {}  # SolveConfig fields shared by every run (budget, model, ...)
+    variants: dict[str, Variant] = {}  # name -> method + overrides, for the labels of `methods` that are named variants
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -70,6 +73,7 @@ class RunTask(BaseModel):
     run_dir: str
     resume: bool
     verbose: bool = False  # pass the run's log lines on to the bench's output too
+    variant: Variant | None = None  # key.method names this variant (its method and overrides)
 
 
 class RunOutcome(BaseModel):
@@ -105,7 +109,8 @@ def load_summaries(bench_dir: Path) -> dict[RunKey, Summary]:
         summary = Summary.model_validate_json(path.read_text())
         if not summary.finished:
             continue
-        found[RunKey(problem_id=summary.problem_id, method=summary.method, seed=summary.seed)] = summary
+        label = summary.variant or summary.method  # a variant is its own row
+        found[RunKey(problem_id=summary.problem_id, method=label, seed=summary.seed)] = summary
     return found
 
 
@@ -131,10 +136,12 @@ def plan_runs(
     ]
 
 
-def solve_config(options: dict[str, Any], method: str, seed: int):
-    """The SolveConfig of one run: the shared options plus this run's method and seed."""
+def solve_config(options: dict[str, Any], method: str, seed: int, variant: Variant | None = None):
+    """The SolveConfig of one run: the shared options plus this run's method (or variant) and seed."""
     from ttsd.config import SolveConfig
 
+    if variant is not None:
+        return SolveConfig.model_validate({**variant.run_options(options), "seed": seed})
     return SolveConfig.model_validate({**options, "method": method, "seed": seed})
 
 
@@ -144,7 +151,7 @@ def execute(task: RunTask) -> RunOutcome:
         from ttsd.logs import capture_output
         from ttsd.methods import solve
 
-        config = solve_config(task.solve_options, task.key.method, task.key.seed)
+        config = solve_config(task.solve_options, task.key.method, task.key.seed, task.variant)
         run_dir = Path(task.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         with capture_output(run_dir / RUN_LOG, tee=task.verbose):
@@ -241,6 +248,12 @@ def merged_manifest(bench_dir: Path, manifest: BenchManifest) -> BenchManifest:
     if old is None:
         return manifest
     check_solve_options(bench_dir, manifest.solve_options, old)
+    if changed := [n for n, v in manifest.variants.items() if n in old.variants and old.variants[n] != v]:
+        raise BenchMismatch(
+            f"{bench_dir / MANIFEST} defines variant {', '.join(map(repr, changed))} otherwise "
+            f"({'; '.join(f'{old.variants[n]!r} → {manifest.variants[n]!r}' for n in changed)}); "
+            "give a changed variant a new name, or use another --out"
+        )
 
     def union(before: list, after: list) -> list:
         return before + [item for item in after if item not in before]
@@ -252,6 +265,7 @@ def merged_manifest(bench_dir: Path, manifest: BenchManifest) -> BenchManifest:
             "problem_files": {**old.problem_files, **manifest.problem_files},
             "methods": union(old.methods, manifest.methods),
             "seeds": union(old.seeds, manifest.seeds),
+            "variants": {**old.variants, **manifest.variants},
         }
     )
 
@@ -274,12 +288,15 @@ def run_bench(
     problem_files: dict[str, str] | None = None,
     on_update: Callable[[RunKey, str, Summary | None], None] | None = None,
     verbose: bool = False,
+    variants: Sequence[Variant] = (),
 ) -> BenchResult:
     """Run every missing problem × method × seed; `on_update(key, state, summary)` reports progress
     with state one of "skipped", "running", "done", "failed". Raises BenchMismatch (and runs
     nothing) when BENCH_DIR was started with other solve options, TooManyWorkers when `workers`
     exceeds the GPUs of a GPU machine. `verbose`: each run's log lines also go to this process's
-    output (they always go to the run's run.log)."""
+    output (they always go to the run's run.log). `variants`: the named variants among `methods`
+    (ttsd.variants; a label of `methods` that names none is a method as it is)."""
+    named = {v.name: v for v in variants if not v.plain}
     manifest = BenchManifest(
         split=split,
         problem_ids=[p.id for p in problems],
@@ -287,6 +304,7 @@ def run_bench(
         methods=list(methods),
         seeds=list(seeds),
         solve_options=solve_options,
+        variants=named,
     )
     write_manifest(bench_dir, merged_manifest(bench_dir, manifest))
     by_id = {p.id: p for p in problems}
@@ -306,6 +324,7 @@ def run_bench(
                 run_dir=str(run_dir_for(bench_dir, key).resolve()),
                 resume=state == "partial",
                 verbose=verbose,
+                variant=named.get(key.method),
             )
         )
     if ray_address:

@@ -94,6 +94,11 @@ class SolveConfig(BaseModel):
         "+ max_tokens, so no backend stops an attempt before max_tokens; a smaller value is refused",
     )
     gpu_memory_utilization: float = Field(0.45, gt=0, le=1, description="vLLM's share of the GPU (the trainer uses the rest)")
+    variant: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="the name of the bench variant this run belongs to (`ttsd bench --variants`, ttsd.variants); "
+        "`ttsd compare` shows each variant as its own row",
+    )
     templates: PromptTemplates = Field(default_factory=PromptTemplates, description="prompt wording: a JSON object of PromptTemplates fields (ttsd/prompts.py), inline or in a file")
 
     @property

@@ -177,6 +177,7 @@ class StepRecord(BaseModel):
 class Summary(BaseModel):
     problem_id: str
     method: str
+    variant: str | None = None  # the bench variant (SolveConfig.variant): compare's row; None for a method as it is
     seed: int
     discovered: bool
     discovery_k: int | None  # None when not discovered (right-censored at attempts_used)

@@ -211,6 +211,7 @@ def run_method(method: Method, resume: bool, progress: Progress | None = None) -
         return Summary(
             problem_id=problem.id,
             method=config.method,
+            variant=config.variant,
             seed=config.seed,
             discovered=first is not None,
             discovery_k=first,
