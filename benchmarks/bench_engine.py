@@ -59,16 +59,17 @@ def measure_hf_sampling(model: str, attempts: int, max_tokens: int, rank: int) -
     import torch
 
     from ttsd.engine.chat import chat_prompt_ids
+    from ttsd.engine.types import SamplingSettings
 
     policy = _policy(model, rank)
     prompt = chat_prompt_ids(policy.tokenizer, [{"role": "user", "content": PROMPT}])
     sampler = policy.sampler(max_batch_size=attempts)
-    sampler.sample([prompt], n=2, max_tokens=8, seed=0)  # warm-up (allocations, kernels)
+    sampler.sample([prompt], n=2, settings=SamplingSettings(max_tokens=8, seed=0))  # warm-up (allocations, kernels)
     baseline = _peak_mb(policy.device)
     if policy.device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
-    samples = sampler.sample([prompt], n=attempts, temperature=1.0, max_tokens=max_tokens, seed=0)[0]
+    samples = sampler.sample([prompt], n=attempts, settings=SamplingSettings(temperature=1.0, max_tokens=max_tokens, seed=0))[0]
     if policy.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

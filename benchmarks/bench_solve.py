@@ -7,6 +7,9 @@
 Both runs spend the whole budget (continue_after_discovery), so they sample the same number of
 attempts. Prints the time split per attempt (sample / judge / score / train / sync) and the ratio
 sdpo ÷ best-of-k (target ≤ 1.5×).
+sdpo's last batch learns nothing (no attempt is left to use the update, ttsd.methods.sdpo), so
+with budget / batch-size = S steps its learning is S − 1 steps' worth: the ratio is that of a run
+of this budget (at the default 32 / 16, one learning step over 32 attempts).
 
 Then it puts the learning time in units of this machine's forward pass: one no-gradient forward of
 the trainer model over the sdpo attempts (the real prompt, random tokens of the same lengths) gives

@@ -12,7 +12,7 @@ Rows:
 - adapter update, rank `rank` on all linear layers, median of `updates` updates:
   `sync_adapter`, what the SDPO loop calls (in-process engine: tensors handed over in
   memory, no files; target <= 50 ms for rank 16), and the file path it replaces, split into
-  writing the adapter (`write_lora_adapter` to tmpfs) and loading it into the engine under a new
+  writing the adapter (`ttsd.engine.lora.write_adapter` to tmpfs) and loading it into the engine under a new
   lora_int_id (`load_adapter`, which reads the files eagerly);
 - the naive path for comparison: PEFT `save_pretrained` to a disk folder + `load_adapter`
   (which copies it to tmpfs first).
@@ -58,7 +58,9 @@ def bench_vllm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ttsd.engine.models import resolve_model
-    from ttsd.engine.vllm_sampler import VLLMSampler, adapter_scratch_root, write_lora_adapter
+    from ttsd.engine.lora import write_adapter
+    from ttsd.engine.types import SamplingSettings
+    from ttsd.engine.vllm_sampler import VLLMSampler, adapter_scratch_root
 
     model_dir = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -74,7 +76,7 @@ def bench_vllm(
     lora_ops = "vLLM's LoRA ops" if vllm_lora_ops else "dense one-adapter LoRA path on CPU"
     rows.append(("engine start", f"{time.perf_counter() - start:.1f} s", f"{model}, {dtype}, LoRA on, {lora_ops}"))
     try:
-        sampler.sample([prompt_ids], n=2, max_tokens=8, seed=0)  # warm-up
+        sampler.sample([prompt_ids], n=2, settings=SamplingSettings(max_tokens=8, seed=0))  # warm-up
         hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         peft_model = get_peft_model(
             hf, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear")
@@ -84,7 +86,7 @@ def bench_vllm(
             if label == "LoRA":
                 sampler.sync_adapter(peft_model)
             start = time.perf_counter()
-            out = sampler.sample([prompt_ids], n=attempts, temperature=1.0, max_tokens=max_tokens, seed=1)
+            out = sampler.sample([prompt_ids], n=attempts, settings=SamplingSettings(temperature=1.0, max_tokens=max_tokens, seed=1))
             elapsed = time.perf_counter() - start
             tokens = sum(len(s.token_ids) for s in out[0])
             rows.append(
@@ -106,7 +108,7 @@ def bench_vllm(
         for step in range(updates):
             _perturb(peft_model, step)
             t0 = time.perf_counter()
-            write_lora_adapter(peft_model, target / str(step % 2), dtype=sampler._serving_dtype())
+            write_adapter(peft_model, target / str(step % 2), dtype=sampler._serving_dtype())
             t1 = time.perf_counter()
             sampler.load_adapter(target / str(step % 2))
             t2 = time.perf_counter()
@@ -127,7 +129,7 @@ def bench_vllm(
         rows.append(("adapter update via files: write to tmpfs", ms(writes), detail))
         rows.append(("adapter update via files: load into vLLM", ms(loads), "new lora_int_id, eager load"))
         total = [w + l for w, l in zip(writes, loads)]
-        rows.append(("adapter update via files: total", ms(total), "write_lora_adapter + load_adapter"))
+        rows.append(("adapter update via files: total", ms(total), "write_adapter + load_adapter"))
         rows.append(("adapter update: naive", ms(naive), "PEFT save_pretrained to disk + load_adapter"))
     finally:
         sampler.close()

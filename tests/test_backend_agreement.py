@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import require_vllm
+from ttsd.engine.types import SamplingSettings
 
 require_vllm()  # a missing vLLM fails these tests: CI installs it
 
@@ -92,9 +93,8 @@ SETTINGS = [(1.0, 1.0), (0.7, 1.0), (1.3, 0.9)]
 def _check_agreement(sampler, peft_model, adapter: bool, seed: int) -> list[float]:
     """Sample with vLLM in each setting; HF must give the same log-probs to the same tokens."""
     for temperature, top_p in SETTINGS:
-        samples = sampler.sample(
-            [PROMPT], n=2, temperature=temperature, top_p=top_p, max_tokens=24, seed=seed
-        )[0]
+        settings = SamplingSettings(temperature=temperature, top_p=top_p, max_tokens=24, seed=seed)
+        samples = sampler.sample([PROMPT], n=2, settings=settings)[0]
         for sample in samples:
             expected = hf_logprobs(peft_model, PROMPT, sample.token_ids, temperature, top_p, adapter)
             assert _max_gap(sample.logprobs, expected) <= TOL, (temperature, top_p)
@@ -142,7 +142,7 @@ def test_project_scorer_agrees_with_vllm(sampler, peft_model):
     from ttsd.engine import scorer
     _set_lora_b(peft_model, seed=4)
     sampler.sync_adapter(peft_model)
-    samples = sampler.sample([PROMPT], n=3, temperature=0.8, max_tokens=20, seed=4)[0]
+    samples = sampler.sample([PROMPT], n=3, settings=SamplingSettings(temperature=0.8, max_tokens=20, seed=4))[0]
     scores = scorer.score_tokens(
         peft_model,
         [PROMPT] * len(samples),

@@ -11,9 +11,12 @@ from ttsd.bench import (
     BenchMismatch,
     RunKey,
     load_manifest,
+    load_pools,
     load_summaries,
     merged_manifest,
     plan_runs,
+    pool_dir_for,
+    pool_key,
     run_bench,
     run_dir_for,
     run_state,
@@ -21,7 +24,7 @@ from ttsd.bench import (
 )
 from ttsd.cli import app
 from ttsd.problems import load_problem
-from ttsd.runs import Summary
+from ttsd.runs import PoolSummary, Summary
 
 PROBLEMS = ("reverse-string", "sum-two-numbers")
 METHODS = ("sdpo", "best-of-k", "multi-turn")
@@ -66,6 +69,10 @@ def test_board_cells():
     board.update(keys[1], "skipped", fake_summary(keys[1], None))
     board.update(keys[2], "running", None)
     assert board.cell("p", "sdpo") == "2/3 [2 ✗] ▶1"
+    pooled = BenchBoard(["p"], ["sdpo"], [0], pool=8)
+    assert pooled.pool_cell("p") == "░░░░░░░░░░ 0/8 ✓0"
+    pooled.update(pool_key("p"), "running", PoolSummary(problem_id="p", samples=4, passes=1, target=8))
+    assert pooled.pool_cell("p") == "█████░░░░░ 4/8 ✓1 ▶"
 
 
 def test_restart_may_add_problems_methods_seeds_but_not_change_options(tmp_path):
@@ -142,6 +149,11 @@ def test_bench_writes_every_run(small_bench):
     manifest = load_manifest(bench_dir)
     assert manifest.methods == list(METHODS) and manifest.seeds == [0, 1]
     assert manifest.solve_options["budget"] == BUDGET
+    # the default pool, 4 × budget attempts per problem, drawn by a worker beside the runs
+    assert manifest.pool == 4 * BUDGET
+    pools = load_pools(bench_dir)
+    assert sorted(pools) == sorted(PROBLEMS) and all(p.samples == 4 * BUDGET and p.finished for p in pools.values())
+    assert all((pool_dir_for(bench_dir, p) / "attempts.jsonl").is_file() for p in PROBLEMS)
 
 
 def test_restarted_bench_skips_finished_and_resumes_unfinished(small_bench, tiny_model_dir, examples_dir):
@@ -227,7 +239,7 @@ def test_bench_cli_keeps_engine_logs_off_the_terminal(tiny_model_dir, examples_d
 
     out = tmp_path / "bench"
     command = [sys.executable, "-m", "ttsd", "bench", "--split", str(examples_dir / "reverse-string.json"),
-               "--methods", "best-of-k", "--seeds", "1", "--out", str(out), *cli_options(tiny_model_dir)]
+               "--methods", "best-of-k", "--seeds", "1", "--pool", "0", "--out", str(out), *cli_options(tiny_model_dir)]
     result = subprocess.run(command + (["--verbose"] if verbose else []), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "1 runs done" in result.stdout and "reverse-string" in result.stdout  # the board and its tally
@@ -280,7 +292,7 @@ def test_variants_are_recorded_resumed_and_compared(tiny_model_dir, examples_dir
     """sdpo and a variant without the source-line quote, one problem, one seed, the tiny model."""
     bench_dir = tmp_path / "bench"
     variants = "sdpo,sdpo-noquote=sdpo:--no-feedback-source-line:--feedback-unrun=skip"
-    args = ["bench", "--split", str(examples_dir / "sum-two-numbers.json"), "--variants", variants, "--seeds", "1",
+    args = ["bench", "--split", str(examples_dir / "sum-two-numbers.json"), "--variants", variants, "--seeds", "1", "--pool", "0",
             "--out", str(bench_dir), *cli_options(tiny_model_dir)]
     result = CliRunner().invoke(app, args, terminal_width=200)
     assert result.exit_code == 0, result.output
@@ -314,3 +326,33 @@ def test_variants_are_recorded_resumed_and_compared(tiny_model_dir, examples_dir
     assert report.exit_code == 0, report.output
     data = json.loads((bench_dir / "compare" / "compare.json").read_text())
     assert all(sorted(m["method"] for m in s["methods"]) == ["sdpo", "sdpo-noquote"] for s in data["scopes"])
+
+
+def test_a_pooled_bench_leaves_out_best_of_k_runs_records_its_pool_and_grows_it(tiny_model_dir, examples_dir, tmp_path):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(
+        app, ["bench", "--split", str(examples_dir / "reverse-string.json"), "--seeds", "1", "--pool", "4", "--pool-batch", "3",
+              "--out", str(out), *cli_options(tiny_model_dir)],
+        terminal_width=250,
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 runs done, 1 pools drawn" in result.output and "4/4" in result.output
+    manifest = load_manifest(out)
+    assert manifest.methods == ["sdpo", "multi-turn"]  # best-of-k comes from the pool
+    assert (manifest.pool, manifest.pool_batch) == (4, 3)
+    pool = load_pools(out)["reverse-string"]
+    assert (pool.samples, pool.target, pool.batch, pool.finished) == (4, 4, 3, True)
+    lines = (pool_dir_for(out, "reverse-string") / "attempts.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [0, 0, 0, 1]
+    # a restart with a larger pool draws only the new attempts; the runs are skipped
+    updates = []
+    restarted = run_bench(
+        out, [load_problem(examples_dir / "reverse-string.json")], split="reverse-string", methods=manifest.methods,
+        seeds=[0], solve_options=manifest.solve_options, pool=6, pool_batch=3,
+        on_update=lambda key, state, summary: updates.append((key.method, state, getattr(summary, "samples", None))),
+    )
+    assert [o.key for o in restarted.outcomes] == [pool_key("reverse-string")] and not restarted.failed
+    assert ("pool", "running", 6) in updates  # the in-process pool reports each batch
+    assert load_pools(out)["reverse-string"].samples == 6 and load_manifest(out).pool == 6
+    more = (pool_dir_for(out, "reverse-string") / "attempts.jsonl").read_text().splitlines()
+    assert more[:4] == lines and len(more) == 6

@@ -12,11 +12,14 @@ from ttsd.calibration import (
     CalibrationMismatch,
     CalibrationSettings,
     calibrate_pool,
+    call_seed,
     is_decided,
+    read_estimates,
     read_progress,
 )
 from ttsd.cli import app
 from ttsd.problems import load_problem
+from ttsd.splits import ProblemRate
 
 PROBLEMS = ["reverse-string", "sum-two-numbers", "balanced-brackets"]
 
@@ -86,6 +89,34 @@ def test_a_decided_problem_gets_no_more_samples(tiny_model_dir, examples_dir, tm
     rates = calibrate_pool(problems, settings, tmp_path)
     assert (rates["reverse-string"].samples, rates["reverse-string"].passed) == (2, 1)  # stopped after screening
     assert (rates["sum-two-numbers"].samples, rates["sum-two-numbers"].passed) == (4, 0)
+
+
+def test_selected_problems_get_fresh_samples_that_estimate_their_rate(tiny_model_dir, examples_dir, tmp_path):
+    problems = [load_problem(examples_dir / f"{pid}.json") for pid in PROBLEMS[:2]]
+    # very_hard below 0.3 of 4 samples: one pass in the first 2 leaves a problem undecided, 1 of 4 selects it
+    screen_only = settings_for(tiny_model_dir, problems_per_call=1, thresholds={"hard": 0.5, "very_hard": 0.3})
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_pool(problems, screen_only, tmp_path, on_progress=lambda state: (_ for _ in ()).throw(KeyboardInterrupt))
+    progress = tmp_path / PROGRESS_FILE
+    record = json.loads(progress.read_text())
+    assert record["problem_id"] == "reverse-string"
+    progress.write_text(json.dumps(dict(record, passed=1)) + "\n")  # as if one of its first two samples passed
+    rates = calibrate_pool(problems, screen_only, tmp_path)
+    assert rates["reverse-string"] == ProblemRate(samples=4, passed=1)  # selected: 0.25 < 0.3 with a pass
+    assert read_estimates(tmp_path, screen_only) == {}
+
+    # the same calibration with estimates (an old run directory may add them): only the selected
+    # problem gets more samples, in a stage of its own whose seeds the screen never used
+    settings = screen_only.model_copy(update={"estimate_samples": 3})
+    calls = []
+    again = calibrate_pool(problems, settings, tmp_path, on_progress=lambda state: calls.append((state.problems_done_now, state.stages)))
+    assert again == rates and calls == [(["reverse-string"], 3)]  # the selection counts stay the selection's
+    assert read_estimates(tmp_path, settings) == {"reverse-string": ProblemRate(samples=3, passed=0)}
+    assert read_progress(tmp_path)[("reverse-string", settings.estimate_stage)].samples == 3
+    screen_seeds = {call_seed(settings, stage, ["reverse-string"]) for stage in range(len(settings.stages))}
+    assert call_seed(settings, settings.estimate_stage, ["reverse-string"]) not in screen_seeds
+    with pytest.raises(CalibrationMismatch, match="estimate_samples: 3 → 5"):
+        calibrate_pool(problems, settings.model_copy(update={"estimate_samples": 5}), tmp_path)
 
 
 def test_unsolved_stop_caps_what_a_never_solved_problem_costs(tiny_model_dir, examples_dir, tmp_path):

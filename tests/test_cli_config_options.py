@@ -109,7 +109,7 @@ def test_bench_runs_get_the_config_solve_gets_from_the_same_options(tiny_model_d
     # A restarted bench keeps what it recorded: no option given again is no mismatch, and the run is skipped.
     again = _invoke("bench", "--split", "reverse-string", "--methods", "sdpo", "--seeds", "1", "--out", tmp_path / "bench")
     assert again.exit_code == 0, again.output
-    assert "0 runs done, 1 already finished" in again.output
+    assert "0 runs done, 0 pools drawn, 2 already finished" in again.output  # the run and its best-of-k pool
     changed = _invoke("bench", "--split", "reverse-string", "--methods", "sdpo", "--seeds", "1", "--out", tmp_path / "bench",
                       "--top-p", "0.8")
     assert changed.exit_code == 2 and "top_p: 0.9 → 0.8" in changed.output

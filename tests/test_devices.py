@@ -22,6 +22,7 @@ import torch
 from ttsd.engine.chat import chat_prompt_ids
 from ttsd.engine.policy import LoraSettings, Policy
 from ttsd.engine.scorer import score_tokens
+from ttsd.engine.types import SamplingSettings
 from ttsd.sdpo.loss import sdpo_loss
 from ttsd.sdpo.teacher import EmaTeacher
 
@@ -85,7 +86,7 @@ def test_sampler_logprobs_equal_the_scorers(policy, decode):
     path = "generate" if decode == "generate" else FAST_PATH[device]
     sampler = policy.sampler(decode=path)
     prompts = _prompts(policy.tokenizer)
-    results = sampler.sample(prompts, n=4, temperature=0.8, max_tokens=32, seed=1)
+    results = sampler.sample(prompts, n=4, settings=SamplingSettings(temperature=0.8, max_tokens=32, seed=1))
     assert sampler.last_decode["path"] == path, sampler.fallback_reason
     gaps = _gaps(policy, prompts, results, temperature=0.8)
     _assert_agree(gaps, dtype)
@@ -98,9 +99,9 @@ def test_sampler_logprobs_equal_the_scorers(policy, decode):
 def test_fast_path_draws_what_generate_draws(policy):
     device, dtype = _kind(policy)
     prompts = _prompts(policy.tokenizer)
-    plain = policy.sampler(decode="generate").sample(prompts, n=3, max_tokens=24, seed=4)
+    plain = policy.sampler(decode="generate").sample(prompts, n=3, settings=SamplingSettings(max_tokens=24, seed=4))
     fast_sampler = policy.sampler(decode=FAST_PATH[device])
-    fast = fast_sampler.sample(prompts, n=3, max_tokens=24, seed=4)
+    fast = fast_sampler.sample(prompts, n=3, settings=SamplingSettings(max_tokens=24, seed=4))
     assert fast_sampler.last_decode["path"] == FAST_PATH[device], fast_sampler.fallback_reason
     if dtype == "float32":  # same logits up to ~1e-6, same random stream: the same draws
         assert [[s.token_ids for s in row] for row in fast] == [[s.token_ids for s in row] for row in plain]
@@ -229,7 +230,7 @@ def test_one_learning_step_moves_the_student_and_the_sampler_follows(policy):
     _, dtype = _kind(policy)
     prompts = _prompts(policy.tokenizer)
     sampler = policy.sampler()  # shares the trainer's weights: auto path of this device
-    attempts = sampler.sample(prompts[:1], n=4, max_tokens=20, seed=2)[0]
+    attempts = sampler.sample(prompts[:1], n=4, settings=SamplingSettings(max_tokens=20, seed=2))[0]
     feedback = chat_prompt_ids(policy.tokenizer, [{"role": "user", "content": "def solve():\n    n = int(input())"}])
     batch = LearningBatch(
         student_prompts=prompts[:1] * 4, teacher_contexts=[feedback] * 4,
@@ -243,7 +244,7 @@ def test_one_learning_step_moves_the_student_and_the_sampler_follows(policy):
     assert result.stale_weights_gap <= MEAN_GAP[dtype]  # same weights: the sampler and the trainer agree
     assert any(not torch.equal(v.detach(), before[k]) for k, v in policy.adapter_parameters().items())
     assert teacher.max_abs_difference() > 0
-    after = sampler.sample(prompts, n=3, max_tokens=20, seed=3)
+    after = sampler.sample(prompts, n=3, settings=SamplingSettings(max_tokens=20, seed=3))
     _assert_agree(_gaps(policy, prompts, after), dtype)  # the sampler serves the updated adapter
     policy.load_adapter_state(before)
 
@@ -255,9 +256,9 @@ def test_saved_adapter_served_by_a_sampler_with_its_own_model(policy, tiny_model
     prompts = _prompts(policy.tokenizer)
     own = make_sampler("hf", tiny_model_dir, device=device, dtype=dtype)
     own.load_adapter(policy.save_adapter(tmp_path / "adapter"))
-    results = own.sample(prompts, n=3, max_tokens=20, seed=6)
+    results = own.sample(prompts, n=3, settings=SamplingSettings(max_tokens=20, seed=6))
     _assert_agree(_gaps(policy, prompts, results), dtype)
     if dtype == "float32":
-        shared = policy.sampler().sample(prompts, n=3, max_tokens=20, seed=6)
+        shared = policy.sampler().sample(prompts, n=3, settings=SamplingSettings(max_tokens=20, seed=6))
         assert [[s.token_ids for s in row] for row in results] == [[s.token_ids for s in row] for row in shared]
     own.close()

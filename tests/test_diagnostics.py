@@ -156,12 +156,16 @@ def test_an_sdpo_run_records_gaps_consistently_across_its_files(tiny_model_dir, 
     from ttsd.runs import RunDir
 
     problem = load_problem(REPO / "problems" / "examples" / "sum-two-numbers.json")
-    config = SolveConfig(model=str(tiny_model_dir), backend="hf", budget=4, batch_size=2, max_tokens=24, seed=3,
+    config = SolveConfig(model=str(tiny_model_dir), backend="hf", budget=6, batch_size=2, max_tokens=24, seed=3,
                          learning_rate=1e-2, lora_rank=4, lora_alpha=8.0, judge_workers=2)
     summary = solve(problem, config, tmp_path / "run")
     run = RunDir.open(tmp_path / "run")
     attempts, steps, token_gaps = run.attempts(), run.steps(), run.token_gaps()
-    assert sorted(token_gaps) == [1, 2, 3, 4]  # every attempt failed and was scored by the teacher
+    # every attempt failed, and the teacher scored those it learnt from: not the last batch's
+    # (the budget's last batch skips its learning step, ttsd.methods.sdpo)
+    assert sorted(token_gaps) == [1, 2, 3, 4]
+    assert steps[-1].teacher_logprob_gap is None and all(a.teacher_logprob_gap is None for a in attempts[4:])
+    attempts, steps = attempts[:4], steps[:2]
     for attempt in attempts:
         line = token_gaps[attempt.k]
         assert line.step == attempt.step and len(line.tokens) == len(line.gaps) == attempt.num_tokens

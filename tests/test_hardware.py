@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ttsd.engine import hardware
@@ -18,7 +19,12 @@ def test_auto_dtype_is_bf16_on_gpus_and_on_cpus_with_hardware_bf16(monkeypatch):
     assert hardware.dtype_name(torch.bfloat16) == "bfloat16"
 
 
-def test_device_choice_follows_cuda():
-    assert hardware.pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert hardware.pick_device("cpu") == "cpu"
-    assert hardware.gpu_count() == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+@pytest.mark.parametrize("cuda_devices", [0, 1, 4])
+def test_device_choice_follows_cuda(monkeypatch, cuda_devices):
+    """Both branches on any machine: torch's answers about CUDA are set as a machine with
+    `cuda_devices` GPUs would give them."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_devices > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda_devices)
+    assert hardware.pick_device("auto") == ("cuda" if cuda_devices else "cpu")
+    assert hardware.gpu_count() == cuda_devices
+    assert hardware.pick_device("cpu") == "cpu" and hardware.pick_device("cuda:1") == "cuda:1"  # as given

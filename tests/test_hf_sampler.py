@@ -10,10 +10,10 @@ import torch
 
 from tests.conftest import REPO
 from ttsd.engine.chat import chat_prompt_ids
-from ttsd.engine.hf_sampler import _top_p_mask
 from ttsd.engine.policy import LoraSettings, Policy
 from ttsd.engine.samplers import make_sampler, pick_backend
 from ttsd.engine.scorer import score_tokens
+from ttsd.engine.types import SamplingSettings
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,9 @@ def _assert_logprobs_match_scorer(model, prompts, results, temperature, atol):
 def test_same_seed_same_samples_and_shapes(policy):
     sampler = policy.sampler()
     prompts = _prompts(policy.tokenizer)
-    first = sampler.sample(prompts, n=3, temperature=1.0, max_tokens=12, seed=7)
-    again = sampler.sample(prompts, n=3, temperature=1.0, max_tokens=12, seed=7)
-    other = sampler.sample(prompts, n=3, temperature=1.0, max_tokens=12, seed=8)
+    first = sampler.sample(prompts, n=3, settings=SamplingSettings(temperature=1.0, max_tokens=12, seed=7))
+    again = sampler.sample(prompts, n=3, settings=SamplingSettings(temperature=1.0, max_tokens=12, seed=7))
+    other = sampler.sample(prompts, n=3, settings=SamplingSettings(temperature=1.0, max_tokens=12, seed=8))
     assert [len(row) for row in first] == [3, 3]
     assert _tokens(first) == _tokens(again)
     assert _tokens(first) != _tokens(other)
@@ -69,7 +69,7 @@ def test_same_seed_same_samples_and_shapes(policy):
 
 def test_stop_reason_and_eos_kept(policy):
     sampler = policy.sampler()
-    results = sampler.sample(_prompts(policy.tokenizer), n=8, temperature=1.0, max_tokens=60, seed=0)
+    results = sampler.sample(_prompts(policy.tokenizer), n=8, settings=SamplingSettings(temperature=1.0, max_tokens=60, seed=0))
     reasons = {s.finish_reason for row in results for s in row}
     assert reasons == {"stop", "length"}  # the random model sometimes stops within 60 tokens
     for sample in (s for row in results for s in row):
@@ -81,7 +81,7 @@ def test_stop_reason_and_eos_kept(policy):
 def test_logprobs_equal_scorer(policy, temperature, top_p):
     _perturb(policy)
     prompts = _prompts(policy.tokenizer)
-    results = policy.sampler().sample(prompts, n=3, temperature=temperature, top_p=top_p, max_tokens=16, seed=1)
+    results = policy.sampler().sample(prompts, n=3, settings=SamplingSettings(temperature=temperature, top_p=top_p, max_tokens=16, seed=1))
     # the convention: log_softmax(z / T) before top-p (T = 1 for greedy)
     _assert_logprobs_match_scorer(policy, prompts, results, temperature or 1.0, atol=1e-5)
     if temperature == 0.0:
@@ -97,52 +97,45 @@ def test_a_checkpoints_sampling_defaults_do_not_reshape_the_distribution(policy)
     generation_config.repetition_penalty = 1.3
     try:
         prompts = _prompts(policy.tokenizer)
-        results = policy.sampler(decode="generate").sample(prompts, n=2, max_tokens=24, seed=2)
+        results = policy.sampler(decode="generate").sample(prompts, n=2, settings=SamplingSettings(max_tokens=24, seed=2))
         _assert_logprobs_match_scorer(policy, prompts, results, 1.0, atol=1e-5)
     finally:
         generation_config.repetition_penalty = None
-
-
-def test_top_p_mask_keeps_the_nucleus():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    kept = torch.isfinite(_top_p_mask(logits, 0.8))[0].tolist()
-    assert kept == [True, True, False, False]
-    assert torch.isfinite(_top_p_mask(logits, 0.01))[0].tolist() == [True, False, False, False]
 
 
 def test_adapter_change_changes_samples_and_disk_adapter_matches_live(policy, tiny_model_dir, tmp_path):
     prompts = _prompts(policy.tokenizer)
     shared = policy.sampler()
     _perturb(policy, seed=3)
-    before = shared.sample(prompts, n=2, max_tokens=16, seed=5)
+    before = shared.sample(prompts, n=2, settings=SamplingSettings(max_tokens=16, seed=5))
     saved = policy.save_adapter(tmp_path / "a1")
     _perturb(policy, seed=4)
-    after = shared.sample(prompts, n=2, max_tokens=16, seed=5)
+    after = shared.sample(prompts, n=2, settings=SamplingSettings(max_tokens=16, seed=5))
     assert _tokens(before) != _tokens(after)  # zero-copy: the live adapter is what is sampled
 
     own = make_sampler("hf", tiny_model_dir, device="cpu", dtype="float32")
     assert own.backend == "hf"
     own.load_adapter(saved)
-    assert _tokens(own.sample(prompts, n=2, max_tokens=16, seed=5)) == _tokens(before)
+    assert _tokens(own.sample(prompts, n=2, settings=SamplingSettings(max_tokens=16, seed=5))) == _tokens(before)
     own.load_adapter(policy.save_adapter(tmp_path / "a2"))
-    assert _tokens(own.sample(prompts, n=2, max_tokens=16, seed=5)) == _tokens(after)
+    assert _tokens(own.sample(prompts, n=2, settings=SamplingSettings(max_tokens=16, seed=5))) == _tokens(after)
     assert len(own._peft.peft_config) == 1  # the replaced adapter was dropped
 
     own.load_adapter(None)
     shared.load_adapter(None)
-    base_own = own.sample(prompts, n=2, max_tokens=16, seed=5)
-    assert _tokens(base_own) == _tokens(shared.sample(prompts, n=2, max_tokens=16, seed=5))
+    base_own = own.sample(prompts, n=2, settings=SamplingSettings(max_tokens=16, seed=5))
+    assert _tokens(base_own) == _tokens(shared.sample(prompts, n=2, settings=SamplingSettings(max_tokens=16, seed=5)))
     with policy.base_weights():
         _assert_logprobs_match_scorer(policy, prompts, base_own, 1.0, atol=1e-5)
     # shared mode: an adapter from disk goes into its own slot; the trainer's weights stay untouched
     live = policy.adapter_state()
     shared.load_adapter(saved)
-    assert _tokens(shared.sample(prompts, n=2, max_tokens=16, seed=5)) == _tokens(before)
+    assert _tokens(shared.sample(prompts, n=2, settings=SamplingSettings(max_tokens=16, seed=5))) == _tokens(before)
     assert all(torch.equal(live[k], v.detach()) for k, v in policy.adapter_parameters().items())
     assert policy.model.active_adapter == "default"
     assert all(p.requires_grad for p in policy.trainable_parameters())
     shared.use_policy_adapter()
-    assert _tokens(shared.sample(prompts, n=2, max_tokens=16, seed=5)) == _tokens(after)
+    assert _tokens(shared.sample(prompts, n=2, settings=SamplingSettings(max_tokens=16, seed=5))) == _tokens(after)
 
 
 def test_backend_choice():
@@ -170,12 +163,12 @@ def test_smollm2_writes_code_and_follows_its_adapter(tmp_path):
     ]
     prompt = chat_prompt_ids(policy.tokenizer, messages)
     sampler = policy.sampler()
-    base = sampler.sample([prompt], n=8, temperature=1.0, max_tokens=96, seed=0)[0]
+    base = sampler.sample([prompt], n=8, settings=SamplingSettings(temperature=1.0, max_tokens=96, seed=0))[0]
     assert len(base) == 8
     assert any(CODE_BLOCK.search(s.text) for s in base), [s.text for s in base]
     _assert_logprobs_match_scorer(policy, [prompt], [base], 1.0, atol=1e-4)
 
     _perturb(policy, scale=0.02, seed=11)
-    updated = sampler.sample([prompt], n=8, temperature=1.0, max_tokens=24, seed=0)[0]
+    updated = sampler.sample([prompt], n=8, settings=SamplingSettings(temperature=1.0, max_tokens=24, seed=0))[0]
     assert [s.token_ids[:24] for s in updated] != [s.token_ids[:24] for s in base]
     _assert_logprobs_match_scorer(policy, [prompt], [updated], 1.0, atol=1e-4)

@@ -25,21 +25,38 @@ def _config(tiny_model_dir, **overrides) -> SolveConfig:
     return SolveConfig(**{**base, **overrides})
 
 
-def test_sdpo_updates_adapter_every_step_and_records_loss(tiny_model_dir, problem, tmp_path):
+def test_sdpo_updates_adapter_every_step_but_the_last_and_records_loss_and_costs(tiny_model_dir, problem, tmp_path):
     import torch
 
-    summary = solve(problem, _config(tiny_model_dir), tmp_path / "run")
-    assert summary.attempts_used == 4 and not summary.discovered and summary.finished
+    summary = solve(problem, _config(tiny_model_dir, budget=6), tmp_path / "run")
+    assert summary.attempts_used == 6 and not summary.discovered and summary.finished
     steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in steps] == [0, 1]
+    assert [s["step"] for s in steps] == [0, 1, 2]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert (saved["device"], saved["dtype"]) == ("cpu", dtype_name(pick_dtype("auto", "cpu")))  # 'auto' resolved
-    assert all(s["loss"] is not None and s["grad_norm"] > 0 for s in steps)
-    attempts = (tmp_path / "run" / "attempts.jsonl").read_text().splitlines()
-    assert [json.loads(a)["k"] for a in attempts] == [1, 2, 3, 4]
-    state = torch.load(tmp_path / "run" / "state" / "trainer-1.pt", weights_only=False)
+    assert all(s["loss"] is not None and s["grad_norm"] > 0 for s in steps[:2])
+    # the budget's last batch: no attempt is left to use an update, so none is made
+    assert steps[2]["loss"] is None and steps[2]["extra"] == {"learning_skipped": "no attempts left in the budget"}
+    assert steps[2]["scored_tokens"] == steps[2]["trained_tokens"] == 0 and steps[2]["time_train_s"] == 0
+    attempts = [json.loads(a) for a in (tmp_path / "run" / "attempts.jsonl").read_text().splitlines()]
+    assert [a["k"] for a in attempts] == [1, 2, 3, 4, 5, 6]
+    # every attempt's cost; summed over a step's attempts they are the step's numbers
+    for step in steps:
+        costs = [a["cost"] for a in attempts if a["step"] == step["step"]]
+        assert sum(c["wall_s"] for c in costs) == pytest.approx(step["time_step_s"]) and step["time_step_s"] > 0
+        assert [c["sampled_tokens"] for c in costs] == [a["num_tokens"] for a in attempts if a["step"] == step["step"]]
+        for field in ("sampled_tokens", "prompt_tokens", "scored_tokens", "trained_tokens"):
+            assert sum(c[field] for c in costs) == step[field], field
+    # a learning step's tokens: rows of prompt (or teacher context) + response, the student's
+    # forward and backward and the EMA teacher's one forward, each over every failed attempt
+    first = attempts[:2]
+    student = sum(a["cost"]["prompt_tokens"] + a["num_tokens"] for a in first)
+    assert steps[0]["trained_tokens"] == student
+    assert steps[0]["scored_tokens"] > 2 * student  # the teacher's context holds the feedback too
+    state = torch.load(tmp_path / "run" / "state" / "trainer-2.pt", weights_only=False)
+    assert state["optimizer"]["state"][0]["step"] == 2  # two updates, none on the last batch
     # the EMA teacher trails the student: after an update they differ, but only by a little
-    assert all(0 < s["extra"]["ema_weight_distance"] for s in steps)
+    assert all(0 < s["extra"]["ema_weight_distance"] for s in steps[:2])
     # LoRA B starts at zero: after two updates the student adapter is no longer zero
     assert max(v.abs().max().item() for k, v in state["adapter"].items() if "lora_B" in k) > 0
     # the saved EMA teacher covers every adapter tensor, has moved off the zero-initialised B, and
@@ -57,7 +74,10 @@ def test_sdpo_with_the_trust_region_teacher(tiny_model_dir, problem, tmp_path):
     summary = solve(problem, config, tmp_path / "tr")
     steps = [json.loads(line) for line in (tmp_path / "tr" / "steps.jsonl").read_text().splitlines()]
     assert summary.attempts_used == 4 and len(steps) == 2
-    assert all(s["loss"] is not None and s["grad_norm"] > 0 for s in steps)
+    assert steps[0]["loss"] is not None and steps[0]["grad_norm"] > 0
+    # the trust-region teacher runs two backbone passes (reference, student) per row
+    student = steps[0]["trained_tokens"]
+    assert steps[0]["scored_tokens"] > 3 * student
     assert "ema_weight_distance" not in steps[0]["extra"]  # no EMA copy is kept for this teacher
     saved = json.loads((tmp_path / "tr" / "config.json").read_text())
     assert saved["config"]["teacher"] == "trust-region" and saved["config"]["trust_region_alpha"] == 0.5
@@ -79,7 +99,7 @@ def test_gradient_checkpointing_off_gives_the_same_update(tiny_model_dir, proble
     adapters = []
     for checkpointing in (True, False):
         run = tmp_path / f"ckpt-{checkpointing}"
-        solve(problem, _config(tiny_model_dir, budget=2, gradient_checkpointing=checkpointing), run)
+        solve(problem, _config(tiny_model_dir, budget=4, gradient_checkpointing=checkpointing), run)
         adapters.append(torch.load(run / "state" / "trainer-0.pt", weights_only=False)["adapter"])
     assert seen == [True, False]
     assert max(v.abs().max().item() for k, v in adapters[0].items() if "lora_B" in k) > 0
@@ -191,9 +211,9 @@ def test_sdpo_sleeps_the_sampler_while_it_learns(tiny_model_dir, problem, tmp_pa
     monkeypatch.setattr(Policy, "release_cached_memory", lambda self: calls.append("release") or release(self))
     summary = solve(problem, _config(tiny_model_dir, backend=backend), tmp_path / "run")
     assert summary.attempts_used == 4 and not summary.discovered
-    assert calls == ["sample", "sleep", "release", "wake", "sync_adapter"] * 2
+    assert calls == ["sample", "sleep", "release", "wake", "sync_adapter", "sample"]  # the last batch learns nothing
     steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
-    assert all(s["grad_norm"] > 0 and s["stale_weights_gap"] is not None for s in steps)
+    assert steps[0]["grad_norm"] > 0 and steps[0]["stale_weights_gap"] is not None
 
 
 def test_context_length_holds_the_prompt_and_max_tokens():

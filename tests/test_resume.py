@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -47,3 +49,9 @@ def test_sigkill_mid_step_then_resume(tiny_model_dir, tmp_path):
     assert [a["response"] for a in attempts] == [a["response"] for a in _lines(tmp_path / "ref" / "attempts.jsonl")]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["attempts_used"] == 6 and summary["finished"]
+    # the same learning too: two updates, and none on the budget's last batch (it would be wasted)
+    steps, reference_steps = _lines(run / "steps.jsonl"), _lines(tmp_path / "ref" / "steps.jsonl")
+    assert [s["loss"] is None for s in reference_steps] == [False, False, True]
+    assert steps[2]["loss"] is None
+    assert [s["loss"] for s in steps[:2]] == pytest.approx([s["loss"] for s in reference_steps[:2]], rel=1e-5)
+    assert [s["trained_tokens"] for s in steps] == [s["trained_tokens"] for s in reference_steps]

@@ -6,7 +6,7 @@ import pytest
 
 from ttsd.config import SolveConfig
 from ttsd.problems import load_problem
-from ttsd.runs import AttemptRecord, RunDir, StepRecord, Summary
+from ttsd.runs import AttemptRecord, RunDir, StepRecord, Summary, attempt_costs, split_evenly
 from tests.conftest import REPO
 
 
@@ -78,3 +78,19 @@ def test_run_folders_with_the_old_names_load_with_the_same_values():
         assert [a.verdict for a in attempts] == [Verdict(r["verdict"]) for r in raw_attempts]
         assert [a.passed for a in attempts] == [r["verdict"] == "accepted" for r in raw_attempts]
     assert ema_distances > 0  # the sdpo runs kept the EMA teacher's distance
+
+
+def test_a_steps_costs_are_shared_so_that_they_add_up_to_the_step():
+    assert split_evenly(10, 4) == [3, 3, 2, 2] and split_evenly(3, 3) == [1, 1, 1] and split_evenly(0, 2) == [0, 0]
+    with pytest.raises(ValueError):
+        split_evenly(5, 0)
+    costs = attempt_costs(3.0, sampled_tokens=[5, 7, 9], prompt_tokens=[40, 40, 41], scored_tokens=301, trained_tokens=100)
+    assert [c.sampled_tokens for c in costs] == [5, 7, 9] and [c.prompt_tokens for c in costs] == [40, 40, 41]
+    assert [c.scored_tokens for c in costs] == [101, 100, 100] and [c.trained_tokens for c in costs] == [34, 33, 33]
+    assert [c.wall_s for c in costs] == [1.0, 1.0, 1.0]
+    assert attempt_costs(1.0, [], []) == []
+    # records from before costs were kept still load
+    old = _attempt(1, 0).model_dump(mode="json")
+    del old["cost"]
+    assert AttemptRecord.model_validate(old).cost is None
+    assert StepRecord.model_validate({"step": 0, "attempts": 2}).scored_tokens == 0

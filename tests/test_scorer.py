@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ttsd.engine.policy import LoraSettings, Policy
-from ttsd.engine.scorer import MIN_SHARED_PREFIX, micro_batches, score_tokens, shared_prefix_length
+from ttsd.engine.scorer import MIN_SHARED_PREFIX, micro_batches, pack_micro_batch, pad_back, score_tokens, shared_prefix_length
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +223,35 @@ def test_a_transformers_without_the_read_only_cache_flag_is_refused(tiny_model_d
     # no checkpointing runs without gradients (the teacher), so that path needs no flag
     teacher = score_tokens(policy, contexts, responses, top_k=0)
     assert teacher.mask.sum() == sum(len(r) for r in responses)
+
+
+def test_packing_by_hand_with_and_without_a_shared_prefix():
+    prompts, responses = [[1, 2, 3, 4], [1, 2, 5]], [[7, 8], [9]]
+    batch = pack_micro_batch(prompts, responses, shared=2, given=[torch.tensor([[4, 5], [6, 7]]), torch.tensor([[8, 9]])])
+    assert batch.prefix == [1, 2]
+    assert batch.input_ids.tolist() == [[3, 4, 7, 8], [5, 9, 0, 0]]  # right padding after the prefix
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]
+    # Column c of row b predicts input_ids[b, c + 1]: 4 -> 7, 7 -> 8 in row 0; 5 -> 9 in row 1.
+    assert batch.rows.tolist() == [0, 0, 1] and batch.cols.tolist() == [1, 2, 0]
+    assert [batch.input_ids[r, c + 1].item() for r, c in zip(batch.rows, batch.cols)] == batch.targets.tolist() == [7, 8, 9]
+    assert batch.given.tolist() == [[4, 5], [6, 7], [8, 9]] and batch.sizes == [2, 1]
+
+    whole = pack_micro_batch(prompts, responses, shared=0)
+    assert whole.prefix == [] and whole.input_ids.tolist() == [[1, 2, 3, 4, 7, 8], [1, 2, 5, 9, 0, 0]]
+    assert whole.attention_mask.tolist() == [[1] * 6, [1, 1, 1, 1, 0, 0]]
+    assert whole.cols.tolist() == [3, 4, 2] and whole.given.shape == (3, 0)
+
+
+def test_padding_back_puts_each_row_in_place():
+    def row(*values):
+        t = torch.tensor(values, dtype=torch.float32)
+        return t, t[:, None].repeat(1, 2), t[:, None].long().repeat(1, 2), t[:, None] * 10
+
+    scores = pad_back({0: row(1.0, 2.0), 2: row(3.0)}, lengths=[2, 0, 1], top_k=2, given_width=1, device="cpu")
+    assert scores.response_logprobs.tolist() == [[1.0, 2.0], [0.0, 0.0], [3.0, 0.0]]
+    assert scores.mask.tolist() == [[True, True], [False, False], [True, False]]
+    assert scores.topk_ids[:, :, 1].tolist() == [[1, 2], [0, 0], [3, 0]]
+    assert scores.given_logprobs[..., 0].tolist() == [[10.0, 20.0], [0.0, 0.0], [30.0, 0.0]]
+    assert pad_back({}, [0, 0], top_k=0, given_width=None, device="cpu").response_logprobs.shape == (2, 0)
+    none = pad_back({}, [0, 0], top_k=0, given_width=None, device="cpu")
+    assert none.topk_logprobs is None and none.given_logprobs is None and none.mask.shape == (2, 0)

@@ -48,7 +48,8 @@ def test_the_default_attempt_is_the_discovery_else_the_last_scored():
 @pytest.fixture(scope="module")
 def sdpo_run(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("show") / "sdpo"
-    result = _ttsd("solve", "sum-two-numbers", "--model", tiny_model_dir, "--backend", "hf", "--budget", "4",
+    # budget 6: the self-teacher scores attempts 1-4 (the last batch, 5-6, learns nothing)
+    result = _ttsd("solve", "sum-two-numbers", "--model", tiny_model_dir, "--backend", "hf", "--budget", "6",
                    "--batch-size", "2", "--max-tokens", "16", "--learning-rate", "1e-2", "--out", out)
     assert result.returncode == 1, result.stderr[-3000:]
     return out
@@ -59,7 +60,8 @@ def test_show_json_on_a_real_sdpo_run(sdpo_run):
     assert result.returncode == 0, result.stderr
     view = json.loads(result.stdout)
     run = RunDir.open(sdpo_run)
-    last = run.attempts()[-1]
+    last = run.attempts()[3]
+    assert sorted(run.token_gaps()) == [1, 2, 3, 4] and len(run.attempts()) == 6
     assert view["chosen_because"] == "the last failed attempt the self-teacher scored" and view["attempt"]["k"] == last.k == 4
     tokens = view["tokens"]
     assert len(tokens) == last.num_tokens and "".join(t["text"] for t in tokens).startswith(last.response)
@@ -67,6 +69,8 @@ def test_show_json_on_a_real_sdpo_run(sdpo_run):
     assert view["attempt"]["feedback"] == last.feedback and view["note"] is None
     first = json.loads(_ttsd("show", sdpo_run, "--attempt", "1", "--json").stdout)
     assert first["attempt"]["k"] == 1 and first["chosen_because"] == "--attempt" and first["tokens"]
+    unscored = json.loads(_ttsd("show", sdpo_run, "--attempt", "6", "--json").stdout)
+    assert unscored["tokens"] is None and unscored["note"].startswith("the budget's last batch")
 
 
 def test_show_colours_tokens_on_a_terminal(sdpo_run):
@@ -78,7 +82,7 @@ def test_show_colours_tokens_on_a_terminal(sdpo_run):
     assert ("48;2;178;24;43" in response) == any(g <= -1e-3 for g in gaps)  # blamed: strong red background
     assert ("48;2;33;102;172" in response) == any(g >= 1e-3 for g in gaps)  # favoured: strong blue background
     plain = _ttsd("show", sdpo_run, env={"COLUMNS": "120"}).stdout
-    assert "TRUNCATED" in plain and "feedback (what the self-teacher saw)" in plain and "attempt 4 of 4" in plain
+    assert "TRUNCATED" in plain and "feedback (what the self-teacher saw)" in plain and "attempt 4 of 6" in plain
 
 
 def test_show_explains_an_attempt_without_gaps(tiny_model_dir, tmp_path):

@@ -48,6 +48,23 @@ def test_split_files_round_trip_and_lookup(tmp_path, examples_dir):
         find_split("nonexistent")
 
 
+def test_split_files_keep_selection_and_estimation_counts_apart_and_old_files_load(tmp_path):
+    rates = {"one": ProblemRate(samples=64, passed=1), "many": ProblemRate(samples=16, passed=9)}
+    estimates = {"one": ProblemRate(samples=64, passed=0)}  # fresh samples: the selected problem's 1/64 was lucky
+    calibration = Calibration(model="tiny", samples=64, estimate_samples=64)
+    very_hard = make_split_files(rates, calibration, estimates=estimates)[1]
+    assert very_hard.problem_ids == ["one"]  # membership from the selection counts
+    loaded, _ = find_split(save_split(very_hard, tmp_path))
+    assert loaded.rates["one"] == ProblemRate(samples=64, passed=1) and loaded.estimates == estimates
+    assert loaded.estimated_rate("one").rate == 0.0 and loaded.estimated_rate("many").rate == 9 / 16
+    # a split file from before estimates: no `estimates`, no `calibration.estimate_samples`
+    data = json.loads((tmp_path / "very_hard.json").read_text())
+    del data["estimates"], data["calibration"]["estimate_samples"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old, _ = find_split(tmp_path / "old.json")
+    assert old.estimates == {} and old.calibration.estimate_samples == 0 and old.estimated_rate("one").passed == 1
+
+
 def test_bundled_splits_are_well_formed():
     for name in ("hard", "very_hard"):
         split, path = find_split(name)

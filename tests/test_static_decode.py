@@ -24,6 +24,7 @@ from ttsd.engine.static_decode import (
     static_decode,
     unsupported_reason,
 )
+from ttsd.engine.types import SamplingSettings
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +243,7 @@ def test_sampler_paths_and_fallbacks(policy, caplog):
     results = {}
     with caplog.at_level(logging.WARNING, logger="ttsd.engine.hf_sampler"):
         for name, sampler in (("generate", plain), ("static", static), ("auto", auto), ("cuda-graphs", graphs)):
-            results[name] = sampler.sample(prompts, n=2, max_tokens=24, seed=9)
+            results[name] = sampler.sample(prompts, n=2, settings=SamplingSettings(max_tokens=24, seed=9))
     assert plain.last_decode["path"] == "generate" and static.last_decode["path"] == "static"
     assert auto.last_decode["path"] == "generate" and auto.fallback_reason is None  # CPU: generate by design
     assert graphs.last_decode["path"] == "generate" and "CUDA" in graphs.fallback_reason

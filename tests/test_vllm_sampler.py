@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_vllm
+from ttsd.engine.types import SamplingSettings
 
 require_vllm()  # a missing vLLM fails these tests: CI installs it
 
@@ -69,7 +70,7 @@ def _base_weights(sampler):
 
 def test_sample_returns_n_consistent_samples(sampler, tokenizer):
     prompts = [PROMPT, PROMPT[:7]]
-    out = sampler.sample(prompts, n=3, temperature=1.0, max_tokens=12, seed=3)
+    out = sampler.sample(prompts, n=3, settings=SamplingSettings(temperature=1.0, max_tokens=12, seed=3))
     assert [len(group) for group in out] == [3, 3]
     for group in out:
         for sample in group:
@@ -86,9 +87,9 @@ def test_sample_returns_n_consistent_samples(sampler, tokenizer):
 
 
 def test_same_seed_same_samples_other_seed_other_samples(sampler):
-    first = sampler.sample([PROMPT], n=4, max_tokens=10, seed=11)
-    again = sampler.sample([PROMPT], n=4, max_tokens=10, seed=11)
-    other = sampler.sample([PROMPT], n=4, max_tokens=10, seed=12)
+    first = sampler.sample([PROMPT], n=4, settings=SamplingSettings(max_tokens=10, seed=11))
+    again = sampler.sample([PROMPT], n=4, settings=SamplingSettings(max_tokens=10, seed=11))
+    other = sampler.sample([PROMPT], n=4, settings=SamplingSettings(max_tokens=10, seed=12))
     assert first == again
     assert [s.token_ids for s in first[0]] != [s.token_ids for s in other[0]]
 
@@ -112,23 +113,23 @@ def test_prefill_calls_keep_prompt_tokens_within_the_budget():
 
 def test_seeded_samples_do_not_depend_on_max_tokens(sampler):
     """The real-model test relies on this: a shorter run with the same seed is a prefix."""
-    long = sampler.sample([PROMPT], n=3, max_tokens=16, seed=13)[0]
-    short = sampler.sample([PROMPT], n=3, max_tokens=6, seed=13)[0]
+    long = sampler.sample([PROMPT], n=3, settings=SamplingSettings(max_tokens=16, seed=13))[0]
+    short = sampler.sample([PROMPT], n=3, settings=SamplingSettings(max_tokens=6, seed=13))[0]
     assert [s.token_ids for s in short] == [s.token_ids[:6] for s in long]
 
 
 def test_score_prompt_logprobs_matches_sampled_logprobs_at_t1(sampler):
-    (sample,) = sampler.sample([PROMPT], n=1, temperature=1.0, max_tokens=10, seed=5)[0]
+    (sample,) = sampler.sample([PROMPT], n=1, settings=SamplingSettings(temperature=1.0, max_tokens=10, seed=5))[0]
     scored = sampler.score_prompt_logprobs(PROMPT, sample.token_ids)
     assert scored == pytest.approx(sample.logprobs, abs=1e-4)
 
 
 def test_adapter_update_changes_samples_and_logprobs(sampler, peft_model):
-    base = sampler.sample([PROMPT], n=4, max_tokens=10, seed=7)[0]
+    base = sampler.sample([PROMPT], n=4, settings=SamplingSettings(max_tokens=10, seed=7))[0]
     base_scores = sampler.score_prompt_logprobs(PROMPT, base[0].token_ids)
 
     sampler.sync_adapter(peft_model)
-    tuned = sampler.sample([PROMPT], n=4, max_tokens=10, seed=7)[0]
+    tuned = sampler.sample([PROMPT], n=4, settings=SamplingSettings(max_tokens=10, seed=7))[0]
     tuned_scores = sampler.score_prompt_logprobs(PROMPT, base[0].token_ids)
 
     assert [s.token_ids for s in tuned] != [s.token_ids for s in base]
@@ -167,24 +168,25 @@ def test_in_process_update_goes_through_memory_and_leaves_the_trainer_alone(samp
 
 
 def test_rewritten_path_under_new_id_serves_new_weights(sampler, peft_model, tmp_path):
-    from ttsd.engine.vllm_sampler import SHARED_MEMORY, write_lora_adapter
+    from ttsd.engine.lora import write_adapter
+    from ttsd.engine.vllm_sampler import SHARED_MEMORY
 
     response = list(range(50, 70))
     shared_dir = SHARED_MEMORY / f"ttsd-test-{tmp_path.name}"
     fresh_dir = tmp_path / "fresh"
     try:
         _perturb_lora_b(peft_model, scale=0.5, seed=21)
-        write_lora_adapter(peft_model, shared_dir)
+        write_adapter(peft_model, shared_dir)
         sampler.load_adapter(shared_dir)
         old_scores = sampler.score_prompt_logprobs(PROMPT, response)
 
         _perturb_lora_b(peft_model, scale=0.5, seed=22)
-        write_lora_adapter(peft_model, shared_dir)  # same path, new weights
+        write_adapter(peft_model, shared_dir)  # same path, new weights
         sampler.load_adapter(shared_dir)
         rewritten_scores = sampler.score_prompt_logprobs(PROMPT, response)
 
         # The same weights from a never-used directory (outside tmpfs: the sampler copies it).
-        write_lora_adapter(peft_model, fresh_dir)
+        write_adapter(peft_model, fresh_dir)
         sampler.load_adapter(fresh_dir)
         fresh_scores = sampler.score_prompt_logprobs(PROMPT, response)
     finally:
@@ -201,11 +203,11 @@ def test_prefix_cache_does_not_serve_kv_from_old_weights(sampler, peft_model):
     long_prompt = [(7 * i) % 400 + 3 for i in range(300)]
     _perturb_lora_b(peft_model, scale=0.5, seed=31)
     sampler.sync_adapter(peft_model)
-    sampler.sample([long_prompt], n=2, max_tokens=4, seed=1)  # fills the prefix cache
+    sampler.sample([long_prompt], n=2, settings=SamplingSettings(max_tokens=4, seed=1))  # fills the prefix cache
 
     _perturb_lora_b(peft_model, scale=0.5, seed=32)
     sampler.sync_adapter(peft_model)
-    (sample,) = sampler.sample([long_prompt], n=1, temperature=1.0, max_tokens=6, seed=2)[0]
+    (sample,) = sampler.sample([long_prompt], n=1, settings=SamplingSettings(temperature=1.0, max_tokens=6, seed=2))[0]
     rescored = sampler.score_prompt_logprobs(long_prompt, sample.token_ids)
     assert sample.logprobs == pytest.approx(rescored, abs=1e-4)
 
@@ -216,10 +218,10 @@ def test_load_adapter_rejects_a_directory_without_adapter(sampler, tmp_path):
 
 
 def test_sleep_and_wake_keep_the_engine_usable(sampler):
-    before = sampler.sample([PROMPT], n=2, max_tokens=6, seed=9)
+    before = sampler.sample([PROMPT], n=2, settings=SamplingSettings(max_tokens=6, seed=9))
     sampler.sleep()
     sampler.wake()
-    assert sampler.sample([PROMPT], n=2, max_tokens=6, seed=9) == before
+    assert sampler.sample([PROMPT], n=2, settings=SamplingSettings(max_tokens=6, seed=9)) == before
 
 
 def test_adapter_files_move_to_disk_when_dev_shm_lacks_room(sampler, peft_model, tmp_path):
@@ -227,7 +229,8 @@ def test_adapter_files_move_to_disk_when_dev_shm_lacks_room(sampler, peft_model,
     to disk with a warning, and adapters still load from there."""
     import tempfile
 
-    from ttsd.engine.vllm_sampler import SHARED_MEMORY, adapter_bytes, adapter_scratch_root, write_lora_adapter
+    from ttsd.engine.lora import adapter_bytes, write_adapter
+    from ttsd.engine.vllm_sampler import SHARED_MEMORY, adapter_scratch_root
 
     assert adapter_scratch_root(1) == SHARED_MEMORY
     too_much = shutil.disk_usage(SHARED_MEMORY).free + 2**30
@@ -239,7 +242,7 @@ def test_adapter_files_move_to_disk_when_dev_shm_lacks_room(sampler, peft_model,
 
     response = list(range(50, 70))
     _perturb_lora_b(peft_model, scale=0.5, seed=51)
-    saved = write_lora_adapter(peft_model, tmp_path / "elsewhere")
+    saved = write_adapter(peft_model, tmp_path / "elsewhere")
     weights = (saved / "adapter_model.safetensors").stat().st_size
     assert adapter_bytes(peft_model) <= weights < adapter_bytes(peft_model) + 2**16  # tensors + a header
     sampler.load_adapter(saved)  # copied into the scratch directory, now on disk
@@ -254,12 +257,12 @@ def test_patches_of_vllm_internals_refuse_what_they_were_not_written_for():
     patch that silently does nothing."""
     from types import SimpleNamespace
 
-    from ttsd.engine.vllm_sampler import (
+    from ttsd.engine.vllm_patches import (
         VLLMPatchUnsupported,
-        _install_in_memory_loader,
-        _install_one_adapter_fast_path,
-        _make_one_adapter_fast,
         check_patched_release,
+        install_in_memory_loader,
+        install_one_adapter_fast_path,
+        make_one_adapter_fast,
     )
 
     check_patched_release("0.32.0", "patches")
@@ -269,9 +272,9 @@ def test_patches_of_vllm_internals_refuse_what_they_were_not_written_for():
             check_patched_release(other, "patches")
     moved = SimpleNamespace(model_runner=SimpleNamespace(lora_manager=None))
     with pytest.raises(VLLMPatchUnsupported, match="in_memory_adapters=False"):
-        _install_in_memory_loader(moved)
+        install_in_memory_loader(moved)
     with pytest.raises(VLLMPatchUnsupported, match="one_adapter_fast_path=False"):
-        _install_one_adapter_fast_path(moved)
+        install_one_adapter_fast_path(moved)
 
     class RenamedWrapper:  # add_lora_linear with other arguments than vLLM 0.32's
         token_lora_indices = None
@@ -283,7 +286,7 @@ def test_patches_of_vllm_internals_refuse_what_they_were_not_written_for():
             pass
 
     with pytest.raises(VLLMPatchUnsupported, match="add_lora_linear"):
-        _make_one_adapter_fast(RenamedWrapper())
+        make_one_adapter_fast(RenamedWrapper())
 
 
 # ---------------------------------------------------------------------- real model
@@ -310,7 +313,7 @@ def test_smollm2_writes_python_and_follows_an_adapter_update(tmp_path):
 
     sampler = VLLMSampler(model_dir, dtype="float32", max_model_len=1024)
     try:
-        base = sampler.sample([prompt_ids], n=8, temperature=0.7, max_tokens=160, seed=0)[0]
+        base = sampler.sample([prompt_ids], n=8, settings=SamplingSettings(temperature=0.7, max_tokens=160, seed=0))[0]
         assert len(base) == 8
         assert any(re.search(r"```(?:python|py)?\s*\n", s.text) for s in base), [
             s.text for s in base
@@ -327,7 +330,7 @@ def test_smollm2_writes_python_and_follows_an_adapter_update(tmp_path):
         sampler.sync_adapter(peft_model)
         # A short continuation is enough: with unchanged weights the same seed would reproduce
         # the first 24 tokens of each base sample exactly (LoRA decoding is slow on CPU).
-        tuned = sampler.sample([prompt_ids], n=8, temperature=0.7, max_tokens=24, seed=0)[0]
+        tuned = sampler.sample([prompt_ids], n=8, settings=SamplingSettings(temperature=0.7, max_tokens=24, seed=0))[0]
         assert [s.token_ids for s in tuned] != [s.token_ids[:24] for s in base]
     finally:
         sampler.close()

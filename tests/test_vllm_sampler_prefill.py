@@ -9,6 +9,7 @@ distributed state the other uses), so the two engines here run one after the oth
 from __future__ import annotations
 
 from tests.conftest import require_vllm
+from ttsd.engine.types import SamplingSettings
 
 require_vllm()  # a missing vLLM fails these tests: CI installs it
 
@@ -20,7 +21,7 @@ def _sample(model_dir, **options):
 
     engine = VLLMSampler(model_dir, dtype="float32", max_model_len=512, seed=0, **options)
     try:
-        return engine._prefill_budget, engine.sample(PROMPTS, n=6, max_tokens=8, seed=17)
+        return engine._prefill_budget, engine.sample(PROMPTS, n=6, settings=SamplingSettings(max_tokens=8, seed=17))
     finally:
         engine.close()
 

@@ -4,7 +4,16 @@
     BENCH_DIR/runs/<problem_id>/<method>/seed-<s>/        a run directory (ttsd.runs), summary.json when finished
                                                           (<method>: a variant's name for a named variant, ttsd.variants)
     BENCH_DIR/bench.log                                   what the bench printed outside its runs (`ttsd bench`)
-    BENCH_DIR/pool/<problem_id>/                         best-of-k pool: pool.json (PoolSummary) + attempts.jsonl
+    BENCH_DIR/pool/<problem_id>/                         best-of-k pool: pool.json (PoolSummary) + attempts.jsonl (+ run.log)
+
+best-of-k's baseline comes from a pool (`pool > 0`, ttsd.pool): N i.i.d. attempts per problem
+from the base model, every one judged, drawn by best-of-k's own sampler with the bench's solve
+options. Its pass count estimates pass@k for every k without the bias of runs that stop at
+their first pass, from far fewer samples than seeds × budget. Seeded best-of-k runs are then not
+needed (`ttsd bench` leaves them out of its default methods when it draws a pool), but can still be
+asked for. A pool is one more task beside the runs (the same workers or Ray), keyed
+`RunKey(problem_id, method=POOL, seed=0)`; a restarted bench grows a pool that has fewer than
+`pool` attempts (resuming it: ttsd.pool) and skips one that has enough.
 
 Each run's engine logs go to its RUN_DIR/run.log (`execute` captures them, ttsd.logs), whichever
 process runs it; with `verbose` they are passed on to the bench's output as well.
@@ -61,6 +70,8 @@ class BenchManifest(BaseModel):
     seeds: list[int]
     solve_options: dict[str, Any] = {}  # SolveConfig fields shared by every run (budget, model, ...)
     variants: dict[str, Variant] = {}  # name -> method + overrides, for the labels of `methods` that are named variants
+    pool: int = 0  # best-of-k pool: attempts per problem (0: none; older benches have none)
+    pool_batch: int | None = None  # attempts per sampler call in a pool (None: as many as the engine decodes at once)
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -74,12 +85,24 @@ class RunTask(BaseModel):
     resume: bool
     verbose: bool = False  # pass the run's log lines on to the bench's output too
     variant: Variant | None = None  # key.method names this variant (its method and overrides)
+    pool_target: int | None = None  # set: this task draws the problem's best-of-k pool (run_dir: its pool dir) up to this many attempts
+    pool_batch: int | None = None
 
 
 class RunOutcome(BaseModel):
     key: RunKey
     summary: Summary | None = None
+    pool: PoolSummary | None = None  # a pool task's result
     error: str | None = None
+
+
+def pool_key(problem_id: str) -> RunKey:
+    """The key of a problem's best-of-k pool among the bench's tasks."""
+    return RunKey(problem_id=problem_id, method=POOL, seed=0)
+
+
+def pool_dir_for(bench_dir: Path, problem_id: str) -> Path:
+    return bench_dir / POOL / problem_id
 
 
 def run_dir_for(bench_dir: Path, key: RunKey) -> Path:
@@ -145,15 +168,22 @@ def solve_config(options: dict[str, Any], method: str, seed: int, variant: Varia
     return SolveConfig.model_validate({**options, "method": method, "seed": seed})
 
 
-def execute(task: RunTask) -> RunOutcome:
-    """Do one run in this process (also the body of a pool worker and of a Ray task)."""
+def execute(task: RunTask, on_pool_batch: Callable[[PoolSummary], None] | None = None) -> RunOutcome:
+    """Do one run or pool in this process (also the body of a process-pool worker and of a Ray
+    task); `on_pool_batch` sees a pool's summary after each of its batches."""
     try:
         from ttsd.logs import capture_output
         from ttsd.methods import solve
+        from ttsd.pool import run_pool
 
-        config = solve_config(task.solve_options, task.key.method, task.key.seed, task.variant)
         run_dir = Path(task.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        if task.pool_target is not None:
+            config = solve_config(task.solve_options, "best-of-k", 0)
+            with capture_output(run_dir / RUN_LOG, tee=task.verbose):
+                pool = run_pool(task.problem, config, run_dir, task.pool_target, task.pool_batch, on_pool_batch)
+            return RunOutcome(key=task.key, pool=pool)
+        config = solve_config(task.solve_options, task.key.method, task.key.seed, task.variant)
         with capture_output(run_dir / RUN_LOG, tee=task.verbose):
             summary = solve(task.problem, config, run_dir, resume=task.resume)
         return RunOutcome(key=task.key, summary=summary)
@@ -266,6 +296,8 @@ def merged_manifest(bench_dir: Path, manifest: BenchManifest) -> BenchManifest:
             "methods": union(old.methods, manifest.methods),
             "seeds": union(old.seeds, manifest.seeds),
             "variants": {**old.variants, **manifest.variants},
+            "pool": manifest.pool,
+            "pool_batch": manifest.pool_batch,
         }
     )
 
@@ -286,12 +318,17 @@ def run_bench(
     workers: int = 1,
     ray_address: str | None = None,
     problem_files: dict[str, str] | None = None,
-    on_update: Callable[[RunKey, str, Summary | None], None] | None = None,
+    on_update: Callable[[RunKey, str, Summary | PoolSummary | None], None] | None = None,
     verbose: bool = False,
     variants: Sequence[Variant] = (),
+    pool: int = 0,
+    pool_batch: int | None = None,
 ) -> BenchResult:
-    """Run every missing problem × method × seed; `on_update(key, state, summary)` reports progress
-    with state one of "skipped", "running", "done", "failed". Raises BenchMismatch (and runs
+    """Run every missing problem × method × seed, and first each problem's best-of-k pool of `pool`
+    attempts (0: none; `pool_batch` attempts per sampler call, None: ttsd.pool's default);
+    `on_update(key, state, summary)` reports progress with state one of "skipped", "running",
+    "done", "failed" (a pool's key is `pool_key`, its summary a PoolSummary, also sent while it
+    runs in this process, after each batch). Raises BenchMismatch (and runs
     nothing) when BENCH_DIR was started with other solve options, TooManyWorkers when `workers`
     exceeds the GPUs of a GPU machine. `verbose`: each run's log lines also go to this process's
     output (they always go to the run's run.log). `variants`: the named variants among `methods`
@@ -305,11 +342,26 @@ def run_bench(
         seeds=list(seeds),
         solve_options=solve_options,
         variants=named,
+        pool=pool,
+        pool_batch=pool_batch,
     )
     write_manifest(bench_dir, merged_manifest(bench_dir, manifest))
     by_id = {p.id: p for p in problems}
     notify = on_update or (lambda *_: None)
     skipped, tasks = [], []
+    pools = load_pools(bench_dir)
+    for problem in problems if pool > 0 else ():
+        key, drawn = pool_key(problem.id), pools.get(problem.id)
+        if drawn is not None and drawn.samples >= pool:
+            skipped.append(key)
+            notify(key, "skipped", drawn)
+            continue
+        tasks.append(
+            RunTask(
+                key=key, problem=problem, solve_options=solve_options, run_dir=str(pool_dir_for(bench_dir, problem.id).resolve()),
+                resume=drawn is not None, verbose=verbose, pool_target=pool, pool_batch=pool_batch,
+            )
+        )
     done = load_summaries(bench_dir)
     for key, state in plan_runs(bench_dir, problems, methods, seeds):
         if state == "done":
@@ -338,9 +390,9 @@ def run_bench(
         outcomes = []
         for task in tasks:
             notify(task.key, "running", None)
-            outcome = execute(task)
+            outcome = execute(task, on_pool_batch=lambda summary, key=task.key: notify(key, "running", summary))
             outcomes.append(outcome)
-            notify(task.key, "failed" if outcome.error else "done", outcome.summary)
+            notify(task.key, "failed" if outcome.error else "done", outcome.summary or outcome.pool)
     return BenchResult(skipped=skipped, outcomes=outcomes)
 
 
@@ -360,7 +412,7 @@ def _run_in_processes(tasks: list[RunTask], devices: list[str | None], notify) -
             except Exception as error:  # a worker that died (OOM, segfault) fails only its run
                 outcome = RunOutcome(key=task.key, error=f"worker died: {error!r}")
             outcomes.append(outcome)
-            notify(task.key, "failed" if outcome.error else "done", outcome.summary)
+            notify(task.key, "failed" if outcome.error else "done", outcome.summary or outcome.pool)
     return outcomes
 
 
@@ -392,7 +444,7 @@ def _run_on_ray(tasks: list[RunTask], address: str, notify) -> list[RunOutcome]:
                 except Exception as error:  # a lost node or a killed worker fails only its run
                     outcome = RunOutcome(key=task.key, error=f"ray task failed: {error!r}")
                 outcomes.append(outcome)
-                notify(task.key, "failed" if outcome.error else "done", outcome.summary)
+                notify(task.key, "failed" if outcome.error else "done", outcome.summary or outcome.pool)
         return outcomes
     finally:
         if started_here:
@@ -406,20 +458,38 @@ def _run_on_ray(tasks: list[RunTask], address: str, notify) -> list[RunOutcome]:
 
 class BenchBoard:
     """The state of every run, rendered as a rich table: one row per problem, one column per method,
-    cells like "2/5 ✓1 ▶1" (finished/seeds, discovered, running) with discovery times."""
+    cells like "2/5 ✓1 ▶1" (finished/seeds, discovered, running) with discovery times; with a
+    pool, a first column with its progress bar, attempts drawn and passes."""
 
-    def __init__(self, problem_ids: Sequence[str], methods: Sequence[str], seeds: Sequence[int]):
+    def __init__(self, problem_ids: Sequence[str], methods: Sequence[str], seeds: Sequence[int], pool: int = 0):
         self.problem_ids = list(problem_ids)
         self.methods = list(methods)
         self.seeds = list(seeds)
+        self.pool = pool
         self.state: dict[RunKey, str] = {}
         self.summary: dict[RunKey, Summary] = {}
+        self.pools: dict[str, PoolSummary] = {}
         self.started = time.monotonic()
 
-    def update(self, key: RunKey, state: str, summary: Summary | None) -> None:
+    def update(self, key: RunKey, state: str, summary: Summary | PoolSummary | None) -> None:
         self.state[key] = state
-        if summary is not None:
+        if isinstance(summary, PoolSummary):
+            self.pools[key.problem_id] = summary
+        elif summary is not None:
             self.summary[key] = summary
+
+    def pool_cell(self, problem_id: str, width: int = 10) -> str:
+        """e.g. "███░░░░░░░ 64/256 ✓2": the pool's attempts drawn of its target, and its passes."""
+        drawn = self.pools.get(problem_id)
+        samples, passes = (drawn.samples, drawn.passes) if drawn else (0, 0)
+        filled = min(width, width * samples // self.pool) if self.pool else 0
+        text = f"{'█' * filled}{'░' * (width - filled)} {samples}/{self.pool} ✓{passes}"
+        state = self.state.get(pool_key(problem_id))
+        if state == "running":
+            text += " ▶"
+        elif state == "failed":
+            text += " [red]failed[/red]"
+        return text
 
     def cell(self, problem_id: str, method: str) -> str:
         keys = [RunKey(problem_id=problem_id, method=method, seed=s) for s in self.seeds]
@@ -442,8 +512,11 @@ class BenchBoard:
         elapsed = time.monotonic() - self.started
         table = Table(title=f"bench ({elapsed:.0f} s) — cells: finished/seeds [discovery attempt per seed, ✗ = budget spent]")
         table.add_column("problem")
+        if self.pool:
+            table.add_column("best-of-k pool (drawn/target ✓passes)")
         for method in self.methods:
             table.add_column(method)
         for problem_id in self.problem_ids:
-            table.add_row(problem_id, *(self.cell(problem_id, m) for m in self.methods))
+            pool = [self.pool_cell(problem_id)] if self.pool else []
+            table.add_row(problem_id, *pool, *(self.cell(problem_id, m) for m in self.methods))
         return table

@@ -18,6 +18,13 @@ the price that a problem solved once in 64 but missed by its first m draws is no
 (probability (1 − r)^m for a problem of rate r: 0.88 at r = 1/64 and m = 8). Split files then
 hold 0/m for such problems, so the coverage is on record.
 
+No winner's curse (`estimate_samples = m`): the screen's samples *select* the very hard problems,
+so their counts are biased low for exactly those problems (a problem is selected because its draws
+came out badly: every one of the pool's seven very hard problems had its single pass in the
+8-sample screen, then 0/56 in the follow-up). After screening, each problem selected into
+very_hard gets m fresh samples in one more stage (index len(stages), so its calls' seeds are new)
+that only *estimate* its rate. Split files keep both: `rates` (selection) and `estimates`.
+
 Sampler calls hold about `problems_per_call × stages[0]` sequences in every stage: later stages
 draw more samples per problem and so take fewer problems per call (a call of too many sequences
 overflows vLLM's KV cache, which then preempts and recomputes).
@@ -43,8 +50,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from ttsd.engine.types import SamplingSettings
 from ttsd.problems import Problem
-from ttsd.splits import THRESHOLDS, ProblemRate
+from ttsd.splits import THRESHOLDS, ProblemRate, in_split
 
 SETTINGS_FILE = "calibration.json"
 CPU_KV_CACHE_GIB = 4
@@ -63,6 +71,7 @@ class CalibrationSettings(BaseModel):
     problems_per_call: int = Field(4, ge=1, description="problems sampled together in one sampler call")
     thresholds: dict[str, float] = Field(default_factory=lambda: dict(THRESHOLDS))
     unsolved_stop: int | None = Field(None, ge=1, description="stop a problem with no pass after this many samples (None: never)")
+    estimate_samples: int = Field(0, ge=0, description="fresh samples that estimate the rate of each problem the screen selected as very hard (0: none)")
 
     @field_validator("stages")
     @classmethod
@@ -81,10 +90,18 @@ class CalibrationSettings(BaseModel):
         """Passes that rule out very_hard (rate < threshold after all n_max samples)."""
         return max(1, math.ceil(self.thresholds["very_hard"] * self.samples))
 
+    @property
+    def estimate_stage(self) -> int:
+        """The stage index of the estimation samples (after every screening stage)."""
+        return len(self.stages)
+
     def problems_per_call_at(self, stage: int) -> int:
         """Problems in one call of `stage`: about problems_per_call × stages[0] sequences a call."""
-        drawn = self.stages[stage] - (self.stages[stage - 1] if stage else 0)
-        return max(1, self.problems_per_call * self.stages[0] // drawn)
+        if stage == self.estimate_stage:
+            drawn = self.estimate_samples
+        else:
+            drawn = self.stages[stage] - (self.stages[stage - 1] if stage else 0)
+        return max(1, self.problems_per_call * self.stages[0] // max(drawn, 1))
 
 
 class StageResult(BaseModel):
@@ -137,6 +154,10 @@ def check_settings(run_dir: Path, settings: CalibrationSettings) -> None:
         raise CalibrationMismatch(f"{path} is not a calibration settings file ({str(error).splitlines()[0]})") from None
     if old == settings:
         return
+    if old.estimate_samples == 0 and old == settings.model_copy(update={"estimate_samples": 0}):
+        # a calibration without estimates (or from before them) may add them: its screen stays as it was
+        path.write_text(settings.model_dump_json(indent=2) + "\n")
+        return
     before, after = old.model_dump(), settings.model_dump()
     changes = [f"{key}: {before[key]!r} → {after[key]!r}" for key in before if before[key] != after[key]]
     raise CalibrationMismatch(
@@ -183,6 +204,20 @@ def call_seed(settings: CalibrationSettings, stage: int, problem_ids: Sequence[s
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x3FFFFFFF
 
 
+def selected(rate: ProblemRate, settings: CalibrationSettings) -> bool:
+    """Whether the screen's counts put a problem in very_hard (what the estimation stage re-measures)."""
+    return in_split("very_hard", rate, settings.thresholds["very_hard"])
+
+
+def read_estimates(run_dir: Path, settings: CalibrationSettings) -> dict[str, ProblemRate]:
+    """problem id → its estimation samples (fresh, after selection) from run_dir's progress."""
+    return {
+        pid: ProblemRate(samples=r.samples, passed=r.passed)
+        for (pid, stage), r in read_progress(run_dir).items()
+        if stage == settings.estimate_stage and settings.estimate_samples
+    }
+
+
 def totals(results: dict[tuple[str, int], StageResult], problem_id: str, stages: int) -> ProblemRate:
     """A problem's samples and passes over its first `stages` stages."""
     found = [results[(problem_id, s)] for s in range(stages) if (problem_id, s) in results]
@@ -198,7 +233,9 @@ def calibrate_pool(
     judge_workers: int = 2,
     on_progress: Callable[[CalibrationProgress], None] | None = None,
 ) -> dict[str, ProblemRate]:
-    """Calibrate every problem (resuming what run_dir holds) and return its passed/samples.
+    """Calibrate every problem (resuming what run_dir holds) and return its passed/samples from
+    the screen; with `settings.estimate_samples`, then draw the fresh samples of the problems it
+    selected (`read_estimates` reads them).
 
     Each sampler call draws the stage's samples for up to `problems_per_call` problems at once:
     a small model decodes many more tokens per second in a bigger batch.
@@ -211,18 +248,24 @@ def calibrate_pool(
     results = read_progress(run_dir)
     ordered = sorted(problems, key=lambda p: p.id)
     engine: _Engine | None = None
+    screen = len(settings.stages)
+    plan = [(stage, target - (settings.stages[stage - 1] if stage else 0)) for stage, target in enumerate(settings.stages)]
+    if settings.estimate_samples:
+        plan.append((settings.estimate_stage, settings.estimate_samples))
     try:
-        for stage, target in enumerate(settings.stages):
-            drawn_before = settings.stages[stage - 1] if stage else 0
-            todo = [
-                p for p in ordered
-                if (p.id, stage) not in results and not _decided_before(results, p.id, stage, settings)
-            ]
+        for stage, draws in plan:
+            if stage == settings.estimate_stage:  # after the whole screen: its selection is final
+                todo = [p for p in ordered if (p.id, stage) not in results and selected(totals(results, p.id, screen), settings)]
+            else:
+                todo = [
+                    p for p in ordered
+                    if (p.id, stage) not in results and not _decided_before(results, p.id, stage, settings)
+                ]
             per_call = settings.problems_per_call_at(stage)
             for start in range(0, len(todo), per_call):
                 group = todo[start : start + per_call]
                 engine = engine or _Engine(settings, sandbox, judge_workers)
-                new = engine.run(group, stage, target - drawn_before)
+                new = engine.run(group, stage, draws)
                 _append_progress(run_dir, new)
                 for result in new:
                     results[(result.problem_id, stage)] = result
@@ -231,10 +274,10 @@ def calibrate_pool(
     finally:
         if engine is not None:
             engine.close()
-    missing = [p.id for p in ordered if not is_decided(*_rate_pair(totals(results, p.id, len(settings.stages))), settings)]
+    missing = [p.id for p in ordered if not is_decided(*_rate_pair(totals(results, p.id, screen)), settings)]
     if missing:  # cannot happen unless the file was edited by hand
         raise RuntimeError(f"calibration ended with undecided problems: {', '.join(missing[:5])}")
-    return {p.id: totals(results, p.id, len(settings.stages)) for p in ordered}
+    return {p.id: totals(results, p.id, screen) for p in ordered}
 
 
 def _rate_pair(rate: ProblemRate) -> tuple[int, int]:
@@ -259,10 +302,15 @@ def _progress(
         if rate.samples and is_decided(rate.passed, rate.samples, settings):
             decided += 1
             at_most += rate.samples
+            estimate = results.get((problem.id, settings.estimate_stage))
+            if estimate is not None:
+                drawn += estimate.samples
+            if settings.estimate_samples and selected(rate, settings):
+                at_most += settings.estimate_samples
         else:
             at_most += settings.samples
     return CalibrationProgress(
-        stage=stage, stages=len(settings.stages), problems=len(problems), decided=decided, samples_drawn=drawn,
+        stage=stage, stages=len(settings.stages) + bool(settings.estimate_samples), problems=len(problems), decided=decided, samples_drawn=drawn,
         samples_at_most=at_most, passes=passes, problems_done_now=done_now,
     )
 
@@ -296,9 +344,8 @@ class _Engine:
         started = time.monotonic()
         prompts = [chat_prompt_ids(self.tokenizer, student_messages(problem)) for problem in problems]
         seed = call_seed(self.settings, stage, [p.id for p in problems])
-        batches = self.sampler.sample(
-            prompts, n=samples, temperature=self.settings.temperature, max_tokens=self.settings.max_tokens, seed=seed
-        )
+        settings = SamplingSettings(temperature=self.settings.temperature, max_tokens=self.settings.max_tokens, seed=seed)
+        batches = self.sampler.sample(prompts, n=samples, settings=settings)
         results = []
         for problem, batch in zip(problems, batches):
             verdicts = self.judge.judge_many(problem, [s.text for s in batch], [s.finish_reason for s in batch])

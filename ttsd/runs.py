@@ -48,6 +48,32 @@ class AttemptCost(BaseModel):
     sampled_tokens: int = Field(ge=0, description="tokens the sampler generated for this attempt")
     scored_tokens: int = Field(0, ge=0, description="token forward passes outside sampling (self-teacher and student scoring), summed over passes")
     trained_tokens: int = Field(0, ge=0, description="tokens that went through a backward pass")
+    prompt_tokens: int = Field(0, ge=0, description="prompt tokens the sampler took in for this attempt (before any prefix caching): multi-turn's prompts grow with its feedback")
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` as `parts` whole numbers that differ by at most one and add up to `total` exactly
+    (the first `total % parts` get one more)."""
+    if parts < 1:
+        raise ValueError("at least one part")
+    base, extra = divmod(total, parts)
+    return [base + (i < extra) for i in range(parts)]
+
+
+def attempt_costs(
+    wall_s: float, sampled_tokens: list[int], prompt_tokens: list[int], scored_tokens: int = 0, trained_tokens: int = 0
+) -> list[AttemptCost]:
+    """The costs of one step's attempts: each keeps its own sampled and prompt tokens; the step's
+    wall seconds, scored and trained tokens are shared evenly, so every total adds up to the step's."""
+    count = len(sampled_tokens)
+    if count == 0:
+        return []
+    return [
+        AttemptCost(wall_s=wall_s / count, sampled_tokens=sampled, prompt_tokens=prompt, scored_tokens=scored, trained_tokens=trained)
+        for sampled, prompt, scored, trained in zip(
+            sampled_tokens, prompt_tokens, split_evenly(scored_tokens, count), split_evenly(trained_tokens, count)
+        )
+    ]
 
 
 class CopyGap(BaseModel):
@@ -103,6 +129,8 @@ class PoolSummary(BaseModel):
     finished: bool = False  # samples == target
     sampled_tokens: int = Field(0, ge=0)
     wall_s: float = Field(0.0, ge=0)
+    seed: int | None = Field(None, description="the pool's base seed: a batch starting at attempt a (0-based) samples with seed + a (ttsd.pool)")
+    batch: int | None = Field(None, ge=1, description="attempts per sampler call")
 
 
 class DiscoveryLikelihood(BaseModel):
@@ -163,6 +191,11 @@ class StepRecord(BaseModel):
         0.0, description="after learning: the trainer's memory release, the sampler's wake and its adapter update"
     )
     time_step_s: float = 0.0
+    # the step's compute (token-passes, see AttemptCost): the attempts' costs add up to these
+    sampled_tokens: int = 0
+    prompt_tokens: int = 0
+    scored_tokens: int = 0
+    trained_tokens: int = 0
     extra: dict[str, Any] = Field(default_factory=dict)  # e.g. sdpo's ema_weight_distance (EMA teacher)
 
     @model_validator(mode="before")
@@ -204,7 +237,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _append_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
+def append_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
     with path.open("a", encoding="utf-8") as handle:
         for record in records:
             handle.write(record.model_dump_json() + "\n")
@@ -212,7 +245,7 @@ def _append_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
         os.fsync(handle.fileno())
 
 
-def _read_jsonl(path: Path, model: type[BaseModel]) -> list[Any]:
+def read_jsonl(path: Path, model: type[BaseModel]) -> list[Any]:
     if not path.exists():
         return []
     records = []
@@ -306,24 +339,24 @@ class RunDir:
 
     # ----- records -----------------------------------------------------------------------------
     def append_attempts(self, records: list[AttemptRecord]) -> None:
-        _append_jsonl(self.attempts_path, records)
+        append_jsonl(self.attempts_path, records)
 
     def append_step(self, record: StepRecord) -> None:
-        _append_jsonl(self.steps_path, [record])
+        append_jsonl(self.steps_path, [record])
 
     def append_token_gaps(self, records: list[TokenGapRecord]) -> None:
         if records:
-            _append_jsonl(self.token_gaps_path, records)
+            append_jsonl(self.token_gaps_path, records)
 
     def token_gaps(self) -> dict[int, TokenGapRecord]:
         """Attempt k -> its token gaps (attempts no self-teacher scored are absent)."""
-        return {record.k: record for record in _read_jsonl(self.token_gaps_path, TokenGapRecord)}
+        return {record.k: record for record in read_jsonl(self.token_gaps_path, TokenGapRecord)}
 
     def attempts(self) -> list[AttemptRecord]:
-        return _read_jsonl(self.attempts_path, AttemptRecord)
+        return read_jsonl(self.attempts_path, AttemptRecord)
 
     def steps(self) -> list[StepRecord]:
-        return _read_jsonl(self.steps_path, StepRecord)
+        return read_jsonl(self.steps_path, StepRecord)
 
     def write_summary(self, summary: Summary) -> None:
         write_json_atomic(self.summary_path, summary.model_dump(mode="json"))

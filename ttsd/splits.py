@@ -21,6 +21,11 @@ rate then comes from fewer samples, stored with it).
 A split file (`problems/splits/<name>.json`) holds the problem ids plus how the split was made
 (model, samples, thresholds, date, every calibrated problem's passed/samples) and where its
 problems come from (`sources`: folders, and the import command that recreates each).
+
+Selection and estimation are kept apart: `rates` are the screen's counts, which decide membership;
+`estimates` are fresh samples (other seeds) drawn afterwards for the problems the screen selected
+as very hard, unbiased by that selection (`ttsd.calibration`, "No winner's curse"). Files from
+before estimates have none, and `estimated_rate` falls back to `rates`.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class Calibration(BaseModel):
     max_tokens: int = 0
     stages: list[int] = Field(default_factory=list, description="screening: cumulative samples after each stage (empty: all `samples` for every problem)")
     unsolved_stop: int | None = Field(None, description="cost cap: a problem with no pass after this many samples stopped there (its rate is 0/that)")
+    estimate_samples: int = Field(0, description="fresh samples per very_hard-selected problem in `estimates` (0: none drawn)")
     note: str = ""
 
 
@@ -78,7 +84,13 @@ class SplitFile(BaseModel):
     problems_dir: str | None = None  # where the problems live, relative to this file (or absolute)
     sources: list[SplitSource] = Field(default_factory=list)  # more folders (a pool of imported sets)
     calibration: Calibration | None = None
-    rates: dict[str, ProblemRate] = {}  # every calibrated problem, in or out of the split
+    rates: dict[str, ProblemRate] = {}  # every calibrated problem, in or out of the split: the selection counts
+    estimates: dict[str, ProblemRate] = {}  # fresh samples of the problems selected as very hard: the estimation counts
+
+    def estimated_rate(self, problem_id: str) -> ProblemRate:
+        """A problem's rate for planning and analysis: its fresh estimate when there is one (the
+        selection counts of a selected problem are biased low), else its calibration counts."""
+        return self.estimates.get(problem_id) or self.rates[problem_id]
 
     @property
     def measured(self) -> bool:
@@ -106,10 +118,15 @@ def make_split_files(
     problems_dir: str | None = None,
     sources: list[SplitSource] | None = None,
     prefix: str = "",
+    estimates: dict[str, ProblemRate] | None = None,
 ) -> list[SplitFile]:
-    """One split file per threshold, named `<prefix><split>` (e.g. pool-very_hard)."""
+    """One split file per threshold, named `<prefix><split>` (e.g. pool-very_hard); membership
+    from `rates`, `estimates` stored beside them."""
     return [
-        SplitFile(name=prefix + name, problem_ids=ids, problems_dir=problems_dir, sources=sources or [], calibration=calibration, rates=rates)
+        SplitFile(
+            name=prefix + name, problem_ids=ids, problems_dir=problems_dir, sources=sources or [], calibration=calibration,
+            rates=rates, estimates=estimates or {},
+        )
         for name, ids in assign_splits(rates, calibration.thresholds).items()
     ]
 

@@ -12,6 +12,10 @@ from rich.markup import escape
 from ttsd.cli.app import app, fail
 from ttsd.cli.config_options import comma_list_parser, given, split_list, with_config_options
 from ttsd.config import METHODS
+from ttsd.pool import POOL_PER_BUDGET, default_pool_size
+
+# best-of-k comes from the pool when there is one: its seeded runs would only repeat it, biased
+POOLED_METHODS = tuple(m for m in METHODS if m != "best-of-k")
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -70,17 +74,22 @@ def _load_problem_set(spec: str):
 
 def _bench_command(
     split: Annotated[str, typer.Option("--split", help="A split name (problems/splits/<name>.json, e.g. very_hard), a split .json file, a problem file, a problem id, or a directory of problem files.")] = "very_hard",
-    methods: Annotated[Any, typer.Option(parser=comma_list_parser(METHODS), metavar="<" + "|".join(METHODS) + ",...>", show_default=False, help=escape(f"Comma-separated methods to run on every problem.  [default: {','.join(METHODS)}]"))] = None,
+    methods: Annotated[Any, typer.Option(parser=comma_list_parser(METHODS), metavar="<" + "|".join(METHODS) + ",...>", show_default=False, help=escape(f"Comma-separated methods to run on every problem.  [default: {','.join(POOLED_METHODS)} with a pool, which gives best-of-k; {','.join(METHODS)} with --pool 0]"))] = None,
     variants: Annotated[str | None, typer.Option("--variants", help=escape("Comma-separated method variants run side by side, each its own row in `ttsd compare`: METHOD, or NAME=METHOD:--field=value:--flag:--no-flag with overrides of the run settings below (e.g. sdpo,sdpo-noquote=sdpo:--no-feedback-source-line); list values joined by '+'. Added to --methods when both are given."), show_default=False)] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per problem and method (seeds seed-start .. seed-start+seeds-1).")] = 5,
     seed_start: Annotated[int, typer.Option(min=0, help="First seed.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Runs in parallel on this machine (separate processes, each loads the model).")] = 1,
     out: Annotated[Path, typer.Option("--out", help="The bench directory; rerunning with the same one skips finished runs and resumes unfinished ones.")] = Path("bench"),
     ray: Annotated[str | None, typer.Option("--ray", help="Submit each run as a Ray task to this cluster: an address, 'auto' (a running cluster) or 'local' (start one here). One GPU per run when the cluster has GPUs. --out must be on a filesystem every node sees at the same path.")] = None,
+    pool: Annotated[int | None, typer.Option("--pool", min=0, show_default=False, help=escape(f"best-of-k from a pool: this many i.i.d. attempts per problem from the base model, all judged (no stop at a pass), with the runs' sampler and settings; resumable. 0: no pool (then best-of-k needs seeded runs). [default: {POOL_PER_BUDGET} × --budget, or what the bench directory recorded]"))] = None,
+    pool_batch: Annotated[int | None, typer.Option("--pool-batch", min=1, show_default=False, help=escape("Attempts per sampler call in a pool. [default: as many as the engine decodes at once, or what the bench directory recorded]"))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Also show the engines' logs on the terminal; they always go to each run's RUN_DIR/run.log (and BENCH_DIR/bench.log outside runs).")] = False,
     **values: Any,
 ) -> None:
-    """Run every problem × method × seed of a split into one bench directory, with a live table.
+    """Run every problem × method × seed of a split into one bench directory, with a live table,
+    and first each problem's best-of-k pool: --pool i.i.d. attempts from the base model, every one
+    judged, from which `ttsd compare` estimates best-of-k without the bias of runs that stop at a
+    pass (so best-of-k is left out of the default methods while there is a pool).
 
     The run settings are `ttsd solve`'s options but --method and --seed, which the bench sets per run.
     One not given is what the bench directory recorded when the bench started (a restarted bench
@@ -91,17 +100,6 @@ def _bench_command(
     from ttsd.config import ConfigError, load_config
     from ttsd.logs import BENCH_LOG, quiet_terminal
 
-    from ttsd.variants import Variant, VariantError, parse_variants
-
-    try:
-        variant_list = parse_variants(variants) if variants is not None else []
-    except VariantError as error:
-        fail(f"--variants: {error}")
-    plain = [Variant(name=m, method=m) for m in (methods if methods is not None else [] if variant_list else list(METHODS))]
-    variant_list = plain + [v for v in variant_list if v.name not in {p.name for p in plain}]
-    method_list = [v.name for v in variant_list]
-    if not method_list:
-        fail("--methods is empty")
     if ray and workers > 1:
         fail("use either --workers or --ray, not both (Ray schedules runs over its own workers)")
     if workers > 1:
@@ -126,6 +124,26 @@ def _bench_command(
     recorded = load_manifest(out)
     if recorded is not None:  # a restarted bench: what it was started with, unless given again
         options = {**recorded.solve_options, **options}
+    try:
+        budget = load_config(None, {**options, "seed": seed_start}).budget
+    except ConfigError as error:
+        fail(str(error))
+    if pool is None:
+        pool = recorded.pool if recorded is not None else default_pool_size(budget)
+    if pool_batch is None and recorded is not None:
+        pool_batch = recorded.pool_batch
+    from ttsd.variants import Variant, VariantError, parse_variants
+
+    try:
+        variant_list = parse_variants(variants) if variants is not None else []
+    except VariantError as error:
+        fail(f"--variants: {error}")
+    default_methods = [] if variant_list else list(POOLED_METHODS if pool else METHODS)
+    plain = [Variant(name=m, method=m) for m in (methods if methods is not None else default_methods)]
+    variant_list = plain + [v for v in variant_list if v.name not in {p.name for p in plain}]
+    method_list = [v.name for v in variant_list]
+    if not method_list:
+        fail("--methods is empty")
     if recorded is not None:  # a name the bench already defines must keep its definition
         try:
             from ttsd.bench import BenchManifest, merged_manifest
@@ -144,7 +162,7 @@ def _bench_command(
         check_solve_options(out, options, recorded)
     except BenchMismatch as error:
         fail(str(error))
-    board = BenchBoard([p.id for p in problems], method_list, seed_list)
+    board = BenchBoard([p.id for p in problems], method_list, seed_list, pool=pool)
     with quiet_terminal(out / BENCH_LOG, verbose, fd=1) as console:
         with Live(board.render(), console=console, refresh_per_second=2, transient=False, redirect_stdout=False, redirect_stderr=False) as live:
 
@@ -155,11 +173,12 @@ def _bench_command(
             result = run_bench(
                 out, problems, split=split_name, methods=method_list, seeds=seed_list, solve_options=options,
                 workers=workers, ray_address=ray, problem_files=files, on_update=on_update, verbose=verbose,
-                variants=variant_list,
+                variants=variant_list, pool=pool, pool_batch=pool_batch,
             )
             live.update(board.render())
+        drawn = sum(o.pool is not None for o in result.outcomes)
         console.print(
-            f"{len(result.outcomes) - len(result.failed)} runs done, {len(result.skipped)} already finished, "
+            f"{len(result.outcomes) - len(result.failed) - drawn} runs done, {drawn} pools drawn, {len(result.skipped)} already finished, "
             f"{len(result.failed)} failed → {out}  [dim](engine logs: each run's run.log)[/]"
         )
         for failure in result.failed:

@@ -90,13 +90,15 @@ def pick_attempt(attempts: list[AttemptRecord], gaps: dict[int, TokenGapRecord])
     return attempts[-1], "the last attempt (no attempt has token gaps)"
 
 
-def why_no_gaps(attempt: AttemptRecord, method: str, attempts: list[AttemptRecord]) -> str:
+def why_no_gaps(attempt: AttemptRecord, method: str, attempts: list[AttemptRecord], budget: int | None = None) -> str:
     if method != "sdpo":
         return f"{method} does not learn: no self-teacher scored its attempts"
     if attempt.passed:
         return "a passing attempt gets no feedback, so no self-teacher scored it"
     if any(a.passed for a in attempts if a.step == attempt.step):
         return "its batch discovered a solution, so the step ended before the self-teacher scored it"
+    if budget is not None and attempt.step == attempts[-1].step and len(attempts) >= budget:
+        return "the budget's last batch: no attempt was left to use an update, so it learnt nothing and no self-teacher scored it"
     return "no self-teacher scored it (an attempt without tokens, or a run from before token gaps were saved)"
 
 
@@ -112,7 +114,8 @@ def attempt_view(run: RunDir, k: int | None, scale: float) -> AttemptView:
         if attempt is None:
             fail(f"attempt {k} is not in {run.path}: it has attempts {attempts[0].k}..{attempts[-1].k}")
         reason = "--attempt"
-    method = run.config_data().get("config", {}).get("method", "sdpo")
+    config = run.config_data().get("config", {})
+    method = config.get("method", "sdpo")
     line = gaps.get(attempt.k)
     summary = run.summary()
     return AttemptView(
@@ -122,7 +125,7 @@ def attempt_view(run: RunDir, k: int | None, scale: float) -> AttemptView:
         chosen_because=reason,
         attempt=attempt,
         tokens=token_views(line) if line else None,
-        note=None if line else why_no_gaps(attempt, method, attempts),
+        note=None if line else why_no_gaps(attempt, method, attempts, config.get("budget")),
         scale_nats=scale,
         discovery_likelihood=summary.discovery_likelihood if summary and summary.discovery_k == attempt.k else None,
     )

@@ -74,6 +74,7 @@ def calibrate(
     samples: Annotated[int, typer.Option(min=1, help="Samples of a problem that is not decided early (n in rate = passes / n; the paper uses 64).")] = 64,
     screen: Annotated[str, typer.Option(help="Screening stages before --samples, comma-separated cumulative sample counts ('' or 0: none). After each stage a problem with enough passes to rule out very_hard (2 of 64 at the default thresholds) stops; only problems with 0 or 1 passes get more samples.")] = "16",
     problems_per_call: Annotated[int, typer.Option(min=1, help="Problems sampled together in one call of the first stage: a small model decodes many more tokens per second in a bigger batch (a call holds about this × the first stage's samples; later stages take fewer problems per call).")] = 4,
+    estimate_samples: Annotated[int | None, typer.Option(min=0, show_default=False, help=escape("Fresh samples (other seeds) for each problem the screen selects as very_hard, that estimate its rate apart from the samples that selected it (selection alone is biased low: the winner's curse). Stored as the split files' `estimates`; 0: none. [default: --samples]"))] = None,
     unsolved_stop: Annotated[int | None, typer.Option(min=1, help="Cost cap for weak models: a problem with no pass after this many samples stops there (recorded as 0/N, so it cannot be very_hard). Off by default: every unsolved problem gets --samples.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the split files <prefix>hard.json and <prefix>very_hard.json.")] = Path("problems/splits"),
     prefix: Annotated[str, typer.Option(help="Prefix of the split names, e.g. 'pool-' writes pool-hard.json and pool-very_hard.json (so the bundled hard/very_hard are not overwritten).")] = "",
@@ -93,7 +94,7 @@ def calibrate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from ttsd.calibration import CalibrationMismatch, CalibrationSettings, calibrate_pool
+    from ttsd.calibration import CalibrationMismatch, CalibrationSettings, calibrate_pool, read_estimates
     from ttsd.engine.models import ModelNotFound
     from ttsd.engine.samplers import SamplerUnavailable, pick_backend
     from ttsd.splits import Calibration, SplitSource, make_split_files, save_split
@@ -110,7 +111,7 @@ def calibrate(
         settings = CalibrationSettings(
             model=str(Path(model).resolve()) if Path(model).exists() else model, backend=chosen_backend,
             temperature=temperature, max_tokens=max_tokens, seed=seed, stages=stages, problems_per_call=problems_per_call,
-            unsolved_stop=unsolved_stop,
+            unsolved_stop=unsolved_stop, estimate_samples=samples if estimate_samples is None else estimate_samples,
             thresholds={"hard": hard_below, "very_hard": very_hard_below},
         )
     except ValueError as error:
@@ -141,8 +142,9 @@ def calibrate(
     console = Console()
     calibration = Calibration(
         model=model, samples=samples, thresholds=settings.thresholds, backend=chosen_backend, temperature=temperature,
-        max_tokens=max_tokens, stages=stages, unsolved_stop=unsolved_stop, note=note,
+        max_tokens=max_tokens, stages=stages, unsolved_stop=unsolved_stop, estimate_samples=settings.estimate_samples, note=note,
     )
+    estimates = read_estimates(run_dir, settings)
     out_abs = out.resolve()
     sources = [
         SplitSource(dir=os.path.relpath(folder.resolve(), out_abs), import_command=imported.command(_shown_path(folder)) if imported else None)
@@ -151,7 +153,7 @@ def calibrate(
     table = Table(title=f"splits for {escape(model)} (rates from up to {samples} samples per problem)")
     for column in ("split", "rule", "problems", "file"):
         table.add_column(column)
-    for split in make_split_files(rates, calibration, sources=sources, prefix=prefix):
+    for split in make_split_files(rates, calibration, sources=sources, prefix=prefix, estimates=estimates):
         path = save_split(split, out)
         rule = split.name.removeprefix(prefix)
         limit = calibration.thresholds[rule]
@@ -160,6 +162,9 @@ def calibrate(
     console.print(table)
     never = sum(1 for r in rates.values() if r.passed == 0)
     console.print(f"{never} of {len(rates)} problems were never solved (in hard, not in very_hard)")
+    if estimates:
+        shown = ", ".join(f"{pid} {rates[pid].passed}/{rates[pid].samples} → {e.passed}/{e.samples}" for pid, e in sorted(estimates.items()))
+        console.print(f"very_hard selection → fresh estimate: {escape(shown)}")
 
 
 splits_app.command("calibrate")(with_config_options(calibrate, "calibrate", only=RUN_FIELDS))

@@ -35,57 +35,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from ttsd.engine.types import Sample
+from ttsd.engine.lora import STUDENT, write_adapter
+from ttsd.engine.logprob_recorder import LogprobRecorder
+from ttsd.engine.types import Sample, SamplingSettings, check_sample_request
 
 Decode = Literal["auto", "generate", "static", "cuda-graphs"]
 logger = logging.getLogger(__name__)
-
-
-def _top_p_mask(scaled: Any, top_p: float) -> Any:
-    """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches top_p."""
-    import torch
-
-    sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)
-    probs = sorted_logits.softmax(dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs
-    drop_sorted = mass_before >= top_p
-    drop_sorted[..., 0] = False
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-    return scaled.masked_fill(drop, float("-inf"))
-
-
-class _LogprobRecorder:
-    """Logits processor (the only one): applies temperature and top-p, records the log-prob of each
-    sampled token under log_softmax(z / T).
-
-    At step t it sees the token sampled at step t-1 as input_ids[:, -1], so it keeps only one (B, V)
-    log-prob matrix alive, never the full (steps, B, V) history.
-    """
-
-    def __init__(self, temperature: float, top_p: float) -> None:
-        self.temperature = temperature if temperature > 0 else 1.0
-        self.top_p = top_p
-        self.pending = None
-        self.collected: list[Any] = []
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        if self.pending is not None:
-            self.collected.append(self.pending.gather(1, input_ids[:, -1:]).squeeze(1))
-        scaled = scores.float() / self.temperature
-        self.pending = torch.log_softmax(scaled, dim=-1)
-        if self.top_p < 1.0:
-            scaled = _top_p_mask(scaled, self.top_p)
-        return scaled
-
-    def finish(self, last_tokens: Any) -> Any:
-        import torch
-
-        if self.pending is not None:
-            self.collected.append(self.pending.gather(1, last_tokens[:, None]).squeeze(1))
-            self.pending = None
-        return torch.stack(self.collected, dim=1)
 
 
 @contextmanager
@@ -193,8 +148,7 @@ class HFSampler:
         import tempfile
 
         with tempfile.TemporaryDirectory() as directory:
-            model.save_pretrained(directory)
-            self.load_adapter(Path(directory))
+            self.load_adapter(write_adapter(model, Path(directory) / "adapter", STUDENT))
 
     def sleep(self) -> None:
         """Nothing to free: a shared model is the trainer's own weights."""
@@ -231,39 +185,31 @@ class HFSampler:
             model.train(was_training)
 
     # ----- sampling ---------------------------------------------------------------------------
-    def sample(
-        self,
-        prompts: list[list[int]],
-        n: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        max_tokens: int = 1024,
-        seed: int | None = None,
-    ) -> list[list[Sample]]:
-        """For each prompt, n samples (rows batched up to max_batch_size). Same seed => same samples."""
+    def concurrent_sequences(self, sequence_tokens: int) -> int:
+        """Rows decoded at once: `max_batch_size` (a call of more runs them in turn)."""
+        return self.max_batch_size
+
+    def sample(self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings()) -> list[list[Sample]]:
+        """For each prompt, n samples (rows batched up to max_batch_size). Same seed => same samples:
+        the call draws from one torch stream seeded with `settings.seed`."""
         import torch
 
-        if n < 1 or max_tokens < 1:
-            raise ValueError("n and max_tokens must be at least 1")
-        if not 0 < top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("empty prompt")
+        check_sample_request(prompts, n)
         rows = [index for index in range(len(prompts)) for _ in range(n)]
         results: list[list[Sample]] = [[] for _ in prompts]
         devices = [torch.cuda.current_device()] if self.device.startswith("cuda") else []
         with torch.random.fork_rng(devices=devices), torch.no_grad(), self._serving() as model:
-            if seed is not None:
-                torch.manual_seed(seed)
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
             for start in range(0, len(rows), self.max_batch_size):
                 batch = rows[start : start + self.max_batch_size]
                 for index, sample in zip(
-                    batch, self._generate(model, [prompts[i] for i in batch], temperature, top_p, max_tokens)
+                    batch, self._generate(model, [prompts[i] for i in batch], settings)
                 ):
                     results[index].append(sample)
         return results
 
-    def _generate(self, model: Any, prompts: list[list[int]], temperature: float, top_p: float, max_tokens: int) -> list[Sample]:
+    def _generate(self, model: Any, prompts: list[list[int]], settings: SamplingSettings) -> list[Sample]:
         import torch
 
         width = max(len(p) for p in prompts)
@@ -272,7 +218,8 @@ class HFSampler:
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
             attention_mask[row, width - len(prompt) :] = 1
-        options = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id)
+        max_tokens = settings.max_tokens
+        options = dict(temperature=settings.temperature, top_p=settings.top_p, max_tokens=max_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id)
         new_tokens, logprobs = self._decode_batch(model, input_ids.to(self.device), attention_mask.to(self.device), options)
         stops = set(self.eos_ids)
         samples = []
@@ -346,7 +293,7 @@ def generate_with_logprobs(
     """transformers `generate` on a left-padded batch; (new tokens, log-probs) as (rows, steps) CPU tensors."""
     from transformers import GenerationConfig, LogitsProcessorList
 
-    recorder = _LogprobRecorder(temperature, top_p)
+    recorder = LogprobRecorder(temperature, top_p)
     config = GenerationConfig(
         do_sample=temperature > 0,
         temperature=1.0,  # applied by the recorder, which is the only logits processor

@@ -6,8 +6,8 @@ Only the adapter changes; the base stays frozen. `adapter_parameters()` returns 
 values in. `base_weights()` runs the model with the adapter switched off (the frozen teacher, the
 trust-region teacher's reference).
 
-`save_adapter(dir)` writes the PEFT format (adapter_config.json + adapter_model.safetensors) that
-`PeftModel.from_pretrained` and vLLM's `LoRARequest` load.
+`save_adapter(dir)` writes the PEFT folder (adapter_config.json + adapter_model.safetensors) that
+`PeftModel.from_pretrained` and vLLM's `LoRARequest` load, atomically (`ttsd.engine.lora.write_adapter`).
 
 A policy loads from a model folder (`Policy(path, ...)`) or wraps a model already in memory
 (`Policy.from_model(model)`: benchmarks build random-weight models with real shapes).
@@ -15,13 +15,12 @@ A policy loads from a model folder (`Policy(path, ...)`) or wraps a model alread
 
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from ttsd.engine.hardware import pick_device, pick_dtype
-from ttsd.engine.lora import DEFAULT_TARGET_MODULES, STUDENT, LoraSettings, adapter_parameters
+from ttsd.engine.lora import DEFAULT_TARGET_MODULES, STUDENT, LoraSettings, adapter_parameters, write_adapter
 
 __all__ = ["DEFAULT_TARGET_MODULES", "STUDENT", "LoraSettings", "Policy"]
 
@@ -117,19 +116,9 @@ class Policy:
                 p.requires_grad_(flags[name])
 
     def save_adapter(self, directory: str | Path) -> Path:
-        """Write the student's adapter in PEFT format (what PeftModel.from_pretrained and vLLM load)."""
-        from peft.utils import get_peft_model_state_dict
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = get_peft_model_state_dict(self.model, adapter_name=STUDENT)
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, directory / "adapter_model.safetensors")
-        config = copy.deepcopy(self.model.peft_config[STUDENT])
-        config.base_model_name_or_path = str(self.model_path or "")
-        config.inference_mode = True
-        config.save_pretrained(str(directory))
-        return directory
+        """Write the student's adapter as a PEFT folder (what PeftModel.from_pretrained and vLLM load),
+        atomically (`ttsd.engine.lora.write_adapter`)."""
+        return write_adapter(self.model, directory, STUDENT, base_model=str(self.model_path or ""))
 
     # ----- memory and sampling ----------------------------------------------------------------
     def release_cached_memory(self) -> None:

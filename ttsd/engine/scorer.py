@@ -49,6 +49,7 @@ drop the prefix and score every row without its prompt, so the scorer refuses to
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict
@@ -232,6 +233,28 @@ def micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     return groups
 
 
+@dataclass
+class PackedBatch:
+    """One micro-batch laid out for the backbone (see `pack_micro_batch`); CPU tensors.
+
+    prefix: the rows' shared first S tokens (empty: nothing shared), run once.
+    input_ids (B, W): row b's tokens after the prefix, right-padded with 0.
+    attention_mask (B, S + W): 1 over the prefix and row b's real tokens.
+    rows, cols (N,): where in the backbone's (B, W) output each scored token is predicted.
+    targets (N,): the scored tokens; given (N, K'): the ids to score each at (K' = 0: none).
+    sizes: tokens scored per row (they sum to N).
+    """
+
+    prefix: list[int]
+    input_ids: Any
+    attention_mask: Any
+    rows: Any
+    cols: Any
+    targets: Any
+    given: Any
+    sizes: list[int]
+
+
 def score_tokens(
     model: Any,
     prompts: Sequence[Sequence[int]],
@@ -258,15 +281,57 @@ def score_tokens(
     trust_region_alpha: score the trust-region teacher lerp(reference, current adapter, α) instead of
         the model as it is (a PEFT model; no gradients).
     share_prefix: run the rows' common prefix once per micro-batch (same results, less work).
+
+    The steps: check the arguments; per micro-batch of sequences, pack the rows (shared prefix,
+    padding, the indices of the scored positions), run the backbone, and score the gathered
+    positions chunk by chunk; then pad the per-row results back to (B, Lmax[, K]).
     """
     import torch
-    from torch.nn.utils.rnn import pad_sequence
-    from torch.utils.checkpoint import checkpoint
 
     from ttsd.engine.policy import Policy
 
     if isinstance(model, Policy):
         model = model.model
+    backbone, lm_head = check_score_arguments(model, prompts, responses, temperature, grad, trust_region_alpha)
+    device = lm_head.weight.device
+    if chunk_tokens is None:
+        chunk_tokens = logit_chunk_tokens(lm_head.weight.shape[0])
+    lengths = [len(r) for r in responses]
+    given_rows = _given_rows(given_ids, lengths)
+
+    was_training = model.training
+    model.train(grad)
+    per_row: dict[int, tuple[Any, Any, Any, Any]] = {}  # sequence -> (target, topk vals, topk ids, given)
+    try:
+        with torch.set_grad_enabled(grad):
+            for group in micro_batches([len(prompts[i]) + lengths[i] for i in range(len(prompts))], max_batch_tokens):
+                group = [i for i in group if lengths[i] > 0]
+                if not group:
+                    continue
+                shared = _prefix_to_share([prompts[i] for i in group]) if share_prefix else 0
+                batch = pack_micro_batch([prompts[i] for i in group], [responses[i] for i in group], shared,
+                                         [given_rows[i] for i in group] if given_rows is not None else None)
+                hidden = _scored_hidden(model, backbone, batch, device, trust_region_alpha)
+                scores = _score_in_chunks(lm_head, hidden, batch.targets.to(device), batch.given.to(device),
+                                          temperature, top_k, chunk_tokens, grad)
+                per_row.update(zip(group, zip(*(values.split(batch.sizes) for values in scores))))
+    finally:
+        model.train(was_training)
+    given_width = None if given_rows is None else (given_rows[0].shape[-1] if given_rows else 0)
+    return pad_back(per_row, lengths, top_k, given_width, device)
+
+
+def check_score_arguments(
+    model: Any, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], temperature: float,
+    grad: bool, trust_region_alpha: float | None,
+) -> tuple[Any, Any]:
+    """Raise ValueError for arguments `score_tokens` cannot score; returns the model's (backbone, lm_head).
+
+    The trust-region teacher needs a PEFT model (its reference is the adapter disabled) and a plain
+    bias-free output head without LoRA: it lerps hidden states, which equals lerping logits only when
+    the head is linear and the same for both passes."""
+    import torch
+
     if len(prompts) != len(responses):
         raise ValueError("one prompt per response")
     if any(len(p) == 0 for p in prompts):
@@ -285,76 +350,111 @@ def score_tokens(
             raise ValueError(
                 "the trust-region teacher lerps hidden states: it needs a plain bias-free output head without LoRA"
             )
-    device = lm_head.weight.device
-    if chunk_tokens is None:
-        chunk_tokens = logit_chunk_tokens(lm_head.weight.shape[0])
-    lengths = [len(r) for r in responses]
-    width = max(lengths, default=0)
-    given_rows: list[Any] | None = None
-    if given_ids is not None:
-        given_rows = [torch.as_tensor(given_ids[i])[: lengths[i]].long() for i in range(len(responses))]
-        given_width = given_rows[0].shape[-1] if given_rows else 0
+    return backbone, lm_head
+
+
+def _given_rows(given_ids: Any, lengths: list[int]) -> list[Any] | None:
+    """Row i's ids to score at, (lengths[i], K') int64 (a padded tensor is cut to each row's length)."""
+    import torch
+
+    if given_ids is None:
+        return None
+    return [torch.as_tensor(given_ids[i])[:length].long() for i, length in enumerate(lengths)]
+
+
+def _prefix_to_share(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens of the rows' common prefix worth running once: `shared_prefix_length`, or 0 when that is
+    under MIN_SHARED_PREFIX (a second backbone call would cost more than it saves)."""
+    shared = shared_prefix_length(prompts)
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
+def pack_micro_batch(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], shared: int, given: list[Any] | None = None
+) -> PackedBatch:
+    """Lay out rows x_b ⊕ y_b (prompt, non-empty response) for one backbone call whose first `shared`
+    tokens, common to every row, run once as a prefix (0: none; `shared` < every prompt's length).
+
+    After the prefix, row b is s_b = x_b[shared:] ⊕ y_b, right-padded (so positions follow the prefix
+    with no gap); the mask covers the prefix and s_b. Position p predicts token p + 1, so response
+    token j of row b, at position P_b + j of x_b ⊕ y_b (P_b = len(x_b)), is predicted at column
+
+        cols = P_b - 1 + j - shared        (never negative: shared ≤ P_b - 1)
+
+    of the backbone's output for the tokens after the prefix; rows, cols list them row by row.
+    """
+    import torch
+
+    prefix = list(prompts[0][:shared])
+    sequences = [list(prompt[shared:]) + list(response) for prompt, response in zip(prompts, responses)]
+    width = max(len(s) for s in sequences)
+    input_ids = torch.zeros((len(sequences), width), dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), shared + width), dtype=torch.long)
+    attention_mask[:, :shared] = 1
+    for row, sequence in enumerate(sequences):
+        input_ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention_mask[row, shared : shared + len(sequence)] = 1
+    sizes = [len(r) for r in responses]
+    rows = torch.cat([torch.full((size,), row) for row, size in enumerate(sizes)])
+    cols = torch.cat([torch.arange(len(r)) + len(p) - shared - 1 for p, r in zip(prompts, responses)])
+    targets = torch.cat([torch.as_tensor(list(r), dtype=torch.long) for r in responses])
+    if given is not None:
+        given_ids = torch.cat(given)
     else:
-        given_width = 0
+        given_ids = targets.new_zeros((len(targets), 0))
+    return PackedBatch(prefix, input_ids, attention_mask, rows, cols, targets, given_ids, sizes)
 
-    was_training = model.training
-    model.train(grad)
-    outputs: list[list[Any]] = [[], [], [], []]  # per sequence: target, topk vals, topk ids, given
-    order: list[int] = []
-    try:
-        with torch.set_grad_enabled(grad):
-            for group in micro_batches([len(prompts[i]) + lengths[i] for i in range(len(prompts))], max_batch_tokens):
-                group = [i for i in group if lengths[i] > 0]
-                order.extend(group)
-                if not group:
-                    continue
-                shared = shared_prefix_length([prompts[i] for i in group]) if share_prefix else 0
-                if shared < MIN_SHARED_PREFIX:
-                    shared = 0
-                prefix = list(prompts[group[0]][:shared])
-                sequences = [list(prompts[i][shared:]) + list(responses[i]) for i in group]
-                seq_width = max(len(s) for s in sequences)
-                input_ids = torch.zeros((len(group), seq_width), dtype=torch.long)
-                attention_mask = torch.zeros((len(group), shared + seq_width), dtype=torch.long)
-                attention_mask[:, :shared] = 1
-                for row, sequence in enumerate(sequences):  # right padding: positions follow the prefix
-                    input_ids[row, : len(sequence)] = torch.tensor(sequence)
-                    attention_mask[row, shared : shared + len(sequence)] = 1
-                inputs = (backbone, prefix, input_ids.to(device), attention_mask.to(device))
-                hidden = _backbone_hidden(*inputs)
-                if trust_region_alpha is not None:
-                    with model.disable_adapter():
-                        reference = _backbone_hidden(*inputs)
-                    hidden = torch.lerp(reference, hidden, trust_region_alpha)
-                # Position p predicts token p + 1: response token j of row r is predicted at P_r - 1 + j
-                # (counted after the shared prefix, which is never longer than P_r - 1).
-                rows = torch.cat([torch.full((lengths[i],), r) for r, i in enumerate(group)])
-                cols = torch.cat([torch.arange(lengths[i]) + len(prompts[i]) - shared - 1 for i in group])
-                packed_hidden = hidden[rows.to(device), cols.to(device)]
-                targets = torch.cat([torch.as_tensor(list(responses[i]), dtype=torch.long) for i in group]).to(device)
-                if given_rows is not None:
-                    given = torch.cat([given_rows[i] for i in group]).to(device)
-                else:
-                    given = targets.new_zeros((len(targets), 0))
-                pieces: list[list[Any]] = [[], [], [], []]
-                for start in range(0, len(targets), chunk_tokens):
-                    part = slice(start, start + chunk_tokens)
-                    args = (lm_head, packed_hidden[part], targets[part], given[part], temperature, top_k)
-                    result = checkpoint(_chunk_scores, *args, use_reentrant=False) if grad else _chunk_scores(*args)
-                    for bucket, value in zip(pieces, result):
-                        bucket.append(value)
-                sizes = [lengths[i] for i in group]
-                for bucket, values in zip(outputs, pieces):
-                    bucket.extend(torch.cat(values).split(sizes))
-    finally:
-        model.train(was_training)
 
-    by_index = {index: position for position, index in enumerate(order)}
+def _scored_hidden(model: Any, backbone: Any, batch: PackedBatch, device: Any, trust_region_alpha: float | None) -> Any:
+    """Final hidden states (N, H) at the positions that predict the scored tokens.
+
+    Trust-region teacher: lerp(h_ref, h, α), h_ref from the same backbone with the adapter disabled
+    (equal to lerping the logits: the head is linear without bias, see the module docstring)."""
+    import torch
+
+    inputs = (backbone, batch.prefix, batch.input_ids.to(device), batch.attention_mask.to(device))
+    hidden = _backbone_hidden(*inputs)
+    if trust_region_alpha is not None:
+        with model.disable_adapter():
+            reference = _backbone_hidden(*inputs)
+        hidden = torch.lerp(reference, hidden, trust_region_alpha)
+    return hidden[batch.rows.to(device), batch.cols.to(device)]
+
+
+def _score_in_chunks(
+    lm_head: Any, hidden: Any, targets: Any, given: Any, temperature: float, top_k: int, chunk_tokens: int, grad: bool
+) -> list[Any]:
+    """`_chunk_scores` over `chunk_tokens` positions at a time, concatenated: [target (N,), top-K
+    values (N, K), top-K ids (N, K), given (N, K')]. With gradients each chunk runs under
+    `torch.utils.checkpoint`, so its (chunk, V) logits are recomputed in backward, never stored."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    pieces: list[list[Any]] = [[], [], [], []]
+    for start in range(0, len(targets), chunk_tokens):
+        part = slice(start, start + chunk_tokens)
+        args = (lm_head, hidden[part], targets[part], given[part], temperature, top_k)
+        result = checkpoint(_chunk_scores, *args, use_reentrant=False) if grad else _chunk_scores(*args)
+        for bucket, value in zip(pieces, result):
+            bucket.append(value)
+    return [torch.cat(values) for values in pieces]
+
+
+def pad_back(
+    per_row: dict[int, tuple[Any, Any, Any, Any]], lengths: list[int], top_k: int, given_width: int | None, device: Any
+) -> TokenScores:
+    """Per-row results (row i: (target, top-K values, top-K ids, given), each lengths[i] long; rows
+    with an empty response absent) as `TokenScores` padded with zeros to (B, max(lengths)[, K]).
+    `top_k` 0 leaves out the top-K fields and `given_width` None the given log-probs."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    width = max(lengths, default=0)
 
     def padded(k: int, trailing: tuple[int, ...], dtype: Any) -> Any:
         rows = [
-            outputs[k][by_index[i]] if i in by_index else torch.zeros((0, *trailing), dtype=dtype, device=device)
-            for i in range(len(responses))
+            per_row[i][k] if i in per_row else torch.zeros((0, *trailing), dtype=dtype, device=device)
+            for i in range(len(lengths))
         ]
         if not rows:
             return torch.zeros((0, 0, *trailing), dtype=dtype, device=device)
@@ -363,13 +463,13 @@ def score_tokens(
             result = torch.zeros((len(rows), width, *trailing), dtype=dtype, device=device)
         return result
 
-    mask = torch.zeros((len(responses), width), dtype=torch.bool, device=device)
+    mask = torch.zeros((len(lengths), width), dtype=torch.bool, device=device)
     for i, length in enumerate(lengths):
         mask[i, :length] = True
     return TokenScores(
         response_logprobs=padded(0, (), torch.float32),
         topk_logprobs=padded(1, (top_k,), torch.float32) if top_k > 0 else None,
         topk_ids=padded(2, (top_k,), torch.long) if top_k > 0 else None,
-        given_logprobs=padded(3, (given_width,), torch.float32) if given_rows is not None else None,
+        given_logprobs=padded(3, (given_width,), torch.float32) if given_width is not None else None,
         mask=mask,
     )

@@ -24,7 +24,7 @@ no Python in between, and the step is trimmed before capture:
   (casts to the adapter's float32, two matmuls, the scaling, the add, the cast back). A and s·B
   are copied once per call, so the adapter the trainer just updated is the one sampled.
 
-Sampling is not in the graph: logits → `_LogprobRecorder` (temperature, top-p, the log-prob of
+Sampling is not in the graph: logits → `LogprobRecorder` (temperature, top-p, the log-prob of
 the sampling distribution, see `ttsd.engine.hf_sampler`) → softmax → multinomial, exactly the
 operations `generate` runs, so with the same seed and the same logits both paths draw the same
 tokens. What differs is how the logits are computed (other attention kernels and masks, LoRA in
@@ -124,7 +124,7 @@ def static_decode(
     """
     import torch
 
-    from ttsd.engine.hf_sampler import _LogprobRecorder
+    from ttsd.engine.logprob_recorder import LogprobRecorder
 
     reason = unsupported_reason(model, cuda_graphs)
     if reason is not None:
@@ -135,7 +135,7 @@ def static_decode(
     total_length = prompt_length + max_tokens
     windows = attention_windows(prompt_length, total_length, smallest_window)
     stats = DecodeStats()
-    recorder = _LogprobRecorder(temperature, top_p)
+    recorder = LogprobRecorder(temperature, top_p)
     do_sample = temperature > 0
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     cache = _windowed_cache(inner.config.get_text_config(decoder=True), total_length)

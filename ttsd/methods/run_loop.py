@@ -1,12 +1,20 @@
 """The run loop every method shares: the run directory, the judge, attempt records, the step loop's
 bookkeeping (budget, discovery, resume) and the progress callback.
 
-A method implements `Method.run_step(step, num_attempts) -> StepOutcome`; `run_method` drives it:
-it numbers attempts (k = 1, 2, ... in order within a batch), stops at discovery (unless
+A method implements `Method.run_step(step, num_attempts, last_batch) -> StepOutcome`; `run_method`
+drives it: it numbers attempts (k = 1, 2, ... in order within a batch), stops at discovery (unless
 `continue_after_discovery`) or when the budget is spent, writes attempts before the step record,
 and calls `save_state` before the step record so that a completed step can always be resumed.
 What a method measures beyond that (sdpo's teacher gaps) it adds through `record_attempts`,
 `annotate_step` and `summary_diagnostics`.
+
+`last_batch` is True when the step's attempts spend the rest of the budget: nothing learnt from
+them could be used, so a method skips its learning there (sdpo).
+
+Costs: every attempt record carries its `AttemptCost` (ttsd.runs): its own sampled and prompt
+tokens, and an even share of its step's wall seconds (sampling, judging, learning, sync: the
+`time_step_s` of its StepRecord) and of the step's scored and trained tokens, which the method
+reports on the StepRecord. Summed over a step's attempts they give the step's numbers exactly.
 
 Random streams: step s samples with seed `step_seed(config.seed, s)`, a pure function of the run's
 seed and the step number, so a resumed run redoes an interrupted step exactly.
@@ -22,9 +30,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ttsd.config import SolveConfig
+from ttsd.engine.types import SamplingSettings
 from ttsd.judge import Judgement
 from ttsd.problems import Problem
-from ttsd.runs import AttemptRecord, RunDir, StepRecord, Summary
+from ttsd.runs import AttemptRecord, RunDir, StepRecord, Summary, attempt_costs
 
 Progress = Callable[[StepRecord, Summary], None]
 
@@ -135,7 +144,7 @@ class Method:
     def restore(self, attempts: list[AttemptRecord], steps: list[StepRecord]) -> None:
         """Bring the method's state to the end of the completed steps (default: nothing to do)."""
 
-    def run_step(self, step: int, num_attempts: int) -> StepOutcome:
+    def run_step(self, step: int, num_attempts: int, last_batch: bool = False) -> StepOutcome:
         raise NotImplementedError
 
     def on_discovery(self) -> None:
@@ -155,15 +164,18 @@ class Method:
         """Summary fields the method's diagnostics fill in from the completed steps (default: none)."""
         return {}
 
-    def sample_and_judge(self, prompt_ids: list[int], step: int, num_attempts: int) -> tuple[list[Attempt], float, float]:
-        """Draw this step's attempts (seeded by `step_seed`) from `self.sampler` and judge them.
-        Returns the attempts and the seconds spent sampling and judging."""
+    def sample_and_judge(
+        self, prompt_ids: list[int], step: int, num_attempts: int, seed: int | None = None
+    ) -> tuple[list[Attempt], float, float]:
+        """Draw this step's attempts (seeded by `step_seed`, or `seed` when given) from
+        `self.sampler` and judge them. Returns the attempts and the seconds spent sampling and judging."""
         config = self.config
         t0 = time.monotonic()
-        samples = self.sampler.sample(
-            [prompt_ids], n=num_attempts, temperature=config.temperature, top_p=config.top_p,
-            max_tokens=config.max_tokens, seed=step_seed(config.seed, step),
-        )[0]
+        settings = SamplingSettings(
+            temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
+            seed=step_seed(config.seed, step) if seed is None else seed,
+        )
+        samples = self.sampler.sample([prompt_ids], n=num_attempts, settings=settings)[0]
         t1 = time.monotonic()
         attempts = self.judge_samples([prompt_ids] * len(samples), samples)
         return attempts, t1 - t0, time.monotonic() - t1
@@ -176,7 +188,13 @@ class Method:
             sampler.close()
 
 
-def attempt_records(attempts: list[Attempt], step: int, first_k: int) -> list[AttemptRecord]:
+def attempt_records(attempts: list[Attempt], step: int, first_k: int, record: StepRecord | None = None) -> list[AttemptRecord]:
+    """The attempts as records numbered from `first_k`; with the step's `record` (its time_step_s
+    and token counts filled in), each carries its share of the step's cost (`ttsd.runs.attempt_costs`)."""
+    costs = [None] * len(attempts) if record is None else attempt_costs(
+        record.time_step_s, [len(a.token_ids) for a in attempts], [len(a.prompt_ids) for a in attempts],
+        record.scored_tokens, record.trained_tokens,
+    )
     return [
         AttemptRecord(
             k=first_k + i,
@@ -189,8 +207,9 @@ def attempt_records(attempts: list[Attempt], step: int, first_k: int) -> list[At
             feedback=a.judgement.feedback,
             num_tokens=len(a.token_ids),
             finish_reason=a.finish_reason,
+            cost=cost,
         )
-        for i, a in enumerate(attempts)
+        for i, (a, cost) in enumerate(zip(attempts, costs))
     ]
 
 
@@ -234,20 +253,22 @@ def run_method(method: Method, resume: bool, progress: Progress | None = None) -
             step_started = time.monotonic()
             was_discovered = any(a.passed for a in attempts)
             num = min(method.batch_size(), config.budget - len(attempts))
-            outcome = method.run_step(step, num)
-            records = attempt_records(outcome.attempts, step, len(attempts) + 1)
+            outcome = method.run_step(step, num, last_batch=len(attempts) + num >= config.budget)
+            record = outcome.record
+            record.time_step_s = time.monotonic() - step_started
+            record.sampled_tokens = sum(len(a.token_ids) for a in outcome.attempts)
+            record.prompt_tokens = sum(len(a.prompt_ids) for a in outcome.attempts)
+            records = attempt_records(outcome.attempts, step, len(attempts) + 1, record)
             method.record_attempts(records, outcome.attempts)
             attempts.extend(records)
             passing = next((r for r in records if r.passed), None)
             if passing is not None and not was_discovered:
                 run.write_solution(passing.code or passing.response)
                 method.on_discovery()
-            record = outcome.record
             record.step = step
             record.attempts = len(attempts)
             record.verdicts = dict(Counter(r.verdict.value for r in records))
             record.best_tests_passed = max((a.tests_passed for a in attempts), default=0)
-            record.time_step_s = time.monotonic() - step_started
             method.annotate_step(record, outcome.attempts)
             method.save_state(step)
             run.append_step(record)

@@ -10,6 +10,11 @@ Each step:
      the SDPO loss, backward per micro-batch, AdamW with gradient clipping, the teacher's update,
   5. the trainer gives its cached memory back, the sampler wakes and takes the new adapter
      (`Sampler.sync_adapter`: in memory for hf, an adapter update for vLLM).
+
+The budget's last batch skips steps 3-5: no attempt is left to sample from the new weights, so
+that update would be wasted compute (one of the four updates of a budget-64, batch-16 run).
+Its StepRecord says so (`extra["learning_skipped"]`), and RUN_DIR/adapter/ is then the adapter
+that sampled the last batch. Resume stays exact: the skip depends only on the attempts used.
 """
 
 from __future__ import annotations
@@ -126,7 +131,7 @@ class Sdpo(Method):
             sampler_logprobs=[attempts[i].logprobs for i in chosen],
         )
 
-    def run_step(self, step: int, num_attempts: int) -> StepOutcome:
+    def run_step(self, step: int, num_attempts: int, last_batch: bool = False) -> StepOutcome:
         from ttsd.sdpo.learn import learn_from_batch
         from ttsd.sdpo.teacher import EmaTeacher
 
@@ -134,6 +139,9 @@ class Sdpo(Method):
         record = StepRecord(step=step, attempts=0, time_sample_s=time_sample, time_judge_s=time_judge)
         record.discovery_likelihood = self.discovery_likelihood(attempts)  # diagnostics: before any update on this batch
         if any(a.judgement.passed for a in attempts) and not self.config.continue_after_discovery:
+            return StepOutcome(attempts, record)
+        if last_batch:  # no attempt left to sample from the updated weights
+            record.extra = {"learning_skipped": "no attempts left in the budget"}
             return StepOutcome(attempts, record)
         chosen = self.learning_batch(attempts)
         if chosen is None:
@@ -153,6 +161,7 @@ class Sdpo(Method):
         record.time_score_s, record.time_train_s = result.time_score_s, result.time_train_s
         record.loss, record.mean_reverse_kl, record.grad_norm = result.loss, result.mean_reverse_kl, result.grad_norm
         record.stale_weights_gap = result.stale_weights_gap
+        record.scored_tokens, record.trained_tokens = result.scored_tokens, result.trained_tokens
         record.extra = {"attempts_with_signal": len(rows), "tokens": result.num_tokens}
         if isinstance(self.teacher, EmaTeacher):  # 0 would mean the teacher is just the student again
             record.extra["ema_weight_distance"] = self.teacher.max_abs_difference()

@@ -101,6 +101,10 @@ class LearnResult(BaseModel):
     time_train_s: float  # backward passes, clipping, optimizer and teacher updates
     student_logprobs: list[list[float]]  # log π_S(y_t), first step (the weights that sampled y)
     teacher_logprobs: list[list[float]]  # log π_T(y_t), first step
+    # compute, as token-passes over whole rows (prompt or context + response; the scorer's shared
+    # prefix is not subtracted), summed over optimizer steps:
+    scored_tokens: int = 0  # forward passes: the student's, plus each of the teacher's (`forward_passes`)
+    trained_tokens: int = 0  # the student's backward passes (gradient checkpointing recomputes inside them)
 
 
 def stale_weights_gap_sum(trainer_logprobs: Any, mask: Any, sampler_logprobs: Sequence[Sequence[float]]) -> Any:
@@ -191,7 +195,12 @@ def learn_from_batch(policy: Any, teacher: Any, optimizer: Any, batch: LearningB
         teacher.update()
         time_train += time.monotonic() - started
     stats = LossStats.combine(parts)
+    student_tokens = sum(len(p) + len(r) for p, r in zip(batch.student_prompts, batch.responses))
+    teacher_tokens = sum(len(c) + len(r) for c, r in zip(batch.teacher_contexts, batch.responses))
+    teacher_passes = teacher.forward_passes
     return LearnResult(
+        scored_tokens=settings.optimizer_steps * (student_tokens + teacher_passes * teacher_tokens),
+        trained_tokens=settings.optimizer_steps * student_tokens,
         loss=stats.loss, mean_reverse_kl=stats.mean_reverse_kl, mean_weight=stats.mean_weight, grad_norm=grad_norm,
         num_tokens=stats.num_tokens,
         stale_weights_gap=None if gap_sum is None else float(gap_sum) / total_tokens,

@@ -74,6 +74,8 @@ def ema_update(
 class Teacher(Protocol):
     """What the learning step needs from a teacher."""
 
+    forward_passes: int  # model passes over each scored row (the compute records count them)
+
     def scores(self, policy: Any, contexts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], *,
                temperature: float, given_ids: Any = None) -> Any:
         """`ttsd.engine.scorer.TokenScores` of the responses under the teacher contexts, no gradients."""
@@ -97,6 +99,8 @@ def _score(model: Any, contexts: Any, responses: Any, temperature: float, given_
 
 class EmaTeacher:
     """A float32 EMA copy of a PEFT model's student adapter, swapped into the model for scoring."""
+
+    forward_passes = 1
 
     def __init__(self, model: torch.nn.Module, rate: float = 0.01):
         if not 0.0 <= rate <= 1.0:
@@ -161,6 +165,8 @@ class EmaTeacher:
 class _StatelessTeacher:
     """A teacher with nothing to update or save: its weights are the model's own."""
 
+    forward_passes = 1
+
     def update(self) -> None:
         pass
 
@@ -181,6 +187,8 @@ class FrozenTeacher(_StatelessTeacher):
 
 class TrustRegionTeacher(_StatelessTeacher):
     """lerp(initial model, current student, α) in logit space (see the module docstring)."""
+
+    forward_passes = 2  # the reference's backbone pass and the student's
 
     def __init__(self, alpha: float):
         if not 0.0 <= alpha <= 1.0:
