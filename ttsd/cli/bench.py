@@ -190,6 +190,20 @@ def _bench_command(
 app.command(name="bench")(with_config_options(_bench_command, "bench", exclude=("method", "seed", "variant")))
 
 
+def _print_table(console: Console, title: str, header: list[str], rows: list[list[str]]) -> None:
+    """A titled table of `rows` (nothing when there are none)."""
+    from rich.table import Table
+
+    if not rows:
+        return
+    table = Table(title=title, show_lines=True)
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(table)
+
+
 @app.command()
 def compare(
     bench_dir: Annotated[Path, typer.Argument(help="A bench directory made by `ttsd bench`.")] = Path("bench"),
@@ -232,19 +246,6 @@ def compare(
     console.print(table)
     console.print(escape(report.censoring), style="dim")
     learning = [row for scope in report.scopes for row in learning_rows(scope)]
-    if learning:
-        table = Table(title="learning diagnostics (see compare.md)", show_lines=True)
-        for column in LEARNING_HEADER:
-            table.add_column(column)
-        for row in learning:
-            table.add_row(*(escape(cell) for cell in row))
-        console.print(table)
-    copying = copy_rows(bench_dir)
-    if copying:
-        table = Table(title="copy diagnostic: teacher − student on quoted vs other tokens (see compare.md)", show_lines=True)
-        for column in COPY_HEADER:
-            table.add_column(column)
-        for row in copying:
-            table.add_row(*(escape(cell) for cell in row))
-        console.print(table)
+    _print_table(console, "learning diagnostics (see compare.md)", LEARNING_HEADER, learning)
+    _print_table(console, "copy diagnostic: teacher − student on quoted vs other tokens (see compare.md)", COPY_HEADER, copy_rows(bench_dir))
     console.print(f"wrote {written['markdown']}, {written['json']} and {len(written) - 2} plots in {written['markdown'].parent / 'plots'}")
