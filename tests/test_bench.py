@@ -356,3 +356,17 @@ def test_a_pooled_bench_leaves_out_best_of_k_runs_records_its_pool_and_grows_it(
     assert load_pools(out)["reverse-string"].samples == 6 and load_manifest(out).pool == 6
     more = (pool_dir_for(out, "reverse-string") / "attempts.jsonl").read_text().splitlines()
     assert more[:4] == lines and len(more) == 6
+
+
+@pytest.mark.parametrize("variants, message", [
+    ("sdpo,x=sdpo:--top-p=2", "--top-p=2"),
+    ("x=telepathy", "not a method"),
+    ("x=sdpo,x=multi-turn", "more than once"),
+])
+def test_bench_cli_refuses_bad_variants(tmp_path, examples_dir, variants, message):
+    result = CliRunner().invoke(
+        app, ["bench", "--split", str(examples_dir / "reverse-string.json"), "--variants", variants, "--out", str(tmp_path / "b")],
+        terminal_width=250,
+    )
+    assert result.exit_code == 2 and message in result.output and "--variants" in result.output
+    assert not (tmp_path / "b").exists()
