@@ -175,7 +175,7 @@ def test_restarted_bench_skips_finished_and_resumes_unfinished(small_bench, tiny
 def test_compare_after_bench(small_bench):
     bench_dir, problems_dir = small_bench
     out = bench_dir / "report"
-    result = CliRunner().invoke(app, ["compare", str(bench_dir), "--k", "1,2", "--out", str(out), "--resamples", "100"], terminal_width=250)
+    result = CliRunner().invoke(app, ["compare", str(bench_dir), "--k", "1,2", "--out", str(out), "--simulations", "100"], terminal_width=250)
     assert result.exit_code == 0, result.output
     data = json.loads((out / "compare.json").read_text())
     scopes = {(s["scope"], s["name"]) for s in data["scopes"]}
@@ -183,8 +183,13 @@ def test_compare_after_bench(small_bench):
     for s in data["scopes"]:
         assert sorted(m["method"] for m in s["methods"]) == sorted(METHODS)
         assert all(m["runs"] == (2 if s["scope"] == "problem" else 4) for m in s["methods"])
+    # best-of-k from the bench's pool, and every run and the pool recorded its costs: all three axes
+    split = next(s for s in data["scopes"] if s["scope"] == "split")
+    best_of_k = next(m for m in split["methods"] if m["method"] == "best-of-k")
+    assert best_of_k["samples"]["source"] == "pool" and best_of_k["samples"]["samples"] == 4 * BUDGET * len(PROBLEMS)
+    assert split["missing_axes"] == [] and set(best_of_k["curves"]) == {"attempts", "compute", "wall"}
     markdown = (out / "compare.md").read_text()
-    assert "## Per split" in markdown and "discovery@2" in markdown
+    assert "## Per split" in markdown and "discovery@2" in markdown and "## What the data support" in markdown
     import matplotlib.image as mpimg
 
     image = mpimg.imread(out / "plots" / f"split-{problems_dir.name}.png")
@@ -322,7 +327,7 @@ def test_variants_are_recorded_resumed_and_compared(tiny_model_dir, examples_dir
     refused = CliRunner().invoke(app, changed, terminal_width=200)
     assert refused.exit_code == 2 and "sdpo-noquote" in refused.output
 
-    report = CliRunner().invoke(app, ["compare", str(bench_dir), "--k", "1,2", "--resamples", "50"], terminal_width=250)
+    report = CliRunner().invoke(app, ["compare", str(bench_dir), "--k", "1,2", "--simulations", "50"], terminal_width=250)
     assert report.exit_code == 0, report.output
     data = json.loads((bench_dir / "compare" / "compare.json").read_text())
     assert all(sorted(m["method"] for m in s["methods"]) == ["sdpo", "sdpo-noquote"] for s in data["scopes"])

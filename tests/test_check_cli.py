@@ -88,3 +88,16 @@ def test_check_in_docker():
     assert json.loads(result.stdout)["verdict"] == "accepted"
     wrong = check(str(PROBLEM), str(WRONG), "--sandbox", "docker", "--json")
     assert wrong.exit_code == 1 and json.loads(wrong.stdout)["verdict"] == "wrong_answer"
+
+
+def test_a_pytest_file_that_does_not_collect_is_bad_input_at_load(tmp_path):
+    from ttsd.problems.folders import EXAMPLE_SOLUTION, scaffold_folder
+
+    folder = tmp_path / "p"
+    scaffold_folder(folder)
+    (folder / "test_hidden.py").write_text("import not_installed_anywhere\n\ndef test_x():\n    pass\n")
+    result = check(str(folder), str(folder / EXAMPLE_SOLUTION))
+    assert result.exit_code == 2, result.output
+    assert f"{folder / 'test_hidden.py'}: hidden_test_file: pytest could not collect test_hidden.py" in result.output
+    assert "No module named 'not_installed_anywhere'" in result.output
+    assert "Traceback (most recent call last)" not in result.output

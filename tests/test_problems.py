@@ -48,15 +48,19 @@ def test_examples_load_with_unique_ids_and_cover_kinds_and_difficulties(examples
     assert len(problems) >= 6
     by_id = {p.id: p for p in problems}
     assert len(by_id) == len(problems)
-    assert {p.kind for p in problems} >= {"stdin", "functional"}
+    assert {p.kind for p in problems} >= {"stdin", "functional", "pytest"}
     assert {p.difficulty for p in problems} >= {"easy", "hard"}
     summing = by_id["sum-two-numbers"]
     assert (summing.kind, summing.difficulty, summing.source) == ("stdin", "easy", "ttsd")
     for problem in problems:
         assert problem.source == "ttsd"
+        assert (examples_dir / "solutions" / f"{problem.id}.py").is_file(), f"{problem.id} has no reference solution"
+        if problem.kind == "pytest":  # a problem folder named after its id; judged in tests/test_problem_folders.py
+            assert (examples_dir / problem.id / "problem.toml").is_file()
+            assert problem.test_file and problem.hidden_test_file
+            continue
         assert (examples_dir / f"{problem.id}.json").is_file(), "file name is <id>.json"
         assert len(problem.tests) >= 2 and len(problem.hidden_tests) > len(problem.tests), problem.id
-        assert (examples_dir / "solutions" / f"{problem.id}.py").is_file(), f"{problem.id} has no reference solution"
         if problem.kind == "functional":
             assert f"def {problem.entry_point}(self" in problem.starter_code
             assert problem.starter_code.startswith("class Solution:")
@@ -76,6 +80,8 @@ def _run_reference(problem: Problem, solution: Path, test: TestCase) -> bool:
 
 def test_reference_solutions_pass_every_test_and_wrong_ones_fail_a_visible_test(examples_dir):
     for problem in load_problems(examples_dir):
+        if problem.kind == "pytest":
+            continue  # its files run only in the sandbox: tests/test_problem_folders.py
         solution = examples_dir / "solutions" / f"{problem.id}.py"
         for index, test in enumerate(problem.all_tests):
             assert _run_reference(problem, solution, test), f"{problem.id}: test {index}"
@@ -109,7 +115,16 @@ def test_load_good_file_and_defaults(tmp_path):
         ),
         (good_problem(tests=[{"input": "1", "output": 4}]), "tests[0].output: input should be a valid string (got 4)"),
         (good_problem(hidden_tests=[{"input": "1", "outptu": "1"}]), "hidden_tests[0].outptu: unknown field"),
-        (good_problem(kind="interactive"), "kind: input should be 'stdin', 'functional', 'assert' or 'evalplus'"),
+        (good_problem(kind="interactive"), "kind: input should be 'stdin', 'functional', 'assert', 'evalplus' or 'pytest'"),
+        (good_problem(kind="pytest", tests=[]), "test_file: required when kind is 'pytest'"),
+        (good_problem(kind="pytest"), "tests: a pytest problem has no tests or hidden_tests"),
+        (good_problem(kind="pytest", tests=[], test_file="def test_x(:\n"), "test_file: not valid Python (line 1"),
+        (good_problem(kind="pytest", tests=[], test_file="x = 1\n"), "test_file: defines no test function"),
+        (good_problem(kind="pytest", tests=[], test_file="def test_x(): pass", hidden_test_file="def test_y(:"), "hidden_test_file: not valid Python"),
+        (good_problem(kind="pytest", tests=[], test_file="def test_x(): pass", module="json"), "module: 'json' is taken"),
+        (good_problem(kind="pytest", tests=[], test_file="def test_x(): pass", module="my-mod"), "module: 'my-mod' is not a Python identifier"),
+        (good_problem(kind="pytest", tests=[], test_file="def test_x(): pass", entry_point="f"), "kind: entry_point, atol and output_match do not apply"),
+        (good_problem(test_file="def test_x(): pass"), "kind: test_file, hidden_test_file and module apply only to kind 'pytest'"),
         (good_problem(time_limit_s=0), "time_limit_s: input should be greater than 0"),
         (good_problem(statement=""), "statement: string should have at least 1 character"),
         (good_problem(id="bad id/../x"), "id: must start with a letter or digit"),
@@ -216,7 +231,8 @@ def test_save_problem_round_trips(tmp_path):
 def test_cli_validate_list_and_show(tmp_path):
     result = runner.invoke(app, ["problems", "validate", str(EXAMPLES_DIR)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.count("ok ") == len(list(EXAMPLES_DIR.glob("*.json")))
+    assert result.stdout.count("ok ") == len(list(EXAMPLES_DIR.glob("*.json"))) + len(list(EXAMPLES_DIR.glob("*/problem.toml")))
+    assert "(count-vowels, pytest, visible test file + hidden test file)" in result.stdout
 
     result = runner.invoke(app, ["problems", "list", str(EXAMPLES_DIR)])
     assert result.exit_code == 0

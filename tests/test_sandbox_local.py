@@ -429,6 +429,19 @@ def test_missing_bubblewrap_fails_or_falls_back_loudly(caplog):
     assert "WITHOUT bubblewrap" in warning and "network" in warning and "host file" in warning
 
 
+def test_missing_util_linux_tools_are_named(monkeypatch, tmp_path):
+    """Without bubblewrap the local sandbox still needs prlimit (and setpriv as root): both are
+    named, with how to get them, before anything runs (what `device-check` reports)."""
+    from ttsd.sandbox import local
+
+    assert local.missing_tools(as_root=True) == []  # this machine has util-linux
+    monkeypatch.setattr(local, "SYSTEM_PATH", str(tmp_path))  # a PATH with neither tool
+    assert [m.split()[0] for m in local.missing_tools(as_root=True)] == ["`prlimit`", "`setpriv`"]
+    assert [m.split()[0] for m in local.missing_tools(as_root=False)] == ["`prlimit`"]
+    with pytest.raises(SandboxUnavailable, match="prlimit.*apt-get install util-linux"):
+        LocalSandbox(isolation="rlimits")
+
+
 @pytest.fixture(scope="module")
 def rlimits_only():
     return LocalSandbox(isolation="rlimits")

@@ -99,6 +99,7 @@ class SolveConfig(BaseModel):
         description="the name of the bench variant this run belongs to (`ttsd bench --variants`, ttsd.variants); "
         "`ttsd compare` shows each variant as its own row",
     )
+    report_to: Literal["none", "tensorboard"] = Field("none", description="also write every step's scalars for this tool: tensorboard (RUN_DIR/tensorboard; needs the tensorboard extra)")
     templates: PromptTemplates = Field(default_factory=PromptTemplates, description="prompt wording: a JSON object of PromptTemplates fields (ttsd/prompts.py), inline or in a file")
 
     @property

@@ -45,7 +45,7 @@ _VERDICT_STYLE = {"accepted": "bold green", "wrong_answer": "bold red", "format_
 def check(
     problem: Annotated[
         str,
-        typer.Argument(help="The problem: a problem.json file, or the id of a problem under ./problems or the bundled examples."),
+        typer.Argument(help="The problem: a problem.json file, a problem folder (with problem.toml), or the id of a problem under ./problems or the bundled examples."),
     ],
     solution: Annotated[
         Path,
@@ -75,7 +75,7 @@ def check(
 ) -> None:
     """Judge SOLUTION on PROBLEM's visible and hidden tests: verdict, tests passed / total, and the
     feedback a model would get. Exit code 0 only when accepted, 1 when not, 2 for bad input."""
-    from ttsd.cli.problems import load_problem_or_exit
+    from ttsd.cli.problems import collect_pytest_or_exit, load_problem_or_exit
     from ttsd.judge import Judge
     from ttsd.sandbox import make_sandbox
     from ttsd.sandbox.base import SandboxUnavailable
@@ -87,7 +87,9 @@ def check(
     except SandboxUnavailable as error:
         fail(str(error))
     try:
-        judgement = Judge(box, max_workers=1, suite_time_limit_s=suite_time_limit).judge_program(loaded, text)
+        judge = Judge(box, max_workers=1, suite_time_limit_s=suite_time_limit)
+        collect_pytest_or_exit(judge, loaded, problem)
+        judgement = judge.judge_program(loaded, text)
     except SandboxUnavailable as error:
         fail(str(error))
     except ValueError as error:  # a problem whose tests cannot be used (e.g. non-JSON functional input)

@@ -13,8 +13,9 @@ Modules, in the order a response goes through them:
 
 * `extraction`: the program in a response (the longest Python block; `truncated`, `format_error`).
 * `judge`: `Judge`, and how a verdict is reached (the order of the tests, the early stops).
-* `one_test` (stdin, functional, assert: one process per test) and `evalplus` (MBPP+: one process
-  per group of tests), each running the program in the sandbox and classifying what came back;
+* `one_test` (stdin, functional, assert: one process per test), `evalplus` (MBPP+: one process
+  per group of tests) and `pytest_suite` (pytest problems: one process per test file, the test ids
+  collected once per problem against a stand-in module), each running the program in the sandbox and classifying what came back;
   `sandboxed`: the harness job and reading its raw result; `harness.py`: the file that runs
   inside the sandbox around the program (plain Python, copied in with every job).
 * `comparison`: output and value comparison (pure); `feedback`: the feedback text (pure).
@@ -61,6 +62,7 @@ from ttsd.judge.feedback import (
 from ttsd.judge.harness import SOLUTION_FILE
 from ttsd.judge.judge import Judge, prepare_tests
 from ttsd.judge.one_test import Outcome, classify
+from ttsd.judge.pytest_suite import PytestCollection, PytestCollectionError
 from ttsd.judge.records import ErrorInfo, Judgement, PreparedTest, TestResult, TestRun, Verdict
 from ttsd.judge.sandboxed import HARNESS_FILE, HARNESS_SOURCE
 
@@ -87,6 +89,8 @@ __all__ = [
     "Judgement",
     "Outcome",
     "PreparedTest",
+    "PytestCollection",
+    "PytestCollectionError",
     "TestResult",
     "TestRun",
     "Verdict",

@@ -5,6 +5,9 @@ sentence. Each field is cut to FIELD_MAX_CHARS characters / FIELD_MAX_LINES line
 to FEEDBACK_MAX_CHARS. `FeedbackOptions` leaves out single parts of the text (the failing source
 line, the input, what the program printed, the expected output); docs/feedback.md says why one
 would, and what the SDPO paper and LeetCode / LiveCodeBench show.
+For pytest problems the content is pytest's own report of the failing test
+(`--tb=short`: the failing lines, the assertion with its values, the exception), cut to the same
+limits from its end, where the innermost frame and the `E` lines are.
 """
 
 from __future__ import annotations
@@ -60,6 +63,19 @@ def clip_total(text: str, max_chars: int = FEEDBACK_MAX_CHARS) -> str:
     if len(text) <= max_chars:
         return text
     return text[: max_chars - len(CUT_MARK)] + CUT_MARK
+
+
+def clip_field_end(text: str, max_chars: int = FIELD_MAX_CHARS, max_lines: int = FIELD_MAX_LINES) -> str:
+    """`clip_field` keeping the end of `text` (a cut mark first if cut)."""
+    lines = text.rstrip("\n").split("\n")
+    cut = len(lines) > max_lines
+    lines = lines[-max_lines:]
+    while len(lines) > 1 and len("\n".join(lines)) > max_chars:  # whole lines first
+        lines, cut = lines[1:], True
+    kept = "\n".join(lines)
+    if len(kept) > max_chars:
+        kept, cut = kept[-max_chars:], True
+    return CUT_MARK.strip() + "\n" + kept if cut else kept
 
 
 def _field(name: str, text: str) -> str:
@@ -144,6 +160,53 @@ def _describe_wrong_answer(run: TestRun, options: FeedbackOptions) -> str:
     return "\n".join(parts)
 
 
+def _describe_pytest(run: TestRun, memory_limit_mb: int, output_limit_bytes: int) -> str:
+    """One failing pytest test: which, and pytest's report of it (or the limit it hit)."""
+    if run.error is not None and run.error.phase == "load":
+        parts = ["The tests could not import the program"]
+    else:
+        parts = [f"Test: {run.input}"]
+    if run.verdict == Verdict.time_limit:
+        parts.append(f"The test did not finish within {run.time_limit_s:g} s.")
+    elif run.verdict == Verdict.memory_limit:
+        parts.append(f"The program needed more than {memory_limit_mb} MB.")
+    elif run.verdict == Verdict.output_limit:
+        parts.append(f"The program printed more than {output_limit_bytes} bytes.")
+    elif run.detail:
+        parts.append(run.detail[0].upper() + run.detail[1:] + ".")
+    if run.error is not None and run.error.traceback.strip():
+        parts.append(f"pytest report:\n{clip_field_end(run.error.traceback)}")
+    elif run.error is not None and run.error.type:
+        parts.append(clip_field(f"{run.error.type}: {run.error.message}" if run.error.message else run.error.type))
+    if run.verdict == Verdict.output_limit:
+        parts.append(_field("Output (beginning)", run.stdout or run.stderr))
+    else:
+        parts += _printed_fields(run)
+    return "\n".join(parts)
+
+
+_PYTEST_HEADERS = {
+    Verdict.wrong_answer: "Test Failed",
+    Verdict.runtime_error: "Runtime Error",
+    Verdict.time_limit: "Time Limit Exceeded",
+    Verdict.memory_limit: "Memory Limit Exceeded",
+    Verdict.output_limit: "Output Limit Exceeded",
+}
+
+
+def _pytest_feedback(runs: Sequence[TestRun], memory_limit_mb: int, output_limit_bytes: int) -> str:
+    """The first failing visible tests in pytest's order (at most MAX_WRONG_ANSWERS_SHOWN)."""
+    visible = [r for r in runs if not r.hidden]
+    failures = [r for r in visible if r.verdict != Verdict.accepted]
+    if not failures:
+        return HIDDEN_FAILURE_FEEDBACK if any(r.verdict != Verdict.accepted for r in runs) else ""
+    header = _PYTEST_HEADERS.get(failures[0].verdict, "Failed")
+    if not (failures[0].error is not None and failures[0].error.phase == "load"):  # else no test ran
+        header += f" ({len(failures)} of {len(visible)} visible tests failed)"
+    shown = [_describe_pytest(r, memory_limit_mb, output_limit_bytes) for r in failures[:MAX_WRONG_ANSWERS_SHOWN]]
+    return clip_total("\n\n".join([header, *shown]))
+
+
 def _shortness(run: TestRun) -> tuple[int, int, int]:
     return (len(run.input) + len(run.expected), len(run.input), run.index)
 
@@ -161,8 +224,11 @@ def feedback_text(
     Priority: the first runtime error (memory and output limits included) on a visible test, else
     its first time limit, else up to two wrong answers, shortest first. A failure that only shows on
     hidden tests gives one sentence and no content. Empty when every run passed. `options` leaves
-    parts out (FeedbackOptions).
+    parts out (FeedbackOptions). pytest
+    problems: the first failing visible tests, in order, with pytest's reports.
     """
+    if runs and runs[0].kind == "pytest":
+        return _pytest_feedback(runs, memory_limit_mb, output_limit_bytes)
     visible_failures = [r for r in runs if not r.hidden and r.verdict != Verdict.accepted]
     errors = [r for r in visible_failures if r.verdict in (Verdict.runtime_error, Verdict.memory_limit, Verdict.output_limit)]
     timeouts = [r for r in visible_failures if r.verdict == Verdict.time_limit]

@@ -47,6 +47,13 @@ def solve(problem: Problem, config: SolveConfig, run_dir: Path, resume: bool = F
         from ttsd.methods.best_of_k import BestOfK as cls
     else:
         from ttsd.methods.multi_turn import MultiTurn as cls
-    method = cls(problem, config, run, model_path)
-    method.setup()
-    return run_method(method, resume=resume, progress=progress)
+    from ttsd.reporting import make_reporter, reporting
+
+    reporter = make_reporter(config.report_to, run_dir)  # before the model loads: a missing package fails fast
+    try:
+        method = cls(problem, config, run, model_path)
+        method.setup()
+        return run_method(method, resume=resume, progress=reporting(reporter, progress))
+    finally:
+        if reporter is not None:
+            reporter.close()

@@ -85,14 +85,20 @@ def validation_faults(error: ValidationError) -> list[tuple[str, str]]:
     return faults
 
 
-def parse_problem(text: str, path: Path | str = "<problem>") -> Problem:
-    """Validate the text of one problem file; `path` only names it in errors."""
+def json_object(text: str, path: Path | str) -> dict:
+    """The JSON object `text` holds, or ProblemFileError naming `path` (line and column)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ProblemFileError(path, [("", f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}")]) from None
     if not isinstance(data, dict):
         raise ProblemFileError(path, [("", f"expected a JSON object at the top level, got {type(data).__name__}")])
+    return data
+
+
+def parse_problem(text: str, path: Path | str = "<problem>") -> Problem:
+    """Validate the text of one problem file; `path` only names it in errors."""
+    data = json_object(text, path)
     try:
         return Problem.model_validate(data)
     except ValidationError as error:
@@ -105,7 +111,11 @@ def load_problem(path: Path | str) -> Problem:
     if not path.exists():
         raise ProblemFileError(path, [("", "no such file")])
     if path.is_dir():
-        raise ProblemFileError(path, [("", "is a directory, expected a problem .json file")])
+        from ttsd.problems.folders import is_problem_folder, load_problem_folder
+
+        if is_problem_folder(path):
+            return load_problem_folder(path)
+        raise ProblemFileError(path, [("", "is a directory, expected a problem .json file or a problem folder (with problem.toml)")])
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -116,10 +126,15 @@ def load_problem(path: Path | str) -> Problem:
 
 
 def problem_files(path: Path | str) -> list[Path]:
-    """The problem files at `path`: the file itself, or every `*.json` in a directory, sorted."""
+    """The problem files at `path`: the file (or problem folder) itself, or every `*.json` and
+    problem folder in a directory, sorted."""
+    from ttsd.problems.folders import is_problem_folder
+
     path = Path(path)
+    if is_problem_folder(path):
+        return [path]
     if path.is_dir():
-        return sorted(p for p in path.glob("*.json") if p.is_file())
+        return sorted(p for p in path.iterdir() if (p.is_file() and p.suffix == ".json") or is_problem_folder(p))
     return [path]
 
 
@@ -159,8 +174,10 @@ def default_search_dirs() -> list[Path]:
 def find_problem(id_or_file: str | Path, search_dirs: Sequence[Path] | None = None) -> Problem:
     """An existing file path, else a problem id: the first `<id>.json` under the search dirs
     (searched recursively, hidden folders skipped), else the first file whose `id` matches."""
+    from ttsd.problems.folders import is_problem_folder
+
     candidate = Path(id_or_file)
-    if candidate.is_file() or candidate.suffix == ".json" or len(candidate.parts) > 1:
+    if candidate.is_file() or is_problem_folder(candidate) or candidate.suffix == ".json" or len(candidate.parts) > 1:
         return load_problem(candidate)
     problem_id = str(id_or_file)
     dirs = [Path(d) for d in (search_dirs if search_dirs is not None else default_search_dirs())]
@@ -168,6 +185,9 @@ def find_problem(id_or_file: str | Path, search_dirs: Sequence[Path] | None = No
         for file in _json_files_under(directory):
             if file.stem == problem_id:
                 return load_problem(file)
+        for folder in _problem_folders_under(directory):
+            if folder.name == problem_id:
+                return load_problem(folder)
     for directory in dirs:
         for file in _json_files_under(directory):
             try:
@@ -180,12 +200,23 @@ def find_problem(id_or_file: str | Path, search_dirs: Sequence[Path] | None = No
 
 
 def _json_files_under(directory: Path) -> list[Path]:
+    """Problem files under `directory` (a problem folder's own problem.json is not one)."""
     if not directory.is_dir():
         return []
     return sorted(
         p for p in directory.rglob("*.json")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+        and not (p.name == "problem.json" and p.parent != directory)
     )
+
+
+def _problem_folders_under(directory: Path) -> list[Path]:
+    from ttsd.problems.folders import METADATA_FILES
+
+    if not directory.is_dir():
+        return []
+    found = {p.parent for name in METADATA_FILES for p in directory.rglob(name)}
+    return sorted(p for p in found if p != directory and not any(part.startswith(".") for part in p.relative_to(directory).parts))
 
 
 def save_problem(problem: Problem, out_dir: Path | str) -> Path:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ProblemKind = Literal["stdin", "functional", "assert", "evalplus"]
+ProblemKind = Literal["stdin", "functional", "assert", "evalplus", "pytest"]
 # How an `evalplus` problem compares a returned value with the expected one (EvalPlus's oracles):
 # equal (==, or within atol for floats), set (as sets: the order is free), not_none (the expected
 # bool says whether the result must be non-None), any (any value the function returns passes).
@@ -63,6 +64,14 @@ class Problem(BaseModel):
     # None (left out of the file) for every other kind
     atol: float | None = Field(default=None, ge=0, description="evalplus: absolute tolerance for float results (unset or 0: 1e-6 when the expected value is a float or a list of floats, as EvalPlus)")
     output_match: OutputMatch | None = Field(default=None, description="evalplus: how a returned value is compared with the expected one (unset: equal)")
+    test_file: str | None = Field(default=None, description="pytest: the visible pytest file (its failures are shown)")
+    hidden_test_file: str | None = Field(default=None, description="pytest: a second pytest file, judged, never shown")
+    module: str | None = Field(default=None, description="pytest: the module name the program is saved as and imported by the test files (unset: solution)")
+
+    @property
+    def module_name(self) -> str:
+        """pytest: the name the tests import the candidate program by."""
+        return self.module or DEFAULT_MODULE
 
     @property
     def all_tests(self) -> list[TestCase]:
@@ -77,6 +86,10 @@ class Problem(BaseModel):
                 issues.append(ProblemIssue(field="entry_point", message=f"required when kind is '{self.kind}'"))
             elif not self.entry_point.isidentifier():
                 issues.append(ProblemIssue(field="entry_point", message=f"'{self.entry_point}' is not a Python identifier"))
+        if self.kind == "pytest":
+            return issues + _pytest_issues(self)
+        if self.test_file is not None or self.hidden_test_file is not None or self.module is not None:
+            issues.append(ProblemIssue(field="kind", message="test_file, hidden_test_file and module apply only to kind 'pytest'"))
         if not self.tests and not self.hidden_tests:
             issues.append(ProblemIssue(field="tests", message="a problem needs at least one test (in tests or hidden_tests)"))
         if self.kind == "functional":
@@ -102,6 +115,46 @@ class Problem(BaseModel):
             # One line per issue, "field: message", so loaders can point at each field.
             raise ValueError("\n".join(f"{issue.field}: {issue.message}" for issue in issues))
         return self
+
+
+DEFAULT_MODULE = "solution"
+# Names a pytest problem's module cannot take: the files beside it in the sandbox, pytest and what
+# it imports, and the standard library (the work directory comes first on sys.path, so a module
+# named `json` would shadow the real one for pytest itself).
+_RESERVED_MODULES = {"test_visible", "test_hidden", "conftest", "_ttsd_harness", "pytest", "_pytest", "pluggy",
+                     "iniconfig", "packaging", "py", "exceptiongroup", "tomli"}
+
+
+def _pytest_issues(problem: Problem) -> list[ProblemIssue]:
+    """A pytest problem: a visible test file that parses (and maybe a hidden one), a module name
+    that can be imported, and no tests of the other kinds. Whether the files collect (their imports
+    resolve) needs the sandbox: `ttsd.judge.pytest_suite.collect`, run where problems are loaded
+    for solve and check."""
+    issues = []
+    if problem.tests or problem.hidden_tests:
+        issues.append(ProblemIssue(field="tests", message="a pytest problem has no tests or hidden_tests: its tests are test_file and hidden_test_file"))
+    if problem.entry_point is not None or problem.atol is not None or problem.output_match is not None:
+        issues.append(ProblemIssue(field="kind", message="entry_point, atol and output_match do not apply to kind 'pytest'"))
+    if problem.test_file is None:
+        issues.append(ProblemIssue(field="test_file", message="required when kind is 'pytest' (the visible pytest file)"))
+    for field in ("test_file", "hidden_test_file"):
+        source = getattr(problem, field)
+        if source is None:
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as error:
+            issues.append(ProblemIssue(field=field, message=f"not valid Python (line {error.lineno}: {error.msg})"))
+            continue
+        if not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name.lower().startswith("test")
+                   for node in tree.body):
+            issues.append(ProblemIssue(field=field, message="defines no test function (a top-level def test_...)"))
+    name = problem.module_name
+    if not name.isidentifier():
+        issues.append(ProblemIssue(field="module", message=f"'{name}' is not a Python identifier"))
+    elif name in _RESERVED_MODULES or name in sys.stdlib_module_names:
+        issues.append(ProblemIssue(field="module", message=f"'{name}' is taken (a standard library module, pytest's, or a file of the judge)"))
+    return issues
 
 
 def _functional_test_issues(where: str, test: TestCase) -> list[ProblemIssue]:

@@ -59,6 +59,15 @@ _probe_lock = threading.Lock()
 _probe_cache: dict[tuple[str, int | None], str | None] = {}
 
 
+def missing_tools(as_root: bool | None = None) -> list[str]:
+    """What the local sandbox cannot run without, whether or not bubblewrap is there: `prlimit`
+    (the rlimits) always, `setpriv` (the dedicated uid) when ttsd runs as root. Empty when all is there."""
+    as_root = os.geteuid() == 0 if as_root is None else as_root
+    needed = ["prlimit", *(["setpriv"] if as_root else [])]
+    return [f"`{tool}` (util-linux) is missing: apt-get install util-linux" for tool in needed
+            if shutil.which(tool, path=SYSTEM_PATH) is None]
+
+
 class _UidPool:
     """Hands out dedicated uids, one per running job, unique across every process on the host.
 
@@ -138,12 +147,11 @@ class LocalSandbox:
         self.file_size_limit_mb = file_size_limit_mb
         self.as_root = os.geteuid() == 0
         self._uids = _uid_pool(uid_base) if self.as_root else None
+        missing = missing_tools(self.as_root)
+        if missing:
+            raise SandboxUnavailable("; ".join(missing))
         self.prlimit = shutil.which("prlimit", path=SYSTEM_PATH)
-        if self.prlimit is None:
-            raise SandboxUnavailable("`prlimit` (util-linux) is missing: apt-get install util-linux")
         self.setpriv = shutil.which("setpriv", path=SYSTEM_PATH)
-        if self.as_root and self.setpriv is None:
-            raise SandboxUnavailable("`setpriv` (util-linux) is missing: apt-get install util-linux")
         self.bwrap = bwrap if bwrap is not None else shutil.which("bwrap")
         problem = None if isolation == "rlimits" else self._probe_bwrap()
         if isolation == "bwrap" and problem:
