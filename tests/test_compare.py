@@ -254,6 +254,26 @@ def test_learning_diagnostics_are_pooled_over_runs(tmp_path):
     assert result.exit_code == 0 and "learning diagnostics" in result.output and "-0.3000 (2 runs)" in result.output
 
 
+def test_copy_diagnostic_rows_pool_tokens_per_method(tmp_path):
+    from ttsd.compare import copy_markdown, copy_rows
+    from ttsd.runs import CopyGap
+
+    bench = write_synthetic_bench(tmp_path / "bench")
+    parts = {("p1", 0): (10, 1.0, 30, 0.0), ("p2", 1): (30, 2.0, 10, -1.0)}
+    for (problem_id, seed), (nq, q, no, o) in parts.items():
+        path = run_dir_for(bench, RunKey(problem_id=problem_id, method="sdpo", seed=seed)) / "summary.json"
+        summary = Summary.model_validate_json(path.read_text())
+        summary.copy_gap = CopyGap(quoted_tokens=nq, quoted_gap=q, other_tokens=no, other_gap=o)
+        path.write_text(summary.model_dump_json())
+    # quoted (10·1 + 30·2) / 40 = 1.75; other (30·0 + 10·(−1)) / 40 = −0.25
+    assert copy_rows(bench) == [["sdpo", "2", "1.750 (40)", "-0.250 (40)", "2.000"]]
+    assert "## Copy diagnostic" in copy_markdown(bench)
+    assert copy_markdown(write_synthetic_bench(tmp_path / "plain")) == ""  # no run has one: no section
+    result = CliRunner().invoke(app, ["compare", str(bench), "--k", "1,4", "--simulations", "50"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0 and "copy diagnostic" in result.output and "1.750 (40)" in result.output
+    assert "| sdpo | 2 | 1.750 (40) | -0.250 (40) | 2.000 |" in (bench / "compare" / "compare.md").read_text()
+
+
 def test_verdict_says_what_a_clear_difference_supports(tmp_path):
     # sdpo discovers in every seed by attempt 12; best-of-k's pool passes 5 times in 1000
     bench = write_synthetic_bench(tmp_path / "bench", times={"p1": {"sdpo": [8, 10, 12, 9, 11]}}, budget=64)

@@ -2,6 +2,7 @@
 
     BENCH_DIR/bench.json                                  BenchManifest (split, problems, methods, seeds, options)
     BENCH_DIR/runs/<problem_id>/<method>/seed-<s>/        a run directory (ttsd.runs), summary.json when finished
+                                                          (<method>: a variant's name for a named variant, ttsd.variants)
     BENCH_DIR/bench.log                                   what the bench printed outside its runs (`ttsd bench`)
     BENCH_DIR/pool/<problem_id>/                         best-of-k pool: pool.json (PoolSummary) + attempts.jsonl (+ run.log)
 
@@ -46,6 +47,7 @@ from ttsd.logs import RUN_LOG
 from ttsd.problems import Problem
 from ttsd.runs import PoolSummary, RunDir, Summary
 from ttsd.stop_points import stop_point
+from ttsd.variants import Variant
 
 DEFAULT_METHODS = ("sdpo", "best-of-k", "multi-turn")
 MANIFEST = "bench.json"
@@ -65,9 +67,10 @@ class BenchManifest(BaseModel):
     split: str
     problem_ids: list[str]
     problem_files: dict[str, str] = {}  # id -> path of the problem file the bench used
-    methods: list[str]
+    methods: list[str]  # the runs' labels: methods, and the names of variants (ttsd.variants)
     seeds: list[int]
     solve_options: dict[str, Any] = {}  # SolveConfig fields shared by every run (budget, model, ...)
+    variants: dict[str, Variant] = {}  # name -> method + overrides, for the labels of `methods` that are named variants
     pool: int = 0  # best-of-k pool: attempts per problem (0: none; older benches have none)
     pool_batch: int | None = None  # attempts per sampler call in a pool (None: as many as the engine decodes at once)
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -82,6 +85,7 @@ class RunTask(BaseModel):
     run_dir: str
     resume: bool
     verbose: bool = False  # pass the run's log lines on to the bench's output too
+    variant: Variant | None = None  # key.method names this variant (its method and overrides)
     pool_target: int | None = None  # set: this task draws the problem's best-of-k pool (run_dir: its pool dir) up to this many attempts
     pool_batch: int | None = None
 
@@ -129,7 +133,8 @@ def load_summaries(bench_dir: Path) -> dict[RunKey, Summary]:
         summary = Summary.model_validate_json(path.read_text())
         if not summary.finished:
             continue
-        found[RunKey(problem_id=summary.problem_id, method=summary.method, seed=summary.seed)] = summary
+        label = summary.variant or summary.method  # a variant is its own row
+        found[RunKey(problem_id=summary.problem_id, method=label, seed=summary.seed)] = summary
     return found
 
 
@@ -155,10 +160,12 @@ def plan_runs(
     ]
 
 
-def solve_config(options: dict[str, Any], method: str, seed: int):
-    """The SolveConfig of one run: the shared options plus this run's method and seed."""
+def solve_config(options: dict[str, Any], method: str, seed: int, variant: Variant | None = None):
+    """The SolveConfig of one run: the shared options plus this run's method (or variant) and seed."""
     from ttsd.config import SolveConfig
 
+    if variant is not None:
+        return SolveConfig.model_validate({**variant.run_options(options), "seed": seed})
     return SolveConfig.model_validate({**options, "method": method, "seed": seed})
 
 
@@ -177,7 +184,7 @@ def execute(task: RunTask, on_pool_batch: Callable[[PoolSummary], None] | None =
             with capture_output(run_dir / RUN_LOG, tee=task.verbose):
                 pool = run_pool(task.problem, config, run_dir, task.pool_target, task.pool_batch, on_pool_batch)
             return RunOutcome(key=task.key, pool=pool)
-        config = solve_config(task.solve_options, task.key.method, task.key.seed)
+        config = solve_config(task.solve_options, task.key.method, task.key.seed, task.variant)
         with capture_output(run_dir / RUN_LOG, tee=task.verbose):
             summary = solve(task.problem, config, run_dir, resume=task.resume)
         return RunOutcome(key=task.key, summary=summary)
@@ -272,6 +279,12 @@ def merged_manifest(bench_dir: Path, manifest: BenchManifest) -> BenchManifest:
     if old is None:
         return manifest
     check_solve_options(bench_dir, manifest.solve_options, old)
+    if changed := [n for n, v in manifest.variants.items() if n in old.variants and old.variants[n] != v]:
+        raise BenchMismatch(
+            f"{bench_dir / MANIFEST} defines variant {', '.join(map(repr, changed))} otherwise "
+            f"({'; '.join(f'{old.variants[n]!r} → {manifest.variants[n]!r}' for n in changed)}); "
+            "give a changed variant a new name, or use another --out"
+        )
 
     def union(before: list, after: list) -> list:
         return before + [item for item in after if item not in before]
@@ -283,6 +296,7 @@ def merged_manifest(bench_dir: Path, manifest: BenchManifest) -> BenchManifest:
             "problem_files": {**old.problem_files, **manifest.problem_files},
             "methods": union(old.methods, manifest.methods),
             "seeds": union(old.seeds, manifest.seeds),
+            "variants": {**old.variants, **manifest.variants},
             "pool": manifest.pool,
             "pool_batch": manifest.pool_batch,
         }
@@ -307,6 +321,7 @@ def run_bench(
     problem_files: dict[str, str] | None = None,
     on_update: Callable[[RunKey, str, Summary | PoolSummary | None], None] | None = None,
     verbose: bool = False,
+    variants: Sequence[Variant] = (),
     pool: int = 0,
     pool_batch: int | None = None,
 ) -> BenchResult:
@@ -317,7 +332,9 @@ def run_bench(
     runs in this process, after each batch). Raises BenchMismatch (and runs
     nothing) when BENCH_DIR was started with other solve options, TooManyWorkers when `workers`
     exceeds the GPUs of a GPU machine. `verbose`: each run's log lines also go to this process's
-    output (they always go to the run's run.log)."""
+    output (they always go to the run's run.log). `variants`: the named variants among `methods`
+    (ttsd.variants; a label of `methods` that names none is a method as it is)."""
+    named = {v.name: v for v in variants if not v.plain}
     manifest = BenchManifest(
         split=split,
         problem_ids=[p.id for p in problems],
@@ -325,6 +342,7 @@ def run_bench(
         methods=list(methods),
         seeds=list(seeds),
         solve_options=solve_options,
+        variants=named,
         pool=pool,
         pool_batch=pool_batch,
     )
@@ -359,6 +377,7 @@ def run_bench(
                 run_dir=str(run_dir_for(bench_dir, key).resolve()),
                 resume=state == "partial",
                 verbose=verbose,
+                variant=named.get(key.method),
             )
         )
     if ray_address:

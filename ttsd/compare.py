@@ -749,8 +749,53 @@ def write_outputs(report: CompareReport, out_dir: Path) -> dict[str, Path]:
     """compare.md, compare.json and plots/<scope>-<name>.png under out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out_dir / "compare.md", "json": out_dir / "compare.json"}
-    written["markdown"].write_text(to_markdown(report) + "\n")
+    written["markdown"].write_text(to_markdown(report) + copy_markdown(Path(report.bench_dir)) + "\n")
     written["json"].write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
     for scope in report.scopes:
         written[f"{scope.scope}:{scope.name}"] = plot_scope(scope, out_dir / "plots" / f"{scope.scope}-{scope.name}.png", report.confidence)
     return written
+
+
+# ----- the copy diagnostic (issue 19): self-contained, one row per method or variant --------------
+COPY_HEADER = ["method", "runs", "quoted tokens: teacher − student (nats/token)", "other tokens", "quoted − other"]
+
+
+def copy_rows(bench_dir: Path) -> list[list[str]]:
+    """Per method (a bench variant is its own method) over all finished runs of the bench: the copy
+    diagnostic (ttsd.sdpo.copying) pooled over the runs' scored tokens. Methods without one (the
+    baselines, runs from before it) have no row."""
+    from ttsd.sdpo.copying import pool
+
+    by_method: dict[str, list] = {}
+    for key, summary in load_summaries(bench_dir).items():
+        if summary.copy_gap is not None:
+            by_method.setdefault(key.method, []).append(summary.copy_gap)
+    rows = []
+    for method, gaps in sorted(by_method.items()):
+        pooled = pool(gaps)
+        rows.append([
+            method, str(len(gaps)),
+            f"{_fmt(pooled.quoted_gap, 3)} ({pooled.quoted_tokens})", f"{_fmt(pooled.other_gap, 3)} ({pooled.other_tokens})",
+            _fmt(pooled.excess, 3),
+        ])
+    return rows
+
+
+def copy_markdown(bench_dir: Path) -> str:
+    """The copy-diagnostic section of compare.md ("" when no run has one)."""
+    rows = copy_rows(bench_dir)
+    if not rows:
+        return ""
+    return "\n".join([
+        "",
+        "## Copy diagnostic",
+        "",
+        "Teacher − student log-prob on the failed attempts' tokens that appear verbatim in the teacher's feedback "
+        "(quoted source line, printed output, input shown; ttsd.sdpo.copying) vs on their other tokens, pooled "
+        "over tokens; quoted − other > 0.5 says the teacher copies its feedback (docs/feedback.md).",
+        "",
+        "| " + " | ".join(COPY_HEADER) + " |",
+        "|" + "---|" * len(COPY_HEADER),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ])

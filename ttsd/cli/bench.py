@@ -75,6 +75,7 @@ def _load_problem_set(spec: str):
 def _bench_command(
     split: Annotated[str, typer.Option("--split", help="A split name (problems/splits/<name>.json, e.g. very_hard), a split .json file, a problem file, a problem id, or a directory of problem files.")] = "very_hard",
     methods: Annotated[Any, typer.Option(parser=comma_list_parser(METHODS), metavar="<" + "|".join(METHODS) + ",...>", show_default=False, help=escape(f"Comma-separated methods to run on every problem.  [default: {','.join(POOLED_METHODS)} with a pool, which gives best-of-k; {','.join(METHODS)} with --pool 0]"))] = None,
+    variants: Annotated[str | None, typer.Option("--variants", help=escape("Comma-separated method variants run side by side, each its own row in `ttsd compare`: METHOD, or NAME=METHOD:--field=value:--flag:--no-flag with overrides of the run settings below (e.g. sdpo,sdpo-noquote=sdpo:--no-feedback-source-line); list values joined by '+'. Added to --methods when both are given."), show_default=False)] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per problem and method (seeds seed-start .. seed-start+seeds-1).")] = 5,
     seed_start: Annotated[int, typer.Option(min=0, help="First seed.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Runs in parallel on this machine (separate processes, each loads the model).")] = 1,
@@ -131,14 +132,31 @@ def _bench_command(
         pool = recorded.pool if recorded is not None else default_pool_size(budget)
     if pool_batch is None and recorded is not None:
         pool_batch = recorded.pool_batch
-    method_list = methods if methods is not None else list(POOLED_METHODS if pool else METHODS)
+    from ttsd.variants import Variant, VariantError, parse_variants
+
+    try:
+        variant_list = parse_variants(variants) if variants is not None else []
+    except VariantError as error:
+        fail(f"--variants: {error}")
+    default_methods = [] if variant_list else list(POOLED_METHODS if pool else METHODS)
+    plain = [Variant(name=m, method=m) for m in (methods if methods is not None else default_methods)]
+    variant_list = plain + [v for v in variant_list if v.name not in {p.name for p in plain}]
+    method_list = [v.name for v in variant_list]
     if not method_list:
         fail("--methods is empty")
-    try:
-        for method in method_list:
-            load_config(None, {**options, "method": method, "seed": seed_start})
-    except ConfigError as error:
-        fail(str(error))
+    if recorded is not None:  # a name the bench already defines must keep its definition
+        try:
+            from ttsd.bench import BenchManifest, merged_manifest
+
+            merged_manifest(out, BenchManifest(split="", problem_ids=[], methods=[], seeds=[], solve_options=options,
+                                               variants={v.name: v for v in variant_list if not v.plain}))
+        except BenchMismatch as error:
+            fail(str(error))
+    for variant in variant_list:
+        try:
+            load_config(None, {**variant.run_options(options), "seed": seed_start})
+        except ConfigError as error:
+            fail(str(error) if variant.plain else f"variant {variant.name!r}: {error}")
     seed_list = list(range(seed_start, seed_start + seeds))
     try:  # before the live table: a mismatch is bad input, reported alone
         check_solve_options(out, options, recorded)
@@ -155,7 +173,7 @@ def _bench_command(
             result = run_bench(
                 out, problems, split=split_name, methods=method_list, seeds=seed_list, solve_options=options,
                 workers=workers, ray_address=ray, problem_files=files, on_update=on_update, verbose=verbose,
-                pool=pool, pool_batch=pool_batch,
+                variants=variant_list, pool=pool, pool_batch=pool_batch,
             )
             live.update(board.render())
         drawn = sum(o.pool is not None for o in result.outcomes)
@@ -169,7 +187,7 @@ def _bench_command(
         raise typer.Exit(1)
 
 
-app.command(name="bench")(with_config_options(_bench_command, "bench", exclude=("method", "seed")))
+app.command(name="bench")(with_config_options(_bench_command, "bench", exclude=("method", "seed", "variant")))
 
 
 @app.command()
@@ -188,7 +206,7 @@ def compare(
     from rich.table import Table
 
     from ttsd.compare import (
-        LEARNING_HEADER, RATE_HEADER, RATIO_HEADER, compare_bench, learning_rows, rate_rows, ratio_rows, table_header,
+        COPY_HEADER, LEARNING_HEADER, RATE_HEADER, RATIO_HEADER, compare_bench, copy_rows, learning_rows, rate_rows, ratio_rows, table_header,
         table_rows, write_outputs,
     )
 
@@ -226,6 +244,7 @@ def compare(
     show("at matched discovery probability", RATIO_HEADER, [row for scope in report.scopes for row in ratio_rows(report, scope)])
     show("rate ratio against best-of-k (achieved power in the last column)", RATE_HEADER, [row for scope in report.scopes for row in rate_rows(scope)])
     show("learning diagnostics (see compare.md)", LEARNING_HEADER, [row for scope in report.scopes for row in learning_rows(scope)])
+    show("copy diagnostic: teacher − student on quoted vs other tokens (see compare.md)", COPY_HEADER, copy_rows(bench_dir))
     for scope in report.scopes:
         console.print(escape(scope.verdict))
     console.print(f"wrote {written['markdown']}, {written['json']} and {len(written) - 2} plots in {written['markdown'].parent / 'plots'}")

@@ -21,6 +21,17 @@ EXIT_DISCOVERED = 0
 EXIT_BUDGET_SPENT = 1
 
 
+def describe_copy_gap(copy_gap: Any) -> str:
+    """A CopyGap in one cell: mean gap on quoted tokens | on the others, with their token counts."""
+    if copy_gap is None:
+        return "-"
+
+    def side(gap: float | None, tokens: int) -> str:
+        return "-" if gap is None else f"{gap:+.3f} ({tokens})"
+
+    return f"{side(copy_gap.quoted_gap, copy_gap.quoted_tokens)} | {side(copy_gap.other_gap, copy_gap.other_tokens)}"
+
+
 def _progress_printer(console: Any, budget: int, learns: bool):
     from rich.table import Table
 
@@ -29,6 +40,7 @@ def _progress_printer(console: Any, budget: int, learns: bool):
         columns = ["attempts", "best tests", "last batch", "loss", "s/step"]
         if learns:  # how much the feedback changes the model's view of its own failed tokens
             columns.insert(4, "teacher−student")
+            columns.insert(5, "quoted | other (tokens)")  # the copy diagnostic, ttsd.sdpo.copying
         for column in columns:
             table.add_column(column)
         mix = ", ".join(f"{v}×{k}" for k, v in sorted(record.verdicts.items()))
@@ -41,6 +53,7 @@ def _progress_printer(console: Any, budget: int, learns: bool):
         ]
         if learns:
             cells.insert(4, "-" if record.teacher_logprob_gap is None else f"{record.teacher_logprob_gap:+.4f}")
+            cells.insert(5, describe_copy_gap(record.copy_gap))
         table.add_row(*cells)
         return table
 

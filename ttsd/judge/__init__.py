@@ -45,6 +45,7 @@ from ttsd.judge.extraction import (
     program_from_text,
 )
 from ttsd.judge.feedback import (
+    ALL_FEEDBACK,
     CUT_MARK,
     FEEDBACK_MAX_CHARS,
     FIELD_MAX_CHARS,
@@ -53,6 +54,7 @@ from ttsd.judge.feedback import (
     HIDDEN_FAILURE_FEEDBACK,
     MAX_WRONG_ANSWERS_SHOWN,
     TRUNCATED_FEEDBACK,
+    FeedbackOptions,
     clip_field,
     clip_total,
     feedback_text,
@@ -65,6 +67,7 @@ from ttsd.judge.records import ErrorInfo, Judgement, PreparedTest, TestResult, T
 from ttsd.judge.sandboxed import HARNESS_FILE, HARNESS_SOURCE
 
 __all__ = [
+    "ALL_FEEDBACK",
     "CUT_MARK",
     "EVALPLUS_FLOAT_ATOL",
     "EVALPLUS_RTOL",
@@ -81,6 +84,7 @@ __all__ = [
     "TRUNCATED_FEEDBACK",
     "ErrorInfo",
     "Extraction",
+    "FeedbackOptions",
     "Judge",
     "Judgement",
     "Outcome",

@@ -2,7 +2,10 @@
 
 Only visible tests ever contribute content; a failure that only shows on hidden tests gives one
 sentence. Each field is cut to FIELD_MAX_CHARS characters / FIELD_MAX_LINES lines, the whole text
-to FEEDBACK_MAX_CHARS. For pytest problems the content is pytest's own report of the failing test
+to FEEDBACK_MAX_CHARS. `FeedbackOptions` leaves out single parts of the text (the failing source
+line, the input, what the program printed, the expected output); docs/feedback.md says why one
+would, and what the SDPO paper and LeetCode / LiveCodeBench show.
+For pytest problems the content is pytest's own report of the failing test
 (`--tb=short`: the failing lines, the assertion with its values, the exception), cut to the same
 limits from its end, where the innermost frame and the `E` lines are.
 """
@@ -11,8 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import BaseModel
+
 from ttsd.judge.records import ErrorInfo, TestRun, Verdict
 from ttsd.sandbox.supervisor import WALL_BACKSTOP_FACTOR, wall_limit_s
+
+
+class FeedbackOptions(BaseModel, frozen=True):
+    """Which parts the feedback text shows; each flag removes exactly the text it names (defaults:
+    everything, as LeetCode shows it). SolveConfig's `feedback_*` fields set them (docs/feedback.md)."""
+
+    source_line: bool = True  # "Line 3 in f: total += x"; False: "Line 3 in f" (number and function only)
+    input: bool = True  # the "Last Executed Input" / "Input" field
+    printed_output: bool = True  # the "Printed Output" and "Stderr" fields (what the program printed besides its answer)
+    expected_output: bool = True  # the "Expected" field of a wrong answer
+
+
+ALL_FEEDBACK = FeedbackOptions()
 
 FIELD_MAX_CHARS = 250
 FIELD_MAX_LINES = 8
@@ -65,19 +83,22 @@ def _field(name: str, text: str) -> str:
     return f"{name}:\n{clip_field(text) if text.strip() else '(nothing)'}"
 
 
-def _error_lines(error: ErrorInfo) -> list[str]:
+def _error_lines(error: ErrorInfo, options: FeedbackOptions = ALL_FEEDBACK) -> list[str]:
     lines = [clip_field(f"{error.type}: {error.message}" if error.message else error.type)]
     if error.line is not None:
         where = "" if error.where != "test" else " of the test code"
         function = error.function if error.function and error.function != "<module>" else None
         place = f"Line {error.line}{where}" + (f" in {function}" if function else "")
-        lines.append(clip_field(place + (f": {error.source}" if error.source else "")))
+        quote = error.source and options.source_line
+        lines.append(clip_field(place + (f": {error.source}" if quote else "")))
     return lines
 
 
-def _printed_fields(run: TestRun) -> list[str]:
+def _printed_fields(run: TestRun, options: FeedbackOptions = ALL_FEEDBACK) -> list[str]:
     """What the program printed, for debugging: its stdout and stderr when not empty."""
     fields = []
+    if not options.printed_output:
+        return fields
     if run.stdout.strip():
         fields.append(_field("Printed Output", run.stdout))
     if run.stderr.strip():
@@ -85,13 +106,15 @@ def _printed_fields(run: TestRun) -> list[str]:
     return fields
 
 
-def _input_field(run: TestRun) -> str:
+def _input_field(run: TestRun, options: FeedbackOptions = ALL_FEEDBACK) -> list[str]:
+    if not options.input:
+        return []
     if run.error and run.error.last_call:
-        return _field("Last Executed Input", run.error.last_call)
-    return _field("Last Executed Input", run.input)
+        return [_field("Last Executed Input", run.error.last_call)]
+    return [_field("Last Executed Input", run.input)]
 
 
-def _describe_runtime_error(run: TestRun, memory_limit_mb: int, output_limit_bytes: int) -> str:
+def _describe_runtime_error(run: TestRun, memory_limit_mb: int, output_limit_bytes: int, options: FeedbackOptions) -> str:
     if run.verdict == Verdict.memory_limit:
         parts = ["Memory Limit Exceeded", f"The program needed more than {memory_limit_mb} MB."]
     elif run.verdict == Verdict.output_limit:
@@ -99,15 +122,16 @@ def _describe_runtime_error(run: TestRun, memory_limit_mb: int, output_limit_byt
     else:
         parts = ["Runtime Error"]
     if run.error is not None:
-        parts += _error_lines(run.error)
+        parts += _error_lines(run.error, options)
     elif run.detail and run.verdict == Verdict.runtime_error:
         parts.append(run.detail[0].upper() + run.detail[1:] + ".")
     if not (run.error and run.error.phase == "load" and run.error.last_call is None):
-        parts.append(_input_field(run))
+        parts += _input_field(run, options)
     if run.verdict == Verdict.output_limit:
-        parts.append(_field("Output (beginning)", run.stdout or run.stderr))
+        if options.printed_output:
+            parts.append(_field("Output (beginning)", run.stdout or run.stderr))
     else:
-        parts += _printed_fields(run)
+        parts += _printed_fields(run, options)
     return "\n".join(parts)
 
 
@@ -122,27 +146,28 @@ def _timeout_reason(run: TestRun) -> str:
     return f"The program used more than its {run.time_limit_s:g} s of CPU time on this input."
 
 
-def _describe_timeout(run: TestRun, suite_time_limit_s: float) -> str:
+def _describe_timeout(run: TestRun, suite_time_limit_s: float, options: FeedbackOptions) -> str:
     if run.suite_cut:
         why = f"The whole test suite did not finish within {suite_time_limit_s:g} s; the program is too slow overall."
     else:
         why = _timeout_reason(run)
     parts = ["Time Limit Exceeded", why]
-    parts.append(_input_field(run))
-    parts += _printed_fields(run)
+    parts += _input_field(run, options)
+    parts += _printed_fields(run, options)
     return "\n".join(parts)
 
 
-def _describe_wrong_answer(run: TestRun) -> str:
+def _describe_wrong_answer(run: TestRun, options: FeedbackOptions) -> str:
     if run.error is not None:  # assert problems: a failed assertion
-        parts = [_field("Input", run.error.last_call or "(the test code)")]
-        parts.append(_field("Output", run.error.last_result or "(no value returned)"))
-        parts.append(_field("Expected", f"the assertion to hold: {run.error.source or 'assert ...'}"))
+        shown_input = _field("Input", run.error.last_call or "(the test code)")
+        output = _field("Output", run.error.last_result or "(no value returned)")
+        expected = _field("Expected", f"the assertion to hold: {run.error.source or 'assert ...'}")
     else:
-        parts = [_field("Input", run.input), _field("Output", run.output), _field("Expected", run.expected)]
+        shown_input, output, expected = _field("Input", run.input), _field("Output", run.output), _field("Expected", run.expected)
+    parts = ([shown_input] if options.input else []) + [output] + ([expected] if options.expected_output else [])
     if run.kind != "stdin":  # a stdin program's stdout is its Output already
-        parts += _printed_fields(run)
-    elif run.stderr.strip():
+        parts += _printed_fields(run, options)
+    elif run.stderr.strip() and options.printed_output:
         parts.append(_field("Stderr", run.stderr))
     return "\n".join(parts)
 
@@ -204,12 +229,14 @@ def feedback_text(
     memory_limit_mb: int = 1024,
     output_limit_bytes: int = 1 << 20,
     suite_time_limit_s: float = 60.0,
+    options: FeedbackOptions = ALL_FEEDBACK,
 ) -> str:
     """SDPO-style feedback from the runs (visible tests only ever contribute content).
 
     Priority: the first runtime error (memory and output limits included) on a visible test, else
     its first time limit, else up to two wrong answers, shortest first. A failure that only shows on
-    hidden tests gives one sentence and no content. Empty when every run passed. pytest
+    hidden tests gives one sentence and no content. Empty when every run passed. `options` leaves
+    parts out (FeedbackOptions). pytest
     problems: the first failing visible tests, in order, with pytest's reports.
     """
     if runs and runs[0].kind == "pytest":
@@ -219,14 +246,14 @@ def feedback_text(
     timeouts = [r for r in visible_failures if r.verdict == Verdict.time_limit]
     wrong = [r for r in visible_failures if r.verdict == Verdict.wrong_answer]
     if errors:
-        text = _describe_runtime_error(errors[0], memory_limit_mb, output_limit_bytes)
+        text = _describe_runtime_error(errors[0], memory_limit_mb, output_limit_bytes, options)
     elif timeouts:
-        text = _describe_timeout(timeouts[0], suite_time_limit_s)
+        text = _describe_timeout(timeouts[0], suite_time_limit_s, options)
     elif wrong:
         visible_total = sum(1 for r in runs if not r.hidden)
         shown = sorted(wrong, key=_shortness)[:MAX_WRONG_ANSWERS_SHOWN]
         header = f"Wrong Answer ({len(wrong)} of {visible_total} visible tests failed)"
-        text = "\n\n".join([header] + [_describe_wrong_answer(r) for r in shown])
+        text = "\n\n".join([header] + [_describe_wrong_answer(r, options) for r in shown])
     elif any(r.hidden and r.verdict != Verdict.accepted for r in runs):
         text = HIDDEN_FAILURE_FEEDBACK
     else:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ttsd.judge import evalplus, one_test, pytest_suite
 from ttsd.judge.extraction import Extraction, extract_code, program_from_text
-from ttsd.judge.feedback import FORMAT_ERROR_FEEDBACK, TRUNCATED_FEEDBACK, feedback_text
+from ttsd.judge.feedback import ALL_FEEDBACK, FORMAT_ERROR_FEEDBACK, TRUNCATED_FEEDBACK, FeedbackOptions, feedback_text
 from ttsd.judge.records import Judgement, PreparedTest, TestResult, TestRun, Verdict
 from ttsd.problems.model import Problem
 from ttsd.sandbox.base import Sandbox
@@ -33,7 +33,7 @@ class Judge:
 
     suite_time_limit_s: wall-clock budget for all tests of one response (None: the larger of 60 s
     and twice the problem's per-test limit). output_limit_bytes: stdout/stderr cap per test (raised
-    for a test whose expected output is large).
+    for a test whose expected output is large). feedback: which parts the feedback text shows.
     """
 
     def __init__(
@@ -42,6 +42,7 @@ class Judge:
         max_workers: int = 4,
         suite_time_limit_s: float | None = None,
         output_limit_bytes: int = 4 << 20,
+        feedback: FeedbackOptions = ALL_FEEDBACK,
     ):
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -49,6 +50,7 @@ class Judge:
         self.max_workers = max_workers
         self.suite_time_limit_s = suite_time_limit_s
         self.output_limit_bytes = output_limit_bytes
+        self.feedback = feedback
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._collections: dict[str, pytest_suite.PytestCollection] = {}  # pytest problems' test ids
@@ -159,6 +161,7 @@ class Judge:
                 memory_limit_mb=problem.memory_limit_mb,
                 output_limit_bytes=self.output_limit_bytes,
                 suite_time_limit_s=suite_limit,
+                options=self.feedback,
             )
         return Judgement(
             verdict=Verdict.accepted if first_failure is None else first_failure.verdict,

@@ -53,6 +53,7 @@ class Attempt:
     prompt_ids: list[int]
     judgement: Judgement
     teacher_gaps: list[float] | None = None  # log π_T − log π_S per token, when a self-teacher scored it (sdpo)
+    quoted: list[bool] | None = None  # per token: does it appear verbatim in the teacher's feedback (sdpo, ttsd.sdpo.copying)
 
 
 @dataclass
@@ -76,7 +77,9 @@ class Method:
         from ttsd.judge import Judge
         from ttsd.sandbox import make_sandbox
 
-        self.judge = Judge(make_sandbox(self.config.sandbox), max_workers=self.config.judge_workers)
+        self.judge = Judge(
+            make_sandbox(self.config.sandbox), max_workers=self.config.judge_workers, feedback=self.config.feedback_options()
+        )
         return self.judge
 
     def judge_samples(self, prompts: list[list[int]], samples: list[Any]) -> list[Attempt]:
@@ -228,6 +231,7 @@ def run_method(method: Method, resume: bool, progress: Progress | None = None) -
         return Summary(
             problem_id=problem.id,
             method=config.method,
+            variant=config.variant,
             seed=config.seed,
             discovered=first is not None,
             discovery_k=first,
