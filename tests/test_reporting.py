@@ -83,4 +83,5 @@ def test_solve_a_pytest_folder_with_sdpo_reports_every_step_to_tensorboard(tiny_
     assert [value for _, value in scalars["progress/attempts"]] == [2.0, 4.0]
     assert {"train/loss", "train/kl", "diagnostics/teacher_student_gap", "progress/best_tests_passed"} <= set(scalars)
     steps = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
-    assert [value for _, value in scalars["train/loss"]] == pytest.approx([s["loss"] for s in steps], rel=1e-6)
+    # the budget's last batch learns nothing (no update could be used), so only step 0 has a loss
+    assert [value for _, value in scalars["train/loss"]] == pytest.approx([s["loss"] for s in steps if s["loss"] is not None], rel=1e-6)
