@@ -316,3 +316,34 @@ def test_a_pooled_bench_leaves_out_best_of_k_runs_records_its_pool_and_grows_it(
     assert load_pools(out)["reverse-string"].samples == 6 and load_manifest(out).pool == 6
     more = (pool_dir_for(out, "reverse-string") / "attempts.jsonl").read_text().splitlines()
     assert more[:4] == lines and len(more) == 6
+
+
+def test_bench_cli_concurrent_runs_share_one_engine(tiny_model_dir, examples_dir, tmp_path):
+    """--concurrent 2: both seeds' runs in this process on one engine, each with its run.log; the
+    same attempts as the one-at-a-time bench (tests/test_scheduler.py compares them in detail)."""
+    bench_dir = tmp_path / "bench"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "--split", str(examples_dir / "sum-two-numbers.json"), "--methods", "best-of-k", "--seeds", "2",
+         "--concurrent", "2", "--pool", "0", "--out", str(bench_dir), *cli_options(tiny_model_dir)],
+        terminal_width=200,
+    )
+    assert result.exit_code == 0, result.output
+    summaries = load_summaries(bench_dir)
+    assert set(summaries) == {RunKey(problem_id="sum-two-numbers", method="best-of-k", seed=s) for s in (0, 1)}
+    for key in summaries:
+        assert "sharing an engine with up to 2 runs" in (run_dir_for(bench_dir, key) / "run.log").read_text()
+
+
+def test_bench_cli_refuses_concurrency_that_does_not_fit_or_mixes_with_workers(tiny_model_dir, examples_dir, tmp_path):
+    split = str(examples_dir / "sum-two-numbers.json")
+    mixed = CliRunner().invoke(app, ["bench", "--split", split, "--concurrent", "2", "--workers", "2", "--out", str(tmp_path / "a")])
+    assert mixed.exit_code == 2 and "without --workers" in mixed.output
+    # a billion runs' KV caches fit no machine: refused before anything starts, naming what does fit
+    huge = CliRunner().invoke(
+        app, ["bench", "--split", split, "--concurrent", str(10**9), "--out", str(tmp_path / "b"), *cli_options(tiny_model_dir)],
+        terminal_width=300,
+    )
+    assert huge.exit_code == 2, huge.output
+    assert "expected peak" in huge.output and "use --concurrent" in huge.output
+    assert not (tmp_path / "b" / "runs").exists()

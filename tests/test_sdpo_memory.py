@@ -70,3 +70,19 @@ def test_checkpointing_off_keeps_every_layers_activations():
 def test_an_8b_adapter_outgrows_dockers_default_shared_memory():
     """#13: Qwen3-8B, rank 16 on every linear layer, bf16: ~87 MB, more than Docker's 64 MB /dev/shm."""
     assert 86e6 < QWEN3_8B.lora_parameters(LoraSettings()) * 2 < 88e6
+
+
+def test_concurrent_runs_add_an_adapter_state_each_and_the_kv_cache_of_every_batch():
+    """Qwen3-8B, rank 16 on all seven projections: 36 · 16 · 75,776 = 43,646,976 LoRA parameters,
+    12 bytes each in bf16 (parameter, gradient, two AdamW moments, fp32 EMA); the KV cache of 16 rows
+    of 1024 + 8192 tokens is 16 · 9216 · 36 layers · 2 · 1024 · 2 bytes."""
+    from ttsd.sdpo.memory import estimate_concurrent_peak
+
+    one = estimate_concurrent_peak(QWEN3_8B, _shape(), learners=1, sampled_rows=16, sampled_tokens=9216)
+    assert one.parts["adapter_states"] == 523_763_712
+    assert one.parts["kv_cache"] == 21_743_271_936
+    assert one.total == one.parts["weights"] + 523_763_712 + max(one.parts["learning_step"], 21_743_271_936)
+    assert one.parts["learning_step"] == estimate_learning_peak(QWEN3_8B, _shape()).step  # one step at a time
+    many = estimate_concurrent_peak(QWEN3_8B, _shape(), learners=8, sampled_rows=8 * 16, sampled_tokens=9216)
+    assert many.parts["adapter_states"] == 8 * 523_763_712 and many.parts["kv_cache"] == 8 * 21_743_271_936
+    assert many.total == many.parts["weights"] + 8 * 523_763_712 + 8 * 21_743_271_936

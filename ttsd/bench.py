@@ -27,6 +27,12 @@ others that have a run directory (`solve(..., resume=True)`). Runs are independe
   Ray workers write their run directories straight into BENCH_DIR, so BENCH_DIR must be on a
   filesystem every Ray node sees at the same path (NFS or similar) — the shared-filesystem assumption.
 
+- `concurrent > 1`: up to that many runs at once in this process on ONE engine
+  (`ttsd.methods.scheduler`): one base model, one sampler whose calls batch the waiting runs'
+  requests, one judge pool, a LoRA adapter per sdpo run. A run's attempts are the same as alone.
+  Each run's ttsd messages and failure go to its run.log; the engines' own output to bench.log.
+  Pools are drawn first, one after another (a pool's calls are large batches already).
+
 This module imports nothing heavy at import time (torch, vllm, ray stay inside functions).
 """
 
@@ -308,6 +314,7 @@ def run_bench(
     verbose: bool = False,
     pool: int = 0,
     pool_batch: int | None = None,
+    concurrent: int = 1,
 ) -> BenchResult:
     """Run every missing problem × method × seed, and first each problem's best-of-k pool of `pool`
     attempts (0: none; `pool_batch` attempts per sampler call, None: ttsd.pool's default);
@@ -316,7 +323,10 @@ def run_bench(
     runs in this process, after each batch). Raises BenchMismatch (and runs
     nothing) when BENCH_DIR was started with other solve options, TooManyWorkers when `workers`
     exceeds the GPUs of a GPU machine. `verbose`: each run's log lines also go to this process's
-    output (they always go to the run's run.log)."""
+    output (they always go to the run's run.log). `concurrent`: runs at once on one shared engine
+    (see the module docstring); with `workers` or `ray_address` it must be 1."""
+    if concurrent > 1 and (workers > 1 or ray_address):
+        raise ValueError("concurrent runs share one engine in this process: not with workers or Ray")
     manifest = BenchManifest(
         split=split,
         problem_ids=[p.id for p in problems],
@@ -360,7 +370,12 @@ def run_bench(
                 verbose=verbose,
             )
         )
-    if ray_address:
+    if concurrent > 1:
+        pools_first = [task for task in tasks if task.pool_target is not None]
+        outcomes = _run_one_by_one(pools_first, notify)
+        runs = [task for task in tasks if task.pool_target is None]
+        outcomes += _run_concurrently(runs, concurrent, solve_options, notify)
+    elif ray_address:
         outcomes = _run_on_ray(tasks, ray_address, notify)
     elif workers > 1:
         from ttsd.engine.hardware import gpu_count
@@ -368,13 +383,115 @@ def run_bench(
         devices = worker_devices(workers, gpu_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
         outcomes = _run_in_processes(tasks, devices, notify)
     else:
-        outcomes = []
-        for task in tasks:
-            notify(task.key, "running", None)
-            outcome = execute(task, on_pool_batch=lambda summary, key=task.key: notify(key, "running", summary))
-            outcomes.append(outcome)
-            notify(task.key, "failed" if outcome.error else "done", outcome.summary or outcome.pool)
+        outcomes = _run_one_by_one(tasks, notify)
     return BenchResult(skipped=skipped, outcomes=outcomes)
+
+
+def _run_one_by_one(tasks: list[RunTask], notify) -> list[RunOutcome]:
+    outcomes = []
+    for task in tasks:
+        notify(task.key, "running", None)
+        outcome = execute(task, on_pool_batch=lambda summary, key=task.key: notify(key, "running", summary))
+        outcomes.append(outcome)
+        notify(task.key, "failed" if outcome.error else "done", outcome.summary or outcome.pool)
+    return outcomes
+
+
+class ConcurrencyDoesNotFit(ValueError):
+    """--concurrent R whose expected peak memory exceeds the device's."""
+
+
+def device_memory_bytes(device: str) -> int:
+    """What the device holds: a GPU's total memory, or the memory a CPU machine has available now."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_properties(torch.device(device).index or 0).total_memory
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def concurrent_memory(solve_options: dict[str, Any], problems: Sequence[Problem], methods: Sequence[str], concurrent: int) -> Any:
+    """The expected peak (`ttsd.sdpo.memory.estimate_concurrent_peak`) of `concurrent` runs of this
+    bench on one engine: its longest student prompt, max_tokens, batch_size, an adapter per run
+    when sdpo is among the methods. The feedback in a teacher context is taken as long as the prompt."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ttsd.engine.chat import chat_prompt_ids
+    from ttsd.engine.models import resolve_model
+    from ttsd.methods import resolve_hardware
+    from ttsd.prompts import student_messages
+    from ttsd.sdpo.memory import LearningShape, ModelShape, estimate_concurrent_peak
+
+    config = resolve_hardware(solve_config(solve_options, methods[0], 0))
+    path = resolve_model(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompt = max(len(chat_prompt_ids(tokenizer, student_messages(p, config.templates))) for p in problems)
+    step = LearningShape(
+        attempts=config.batch_size, prompt_tokens=prompt, feedback_tokens=prompt, response_tokens=config.max_tokens,
+        top_k=config.top_k, lora=config.lora_settings(), gradient_checkpointing=config.gradient_checkpointing,
+        dtype_bytes=4 if config.dtype == "float32" else 2, device=config.device,
+    )
+    learners = concurrent if "sdpo" in methods else 0
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(path))
+    return estimate_concurrent_peak(shape, step, learners, concurrent * config.batch_size, prompt + config.max_tokens), config.device
+
+
+def check_concurrent_memory(solve_options: dict[str, Any], problems: Sequence[Problem], methods: Sequence[str], concurrent: int) -> None:
+    """Raise ConcurrencyDoesNotFit, with the estimate's parts and the largest R that fits, when
+    `concurrent` runs would not fit the device."""
+    estimate, device = concurrent_memory(solve_options, problems, methods, concurrent)
+    available = device_memory_bytes(device)
+    if estimate.total <= available:
+        return
+    # Linear in R but for the max: the largest R that fits, from R = 1's parts.
+    single, _ = concurrent_memory(solve_options, problems, methods, 1)
+    one = single.parts
+
+    def total(r: int) -> int:
+        return one["weights"] + r * one["adapter_states"] + max(one["learning_step"], r * one["kv_cache"])
+
+    fits = concurrent
+    while fits > 1 and total(fits) > available:
+        fits //= 2
+    gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
+    parts = estimate.parts
+    raise ConcurrencyDoesNotFit(
+        f"--concurrent {concurrent}: the expected peak is {gib(estimate.total)} (the base model {gib(parts['weights'])}, "
+        f"adapters with optimizer and EMA states {gib(parts['adapter_states'])}, and the larger of one learning step "
+        f"{gib(parts['learning_step'])} and the batch's KV cache {gib(parts['kv_cache'])}), more than the {device}'s "
+        f"{gib(available)}; use --concurrent {fits} or fewer, or lower --batch-size / --max-tokens"
+    )
+
+
+def _run_concurrently(tasks: list[RunTask], concurrent: int, solve_options: dict[str, Any], notify) -> list[RunOutcome]:
+    """Every task on one `SharedEngine`, up to `concurrent` at a time (`ttsd.methods.scheduler`)."""
+    if not tasks:
+        return []
+    from ttsd.engine.models import resolve_model
+    from ttsd.methods import resolve_hardware
+    from ttsd.methods.scheduler import RunJob, Scheduler, SharedEngine
+
+    jobs = [
+        RunJob(task.key, task.problem, solve_config(solve_options, task.key.method, task.key.seed), Path(task.run_dir), task.resume)
+        for task in tasks
+    ]
+    try:
+        shared = resolve_hardware(jobs[0].config)
+        engine = SharedEngine(shared, resolve_model(shared.model), learns=any(job.config.learns for job in jobs))
+    except Exception as error:  # no engine, no run: each is reported failed (and rerun next time)
+        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        return [RunOutcome(key=task.key, error=f"the shared engine could not start: {detail}") for task in tasks]
+    try:
+        results = Scheduler(engine, concurrent, on_update=notify, run_logs=True).run(jobs)
+    finally:
+        engine.close()
+    return [RunOutcome(key=result.key, summary=result.summary, error=result.message) for result in results]
 
 
 def _run_in_processes(tasks: list[RunTask], devices: list[str | None], notify) -> list[RunOutcome]:
@@ -487,7 +604,36 @@ class BenchBoard:
             text += f" ![red]{failed} failed[/red]"
         return text
 
+    def running_rows(self) -> list[tuple[str, str, str, str]]:
+        """(problem, method, seed, progress) of every run now running: attempts used of the budget,
+        ✓k once discovered."""
+        rows = []
+        for key, state in self.state.items():
+            if state != "running" or key.method == POOL:  # a pool has its own column
+                continue
+            summary = self.summary.get(key)
+            progress = "starting" if summary is None else f"{summary.attempts_used}/{summary.budget}"
+            if summary is not None and summary.discovered:
+                progress += f" ✓{summary.discovery_k}"
+            rows.append((key.problem_id, key.method, str(key.seed), progress))
+        return rows
+
     def render(self):
+        from rich.console import Group
+        from rich.table import Table
+
+        table = self.render_cells()
+        running = self.running_rows()
+        if not running:
+            return table
+        live = Table(title=f"running now ({len(running)})")
+        for column in ("problem", "method", "seed", "attempts"):
+            live.add_column(column)
+        for row in running:
+            live.add_row(*row)
+        return Group(table, live)
+
+    def render_cells(self):
         from rich.table import Table
 
         elapsed = time.monotonic() - self.started

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, Sequence
 
 from ttsd.engine.lora import STUDENT, write_adapter
 from ttsd.engine.logprob_recorder import LogprobRecorder
@@ -140,15 +140,16 @@ class HFSampler:
                     self._peft.set_adapter(name)
                 self._peft.delete_adapter(previous)
 
-    def sync_adapter(self, model: Any) -> None:
-        """Serve `model`'s adapter: free when it is the shared policy's model, else a copy via disk."""
+    def sync_adapter(self, model: Any, adapter_name: str = STUDENT) -> None:
+        """Serve `model`'s adapter `adapter_name`: free when it is the shared policy's model, else a
+        copy via disk."""
         if self.policy is not None and model is self.policy.model:
-            self.use_policy_adapter()
+            self.use_policy_adapter(adapter_name)
             return
         import tempfile
 
         with tempfile.TemporaryDirectory() as directory:
-            self.load_adapter(write_adapter(model, Path(directory) / "adapter", STUDENT))
+            self.load_adapter(write_adapter(model, Path(directory) / "adapter", adapter_name))
 
     def sleep(self) -> None:
         """Nothing to free: a shared model is the trainer's own weights."""
@@ -189,27 +190,35 @@ class HFSampler:
         """Rows decoded at once: `max_batch_size` (a call of more runs them in turn)."""
         return self.max_batch_size
 
-    def sample(self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings()) -> list[list[Sample]]:
-        """For each prompt, n samples (rows batched up to max_batch_size). Same seed => same samples:
-        the call draws from one torch stream seeded with `settings.seed`."""
+    def sample(
+        self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings(),
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Sample]]:
+        """For each prompt, n samples (rows batched up to max_batch_size). Same seed => same samples.
+
+        Sample j of prompt i draws from its own generator seeded `settings.seed + i * n + j`
+        (vLLM's seeds), or `seeds[i] + j` when `seeds` (one base seed per prompt: what the
+        scheduler sends when it batches requests of several runs) is given. A sample therefore
+        depends on its prompt and seed only, not on the other rows of its batch
+        (tests/test_hf_sampler.py). No seed at all: one stream from torch's global generator."""
         import torch
 
         check_sample_request(prompts, n)
         rows = [index for index in range(len(prompts)) for _ in range(n)]
+        row_seeds = _row_seeds(settings.seed if seeds is None else list(seeds), len(prompts), n)
         results: list[list[Sample]] = [[] for _ in prompts]
         devices = [torch.cuda.current_device()] if self.device.startswith("cuda") else []
         with torch.random.fork_rng(devices=devices), torch.no_grad(), self._serving() as model:
-            if settings.seed is not None:
-                torch.manual_seed(settings.seed)
             for start in range(0, len(rows), self.max_batch_size):
                 batch = rows[start : start + self.max_batch_size]
+                batch_seeds = None if row_seeds is None else row_seeds[start : start + self.max_batch_size]
                 for index, sample in zip(
-                    batch, self._generate(model, [prompts[i] for i in batch], settings)
+                    batch, self._generate(model, [prompts[i] for i in batch], settings, batch_seeds)
                 ):
                     results[index].append(sample)
         return results
 
-    def _generate(self, model: Any, prompts: list[list[int]], settings: SamplingSettings) -> list[Sample]:
+    def _generate(self, model: Any, prompts: list[list[int]], settings: SamplingSettings, seeds: list[int] | None = None) -> list[Sample]:
         import torch
 
         width = max(len(p) for p in prompts)
@@ -219,7 +228,11 @@ class HFSampler:
             input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
             attention_mask[row, width - len(prompt) :] = 1
         max_tokens = settings.max_tokens
-        options = dict(temperature=settings.temperature, top_p=settings.top_p, max_tokens=max_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id)
+        generators = None if seeds is None else [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+        options = dict(
+            temperature=settings.temperature, top_p=settings.top_p, max_tokens=max_tokens, eos_ids=self.eos_ids,
+            pad_id=self.pad_id, generators=generators,
+        )
         new_tokens, logprobs = self._decode_batch(model, input_ids.to(self.device), attention_mask.to(self.device), options)
         stops = set(self.eos_ids)
         samples = []
@@ -286,14 +299,25 @@ class HFSampler:
         self.policy = None
 
 
+def _row_seeds(seed: int | list[int] | None, prompts: int, n: int) -> list[int] | None:
+    """The seed of every row (prompt i's sample j at row i * n + j); see `HFSampler.sample`."""
+    if seed is None:
+        return None
+    bases = [seed + i * n for i in range(prompts)] if isinstance(seed, int) else list(seed)
+    if len(bases) != prompts:
+        raise ValueError(f"{len(bases)} seeds for {prompts} prompts")
+    return [base + j for base in bases for j in range(n)]
+
+
 def generate_with_logprobs(
     model: Any, input_ids: Any, attention_mask: Any, *, temperature: float, top_p: float, max_tokens: int,
-    eos_ids: list[int], pad_id: int,
+    eos_ids: list[int], pad_id: int, generators: list[Any] | None = None,
 ) -> tuple[Any, Any]:
-    """transformers `generate` on a left-padded batch; (new tokens, log-probs) as (rows, steps) CPU tensors."""
+    """transformers `generate` on a left-padded batch; (new tokens, log-probs) as (rows, steps) CPU tensors.
+    `generators`: one per row, each row's tokens drawn from its own (see `LogprobRecorder`)."""
     from transformers import GenerationConfig, LogitsProcessorList
 
-    recorder = LogprobRecorder(temperature, top_p)
+    recorder = LogprobRecorder(temperature, top_p, generators)
     config = GenerationConfig(
         do_sample=temperature > 0,
         temperature=1.0,  # applied by the recorder, which is the only logits processor

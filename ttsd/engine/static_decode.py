@@ -115,12 +115,14 @@ def static_decode(
     pad_id: int,
     cuda_graphs: bool,
     smallest_window: int = SMALLEST_WINDOW,
+    generators: list[Any] | None = None,
 ) -> tuple[Any, Any, DecodeStats]:
     """Sample up to max_tokens tokens for each left-padded row of input_ids.
 
     Returns (tokens, logprobs, stats): tokens and log-probs as (rows, steps) CPU tensors, with the
     same contents `generate` gives (pad after a row's stop token), the log-prob convention of
     `ttsd.engine.hf_sampler`. Raises FastPathUnavailable when the model cannot take this path.
+    `generators`: one seeded generator per row, each row's tokens drawn from its own stream.
     """
     import torch
 
@@ -135,7 +137,7 @@ def static_decode(
     total_length = prompt_length + max_tokens
     windows = attention_windows(prompt_length, total_length, smallest_window)
     stats = DecodeStats()
-    recorder = LogprobRecorder(temperature, top_p)
+    recorder = LogprobRecorder(temperature, top_p, generators)
     do_sample = temperature > 0
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     cache = _windowed_cache(inner.config.get_text_config(decoder=True), total_length)

@@ -163,3 +163,18 @@ def estimate_learning_peak(model: ModelShape, step: LearningShape) -> MemoryEsti
     }
     step_bytes = graph + max(teacher, backward)
     return MemoryEstimate(total=parts["weights"] + parts["adapter_state"] + step_bytes, step=step_bytes, parts=parts)
+
+
+def estimate_concurrent_peak(model: ModelShape, step: LearningShape, learners: int, sampled_rows: int, sampled_tokens: int) -> MemoryEstimate:
+    """The peak of R runs on one engine (`ttsd bench --concurrent`): one base model, `learners`
+    adapters each with its gradient, AdamW moments and fp32 EMA copy, and the larger of one learning
+    step (runs learn one at a time, the sampler asleep) and the sampler's KV cache for
+    `sampled_rows` rows of `sampled_tokens` tokens (every run's batch in one call):
+
+        peak = weights + learners · adapter state + max(step, rows · tokens · ℓ · 2k · b)
+    """
+    one = estimate_learning_peak(model, step)
+    kv_cache = sampled_rows * sampled_tokens * model.layers * 2 * model.kv_dim * step.dtype_bytes
+    adapters = learners * one.parts["adapter_state"]
+    parts = {"weights": one.parts["weights"], "adapter_states": adapters, "learning_step": one.step, "kv_cache": kv_cache}
+    return MemoryEstimate(total=parts["weights"] + adapters + max(one.step, kv_cache), step=max(one.step, kv_cache), parts=parts)
