@@ -8,29 +8,34 @@
 Each config (benchmarks/model_configs.py: real shapes, random weights) gets a LoRA adapter of rank
 16 on every projection, as `ttsd solve` trains, with non-zero B so the adapter does work. Each row
 samples `batch` attempts of one random prompt, never stopping early, through the functions
-HFSampler uses (`generate_with_logprobs`, `static_decode`), after a short warm-up run.
+HFSampler uses (`generate_with_logprobs`, `static_decode`), after a short warm-up run. Rows run in
+the order given (configs, then batches: put the row the target is about first) and the JSON is
+rewritten after each, so a run cut short keeps the rows it finished.
 
-The limit: one decode step reads every weight once, so
-
-    tokens/s ≤ batch × bandwidth ÷ weight bytes
+The limit: tokens/s ≤ batch × bandwidth ÷ the bytes one decode step reads
+(`benchmarks.model_configs.decode_read_bytes`): every layer's weights and the output head once (an
+untied input embedding only its looked-up rows), the adapter, and, for the weights+KV limit, each
+row's KV cache at the mean context length of the timed steps. Both limits are printed; "of limit"
+is against weights+KV, the one a decode step can reach.
 
 The bandwidth is the GPU's datasheet figure when the name is known (H200: 4.8 TB/s), else the
 device-to-device copy rate measured here (reads + writes); both are printed and saved. Decode
-tokens/s excludes the prefill and, for the fast path, the graph captures (both printed), since a
-real call samples thousands of tokens per capture.
+tokens/s excludes the prefill. With CUDA graphs the path runs twice: a first call on a fresh
+session (captures every window, after its warm-up) gives "first call tok/s", decode and captures
+together; the next call replays the graphs kept from it and gives "decode tok/s" (what the calls
+of one sampling phase get after its first).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.model_configs import CONFIGS, build_random_model, parameter_count, weight_bytes  # noqa: E402
+from benchmarks.model_configs import CONFIGS, build_random_model, decode_read_bytes, parameter_count  # noqa: E402
 
 # Datasheet memory bandwidth (bytes/s) by a substring of torch.cuda.get_device_name().
 DATASHEET_BANDWIDTH = {
@@ -48,6 +53,8 @@ LORA_RANK = 16
 def copy_bandwidth(device: str) -> float:
     """Bytes/s of a large tensor copy (bytes read + bytes written), best of a few."""
     import torch
+
+    from ttsd.engine.hardware import synchronize as _synchronize
 
     size = (1 << 30) if device.startswith("cuda") else (1 << 27)
     source = torch.empty(size, dtype=torch.uint8, device=device)
@@ -75,13 +82,6 @@ def limit_bandwidth(device: str, measured: float, override_gbs: float | None) ->
     return measured, "measured copy rate on this machine (no datasheet figure for it)"
 
 
-def _synchronize(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def adapted_model(name: str, dtype, device: str):
     """A random-weight model of `name`'s shape with a LoRA adapter on every projection."""
     import torch
@@ -100,11 +100,12 @@ def adapted_model(name: str, dtype, device: str):
 
 
 def run_path(model, path: str, batch: int, prompt, max_tokens: int, device: str) -> dict:
-    """One timed call of a decode path; the decode rate leaves out the prefill (and captures)."""
+    """Timed calls of a decode path; the decode rate leaves out the prefill (and captures)."""
     import torch
 
+    from ttsd.engine.hardware import synchronize
     from ttsd.engine.hf_sampler import generate_with_logprobs
-    from ttsd.engine.static_decode import static_decode
+    from ttsd.engine.static_decode import release_decode_sessions, static_decode
 
     ids = torch.tensor([prompt] * batch, device=device)
     mask = torch.ones_like(ids)
@@ -115,41 +116,64 @@ def run_path(model, path: str, batch: int, prompt, max_tokens: int, device: str)
     else:
         def call(tokens):
             return static_decode(model, ids, mask, max_tokens=tokens, cuda_graphs=path == "cuda-graphs", **options)
+
+    def timed(tokens):
+        synchronize(device)
+        start = time.perf_counter()
+        result = call(tokens)
+        synchronize(device)
+        return result, time.perf_counter() - start
+
     call(4)  # warm-up: kernels, allocator, cuBLAS handles
     torch.manual_seed(0)
     prefill_s = None
     if path == "generate":
-        _synchronize(device)
-        start = time.perf_counter()
-        call(1)
-        _synchronize(device)
-        prefill_s = time.perf_counter() - start
-    _synchronize(device)
-    start = time.perf_counter()
-    tokens, logprobs, stats = call(max_tokens)
-    _synchronize(device)
-    seconds = time.perf_counter() - start
+        prefill_s = timed(1)[1]
+    first = None
+    if path == "cuda-graphs":  # a first call on a fresh session: every window captured
+        release_decode_sessions(model)
+        (_, _, first), _ = timed(max_tokens)
+    (tokens, logprobs, stats), seconds = timed(max_tokens)
     steps = tokens.shape[1] - 1  # decode steps after the prefill's token
     if stats is not None:
         prefill_s, decode_s, capture_s = stats.prefill_s, stats.decode_s, stats.capture_s
     else:
         decode_s, capture_s = seconds - prefill_s, 0.0
     assert tokens.shape == (batch, max_tokens) and bool(torch.isfinite(logprobs).all())
-    return {
-        "tokens": int(tokens.numel()), "seconds": seconds, "prefill_s": prefill_s, "capture_s": capture_s,
-        "decode_s": decode_s, "decode_tokens_per_s": batch * steps / decode_s,
-        "tokens_per_s": tokens.numel() / seconds,
+    row = {
+        "tokens": int(tokens.numel()), "steps": steps, "seconds": seconds, "prefill_s": prefill_s, "capture_s": capture_s,
+        "decode_s": decode_s, "decode_tokens_per_s": batch * steps / decode_s, "tokens_per_s": tokens.numel() / seconds,
+        "first_call_capture_s": 0.0, "first_call_tokens_per_s": batch * steps / (decode_s + capture_s),
     }
+    if first is not None:
+        row.update(first_call_capture_s=first.capture_s, windows=first.windows, captured=first.captured,
+                   first_call_tokens_per_s=batch * first.steps / (first.decode_s + first.capture_s),
+                   graphs_kept=stats.kept_session and not stats.captured)
+    return row
+
+
+def with_limits(row: dict, config: str, batch: int, prompt_tokens: int, steps: int, dtype_bytes: int, bandwidth: float) -> dict:
+    """The row's weights-only and weights+KV limits (tokens/s) and its fraction of each."""
+    read = decode_read_bytes(config, batch, prompt_tokens + (steps + 1) / 2, dtype_bytes, LORA_RANK)
+    weights = read["weights"] + read["adapter"]
+    row.update(read_bytes_per_step=read, weight_bytes=weights,
+               weights_limit_tokens_per_s=batch * bandwidth / weights,
+               limit_tokens_per_s=batch * bandwidth / (weights + read["kv_cache"]))
+    if "decode_tokens_per_s" in row:
+        row["fraction_of_weights_limit"] = row["decode_tokens_per_s"] / row["weights_limit_tokens_per_s"]
+        row["fraction_of_limit"] = row["decode_tokens_per_s"] / row["limit_tokens_per_s"]
+    return row
 
 
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from ttsd.engine.hardware import dtype_name, pick_device, pick_dtype
+    from ttsd.engine.static_decode import release_decode_sessions
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="smollm2-135m,qwen2.5-0.5b,qwen2.5-1.5b,qwen3-8b",
-                        help=f"comma-separated, from {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default="qwen3-8b,smollm2-135m,qwen2.5-0.5b,qwen2.5-1.5b",
+                        help=f"comma-separated, from {', '.join(CONFIGS)}; rows run in this order")
     parser.add_argument("--batches", default="16,64")
     parser.add_argument("--paths", default=None, help="generate, static, cuda-graphs [default: generate + "
                         "cuda-graphs on CUDA, generate + static elsewhere]")
@@ -159,11 +183,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     parser.add_argument("--bandwidth-gbs", type=float, default=None, help="the limit's bandwidth in GB/s [default: datasheet]")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="rewritten after every row")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
+    dtype_bytes = torch.tensor([], dtype=dtype).element_size()
     on_gpu = device.startswith("cuda")
     paths = (args.paths or ("generate,cuda-graphs" if on_gpu else "generate,static")).split(",")
     measured = copy_bandwidth(device)
@@ -177,40 +202,49 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"device={result['device']} dtype={result['dtype']} torch={result['torch']} "
           f"transformers={result['transformers']} prompt={args.prompt_tokens} LoRA rank {LORA_RANK}")
     print(f"bandwidth for the limit: {bandwidth / 1e9:.0f} GB/s ({source}); measured copy: {measured / 1e9:.0f} GB/s")
-    print("| config | params | batch | path | decode tok/s | limit tok/s | of limit | prefill s | capture s | tokens |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| config | params | batch | path | decode tok/s | first call tok/s (with capture) | limit tok/s: weights | "
+          "weights+KV | of limit (weights+KV) | prefill s | capture s | tokens |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     generator = torch.Generator().manual_seed(0)
     for name in args.configs.split(","):
         model = adapted_model(name, dtype, device)
         prompt = torch.randint(0, CONFIGS[name]["vocab_size"], (args.prompt_tokens,), generator=generator).tolist()
-        weights = weight_bytes(name, torch.tensor([], dtype=dtype).element_size())
         for batch in (int(b) for b in args.batches.split(",")):
             for path in paths:
                 tokens = args.generate_tokens if path == "generate" else args.fast_tokens
-                row = {"config": name, "params": parameter_count(name), "weight_bytes": weights, "batch": batch, "path": path}
+                row = {"config": name, "params": parameter_count(name), "batch": batch, "path": path}
                 try:
                     row.update(run_path(model, path, batch, prompt, tokens, device))
                 except Exception as error:  # a row that fails (OOM, capture) is reported, the rest still run
                     row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                row["limit_tokens_per_s"] = batch * bandwidth / weights
-                if "decode_tokens_per_s" in row:
-                    row["fraction_of_limit"] = row["decode_tokens_per_s"] / row["limit_tokens_per_s"]
+                with_limits(row, name, batch, args.prompt_tokens, row.get("steps", tokens - 1), dtype_bytes, bandwidth)
                 result["rows"].append(row)
                 print(_table_row(row), flush=True)
+                _write(args.json, result)
+        release_decode_sessions(model)
         del model
         if on_gpu:
             torch.cuda.empty_cache()
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1))
+    _write(args.json, result)
     return result
+
+
+def _write(path: Path | None, report: dict) -> None:
+    """Rewrite the JSON (never half-written, even when the run is killed)."""
+    from ttsd.runs import write_json_atomic
+
+    if path is not None:
+        write_json_atomic(path, report)
 
 
 def _table_row(row: dict) -> str:
     head = f"| {row['config']} | {row['params'] / 1e9:.2f}B | {row['batch']} | {row['path']} |"
+    limits = f"{row['weights_limit_tokens_per_s']:.0f} | {row['limit_tokens_per_s']:.0f} |"
     if "error" in row:
-        return f"{head} failed: {row['error']} | {row['limit_tokens_per_s']:.0f} | | | | |"
-    return (f"{head} {row['decode_tokens_per_s']:.0f} | {row['limit_tokens_per_s']:.0f} | "
-            f"{100 * row['fraction_of_limit']:.1f}% | {row['prefill_s']:.2f} | {row['capture_s']:.2f} | {row['tokens']} |")
+        return f"{head} FAILED: {row['error']} | | {limits} | | | |"
+    return (f"{head} {row['decode_tokens_per_s']:.0f} | {row['first_call_tokens_per_s']:.0f} | {limits} "
+            f"{100 * row['fraction_of_limit']:.1f}% | {row['prefill_s']:.2f} | {row['first_call_capture_s'] or row['capture_s']:.2f} | "
+            f"{row['tokens']} |")
 
 
 if __name__ == "__main__":

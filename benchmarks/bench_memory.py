@@ -17,32 +17,38 @@ CPU the baseline also holds the Python and torch runtime, which the estimator do
 absolute peaks are there too.
 
 Measuring:
-- cuda: the model is built once; per row `torch.cuda.max_memory_allocated()` after
-  `reset_peak_memory_stats()` (what PyTorch's allocator handed out; the reserved peak is in the JSON).
-  An out-of-memory error becomes a row ("OOM") and longer lengths are not tried.
+- cuda: the model is built once; per row a fresh AdamW (its moments are made in the step, as in
+  a first step, so every row starts from the same baseline), `torch.cuda.max_memory_allocated()`
+  after `reset_peak_memory_stats()` (what PyTorch's allocator handed out; the reserved peak is in
+  the JSON). An out-of-memory error becomes a row ("OOM") and lengths at least as long are not tried.
 - cpu: every row in a fresh child process (spawned), so rows share nothing. The child runs with
   MALLOC_MMAP_THRESHOLD_=65536: every block over 64 KiB is its own mapping, returned to the OS when
   torch frees it, so RSS follows what torch holds (with glibc's default, freed blocks of up to
   32 MiB stay in the heap and the peak RSS came out 2-4x higher). Before the step the child
   returns freed heap to the OS (`malloc_trim`) and resets the kernel's peak-RSS counter
   (`/proc/self/clear_refs` ← 5); after it, the peak is VmHWM from /proc/self/status. The baseline
-  is the RSS just before the step (model, adapter, teacher, optimizer, Python and torch).
+  is the RSS just before the step (model, adapter, teacher, Python and torch).
   On cuda the baseline is `memory_allocated()` before the step.
   A child killed by the kernel (out of memory) becomes a row ("killed").
 - expected: the estimator's total at these shapes (its docstring has the formula).
 
-`--fit-gb G` prints the longest response that fits in G GiB, extrapolated linearly from the measured
-rows (the step's memory is affine in the response length once a micro-batch holds one attempt; the
-fit uses the two longest measured rows that fit, or the estimator's slope if only one did).
+Rows run in the order given (put the length the question is about first) and the JSON is rewritten
+after each, so a run cut short keeps the rows it finished.
+
+`--fit-gb G` searches the estimate itself (`ttsd.sdpo.memory.longest_fitting_response`, exact
+although the peak falls where a micro-batch takes fewer attempts) for the longest response that
+fits in G GiB with `--attempts` attempts, and the most attempts per step that fit at each measured
+length; then again with what the step adds scaled by the largest measured / expected ratio of the
+rows (the estimate validated, and corrected where it was low). Lengths stop at the model's context.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere: `benchmarks` and `ttsd` import from here
@@ -103,25 +109,6 @@ def trainer(args: argparse.Namespace):
     return policy, teacher, optimizer, LearnSettings.from_config(config, **overrides)
 
 
-def expected(args: argparse.Namespace, response_tokens: int):
-    import torch
-
-    from benchmarks.model_configs import model_config
-    from ttsd.config import SolveConfig
-    from ttsd.sdpo.learn import LearnSettings
-    from ttsd.sdpo.memory import LearningShape, ModelShape, estimate_learning_peak
-
-    config = SolveConfig()
-    settings = LearnSettings.from_config(config, **({} if args.max_batch_tokens is None else {"max_batch_tokens": args.max_batch_tokens}))
-    shape = LearningShape(
-        attempts=args.attempts, prompt_tokens=args.prompt_tokens, feedback_tokens=args.feedback_tokens,
-        response_tokens=response_tokens, top_k=settings.top_k, max_batch_tokens=settings.max_batch_tokens,
-        lora=config.lora_settings(), gradient_checkpointing=args.gradient_checkpointing,
-        dtype_bytes=torch.empty((), dtype=getattr(torch, args.dtype)).element_size(), device=args.device,
-    )
-    return estimate_learning_peak(ModelShape.from_config(model_config(args.model_config)), shape)
-
-
 # ----- CPU: one child process per row ------------------------------------------------------------
 def _proc_status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -172,21 +159,26 @@ def measure_cpu(args: argparse.Namespace, response_tokens: int) -> dict:
 
 
 # ----- CUDA: one process, peak statistics per row ------------------------------------------------
-def measure_cuda(args: argparse.Namespace, lengths: list[int]) -> list[dict]:
+def measure_cuda(args: argparse.Namespace, lengths: list[int]) -> Iterator[dict]:
+    """One row per length, in order (yielded as each finishes)."""
     import gc
 
     import torch
 
+    from ttsd.config import SolveConfig
     from ttsd.sdpo.learn import learn_from_batch
 
     policy, teacher, optimizer, settings = trainer(args)
-    rows: list[dict] = []
+    config = SolveConfig()
+    too_long: int | None = None  # the shortest length that did not fit
     for response_tokens in lengths:
-        if rows and "error" in rows[-1]:
-            rows.append({"error": "skipped (a shorter response did not fit)"})
+        if too_long is not None and response_tokens >= too_long:
+            yield {"error": f"skipped ({too_long} tokens did not fit)"}
             continue
         batch = step_inputs(policy.model.config.vocab_size, args.attempts, args.prompt_tokens, args.feedback_tokens, response_tokens)
+        del optimizer  # a fresh optimizer per row: each row is a first step, from the same baseline
         gc.collect()
+        optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -194,70 +186,129 @@ def measure_cuda(args: argparse.Namespace, lengths: list[int]) -> list[dict]:
         try:
             result = learn_from_batch(policy, teacher, optimizer, batch, settings)
             torch.cuda.synchronize()
-            rows.append({
+            yield {
                 "peak_bytes": torch.cuda.max_memory_allocated(), "baseline_bytes": baseline,
                 "reserved_peak_bytes": torch.cuda.max_memory_reserved(),
                 "seconds": result.time_score_s + result.time_train_s,
-            })
+            }
         except torch.OutOfMemoryError:
-            rows.append({"error": "OOM", "reserved_peak_bytes": torch.cuda.max_memory_reserved()})
+            too_long = min(response_tokens, too_long or response_tokens)
+            yield {"error": "OOM", "reserved_peak_bytes": torch.cuda.max_memory_reserved()}
         finally:
             optimizer.zero_grad(set_to_none=True)
-    return rows
 
 
-def longest_fitting(lengths: list[int], rows: list[dict], slope_bytes_per_token: float, fit_bytes: float) -> int | None:
-    """Longest response length whose peak stays ≤ fit_bytes, on the line through the two longest
-    measured rows (or through the longest with the estimator's slope); None without a measured row."""
-    measured = [(n, row["peak_bytes"]) for n, row in zip(lengths, rows) if "peak_bytes" in row]
-    if not measured:
-        return None
-    if len(measured) >= 2:
-        (n0, p0), (n1, p1) = measured[-2], measured[-1]
-        slope = (p1 - p0) / (n1 - n0) if n1 != n0 else slope_bytes_per_token
-    else:
-        slope = slope_bytes_per_token
-    n1, p1 = measured[-1]
-    if slope <= 0:
-        return None
-    return int(n1 + (fit_bytes - p1) / slope)
+def learning_shape(args: argparse.Namespace, response_tokens: int, attempts: int | None = None):
+    """The estimator's view of one row: the model's shape and the step's sizes and settings."""
+    import torch
+
+    from benchmarks.model_configs import model_config
+    from ttsd.config import SolveConfig
+    from ttsd.sdpo.learn import LearnSettings
+    from ttsd.sdpo.memory import LearningShape, ModelShape
+
+    config = SolveConfig()
+    settings = LearnSettings.from_config(config, **({} if args.max_batch_tokens is None else {"max_batch_tokens": args.max_batch_tokens}))
+    shape = LearningShape(
+        attempts=attempts or args.attempts, prompt_tokens=args.prompt_tokens, feedback_tokens=args.feedback_tokens,
+        response_tokens=response_tokens, top_k=settings.top_k, max_batch_tokens=settings.max_batch_tokens,
+        lora=config.lora_settings(), gradient_checkpointing=args.gradient_checkpointing,
+        dtype_bytes=torch.empty((), dtype=getattr(torch, args.dtype)).element_size(), device=args.device,
+    )
+    return ModelShape.from_config(model_config(args.model_config)), shape
+
+
+def expected(args: argparse.Namespace, response_tokens: int):
+    from ttsd.sdpo.memory import estimate_learning_peak
+
+    return estimate_learning_peak(*learning_shape(args, response_tokens))
+
+
+ATTEMPTS_LIMIT = 1024  # the most attempts per step the search tries
+
+
+def what_fits(args: argparse.Namespace, rows: list[dict]) -> dict:
+    """The estimate's longest response and most attempts per step in --fit-gb GiB, then the same with
+    the step scaled by the largest measured / expected ratio of the rows."""
+    from benchmarks.model_configs import model_config
+    from ttsd.sdpo.memory import longest_fitting_response, most_attempts_fitting
+
+    fit = args.fit_gb * GIB
+    context = getattr(model_config(args.model_config), "max_position_embeddings", None) or 1 << 17
+    limit = max(1, context - args.prompt_tokens - args.feedback_tokens)
+    ratios = [row["ratio"] for row in rows if "ratio" in row]
+    scales = {"estimate": 1.0}
+    if ratios:
+        scales["corrected"] = max(ratios)
+    found: dict = {"fit_gib": args.fit_gb, "response_limit": limit, "attempts_limit": ATTEMPTS_LIMIT,
+                   "measured_over_expected": {"min": min(ratios), "max": max(ratios)} if ratios else None}
+    for label, scale in scales.items():
+        model, step = learning_shape(args, 1)
+        found[label] = {
+            "step_scale": scale,
+            "longest_response_tokens": longest_fitting_response(model, step, fit, limit, step_scale=scale),
+            "most_attempts": {row["response_tokens"]: most_attempts_fitting(
+                *learning_shape(args, row["response_tokens"]), fit, ATTEMPTS_LIMIT, step_scale=scale) for row in rows},
+        }
+    return found
+
+
+def _fits_lines(found: dict) -> list[str]:
+    limits = f"(searched up to {found['response_limit']} tokens, the context, and {found['attempts_limit']} attempts)"
+    lines = []
+    for label in ("estimate", "corrected"):
+        if label not in found:
+            continue
+        entry = found[label]
+        how = ("by the estimate" if label == "estimate" else
+               f"by the estimate with the step × {entry['step_scale']:.2f} (the largest measured / expected)")
+        longest = entry["longest_response_tokens"]
+        attempts = ", ".join(f"{n} tokens: {'none' if a is None else ('≥ ' if a == found['attempts_limit'] else '') + str(a)}"
+                             for n, a in entry["most_attempts"].items())
+        responses = "no response length" if longest is None else f"responses up to {longest} tokens"
+        lines.append(f"fits in {found['fit_gib']:g} GiB {how}: {responses}; attempts per step at {attempts} {limits}")
+    return lines
+
+
+def _write(path: Path | None, report: dict) -> None:
+    """Rewrite the JSON (never half-written, even when the run is killed)."""
+    from ttsd.runs import write_json_atomic
+
+    if path is not None:
+        write_json_atomic(path, report)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     lengths = [int(part) for part in args.response_tokens.split(",") if part.strip()]
-    if args.device == "cuda":
-        rows = measure_cuda(args, lengths)
-    else:
-        rows = [measure_cpu(args, n) for n in lengths]
-    estimates = [expected(args, n) for n in lengths]
+    measured = measure_cuda(args, lengths) if args.device == "cuda" else (measure_cpu(args, n) for n in lengths)
     print(f"model={args.model_config} device={args.device} dtype={args.dtype} attempts={args.attempts} "
           f"prompt={args.prompt_tokens} feedback={args.feedback_tokens} "
-          f"gradient_checkpointing={args.gradient_checkpointing}")
+          f"gradient_checkpointing={args.gradient_checkpointing}", flush=True)
     print("| response tokens | measured peak GiB | expected peak GiB | step above baseline GiB: measured | expected | measured / expected |")
-    print("|---|---|---|---|---|---|")
-    for n, row, estimate in zip(lengths, rows, estimates):
+    print("|---|---|---|---|---|---|", flush=True)
+    rows: list[dict] = []
+    report = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rows": rows}
+    for n, row in zip(lengths, measured):
+        estimate = expected(args, n)
         row["response_tokens"] = n
         row["expected_bytes"] = estimate.total
         row["expected_step_bytes"] = estimate.step
         row["expected_parts"] = estimate.parts
+        rows.append(row)
         if "peak_bytes" not in row:
-            print(f"| {n} | {row['error']} | {estimate.total / GIB:.3f} | - | {estimate.step / GIB:.3f} | - |")
-            continue
-        step = row["peak_bytes"] - row["baseline_bytes"]
-        row["ratio"] = step / estimate.step
-        print(f"| {n} | {row['peak_bytes'] / GIB:.3f} | {estimate.total / GIB:.3f} | {step / GIB:.3f} | "
-              f"{estimate.step / GIB:.3f} | {row['ratio']:.2f} |")
-    report = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rows": rows}
+            print(f"| {n} | {row['error']} | {estimate.total / GIB:.3f} | - | {estimate.step / GIB:.3f} | - |", flush=True)
+        else:
+            step = row["peak_bytes"] - row["baseline_bytes"]
+            row["ratio"] = step / estimate.step
+            print(f"| {n} | {row['peak_bytes'] / GIB:.3f} | {estimate.total / GIB:.3f} | {step / GIB:.3f} | "
+                  f"{estimate.step / GIB:.3f} | {row['ratio']:.2f} |", flush=True)
+        _write(args.json, report)
     if args.fit_gb is not None:
-        slope = (estimates[-1].total - estimates[0].total) / (lengths[-1] - lengths[0]) if len(lengths) > 1 else \
-            expected(args, lengths[0] + 1024).total / 1024 - estimates[0].total / 1024
-        longest = longest_fitting(lengths, rows, slope, args.fit_gb * GIB)
-        report["longest_fitting_response_tokens"] = longest
-        print(f"longest response that fits in {args.fit_gb:g} GiB (extrapolated linearly from the measured rows): "
-              f"{'unknown (no row fit)' if longest is None else longest} tokens")
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        report["fits"] = what_fits(args, rows)
+        for line in _fits_lines(report["fits"]):
+            print(line)
+    _write(args.json, report)
     return report
 
 

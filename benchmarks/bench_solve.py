@@ -103,6 +103,7 @@ def forward_rate(problem, config, lengths: list[int], repeats: int = 2) -> float
     import torch
 
     from ttsd.engine.chat import chat_prompt_ids
+    from ttsd.engine.hardware import synchronize
     from ttsd.engine.models import resolve_model
     from ttsd.engine.policy import Policy
     from ttsd.engine.scorer import score_tokens
@@ -116,8 +117,10 @@ def forward_rate(problem, config, lengths: list[int], repeats: int = 2) -> float
     responses = [torch.randint(0, vocab, (n,), generator=generator).tolist() for n in batch]
     best = float("inf")
     for _ in range(repeats):
+        synchronize(policy.device)
         start = time.perf_counter()
         score_tokens(policy.model, [prompt] * len(responses), responses, top_k=0, grad=False)
+        synchronize(policy.device)  # CUDA runs the forward asynchronously: time its end, not its launch
         best = min(best, time.perf_counter() - start)
     return sum(batch) / best
 

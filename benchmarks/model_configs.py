@@ -85,6 +85,29 @@ def weight_bytes(name: str, bytes_per_parameter: int = 2) -> int:
     return parameter_count(name) * bytes_per_parameter
 
 
+def decode_read_bytes(name: str, batch: int, context_tokens: float, bytes_per_parameter: int = 2,
+                      lora_rank: int = 0) -> dict[str, float]:
+    """Bytes one decode step of `batch` rows must read from memory, by part:
+
+    - weights: every projection of every layer and the output head once; an untied input embedding
+      only the `batch` rows looked up (a tied one is the head, read there once); norms ignored;
+    - adapter: a LoRA of `lora_rank` on every projection, in the same dtype (r·(in + out) each);
+    - kv_cache: each row's keys and values up to `context_tokens` positions, in every layer.
+    """
+    c = CONFIGS[name]
+    hidden, layers, vocab = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
+    head_dim = c.get("head_dim", hidden // c["num_attention_heads"])
+    q, kv, inter = c["num_attention_heads"] * head_dim, c["num_key_value_heads"] * head_dim, c["intermediate_size"]
+    per_layer = hidden * q + 2 * hidden * kv + q * hidden + 3 * hidden * inter
+    looked_up = 0 if c["tie_word_embeddings"] else batch * hidden
+    lora = lora_rank * ((hidden + q) + 2 * (hidden + kv) + (q + hidden) + 2 * (hidden + inter) + (inter + hidden))
+    return {
+        "weights": (layers * per_layer + vocab * hidden + looked_up) * bytes_per_parameter,
+        "adapter": layers * lora * bytes_per_parameter,
+        "kv_cache": batch * context_tokens * layers * 2 * kv * bytes_per_parameter,
+    }
+
+
 def build_random_model(name: str, dtype: Any = None, device: str = "cpu", seed: int = 0) -> Any:
     """A causal LM with `name`'s config and random weights, made directly on `device` in `dtype`."""
     import torch

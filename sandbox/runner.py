@@ -1,7 +1,8 @@
 """ttsd's in-container job runner (baked into the sandbox image at /opt/ttsd/runner.py).
 
 It is the container's pid 1 and reads one JSON job per line on stdin; for each it writes a fresh
-work directory, runs the program under rlimits with a wall-clock kill and an output cap, kills
+work directory, runs the program under rlimits (its time limit is CPU time, measured over every
+process it started) with a wall-clock backstop and an output cap, kills
 every process the program left behind (`kill(-1)` spares only pid 1, i.e. this runner), wipes
 /work, /tmp and /dev/shm, and writes one JSON result line on stdout. As pid 1 it cannot be killed
 from inside the container, and being non-dumpable, programs running under the same uid cannot
@@ -119,6 +120,7 @@ def run(job):
         with open(path, "w", encoding="utf-8") as f:
             f.write(content)
     stdin_fd = supervisor.memfd("stdin", job["stdin"].encode())
+    cpu_before = supervisor.children_cpu_s()  # as pid 1 the runner reaps every process of the job
     env = {"PATH": PATH, "HOME": JOB_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         proc = subprocess.Popen(job["argv"], cwd=JOB_DIR, stdin=stdin_fd, stdout=subprocess.PIPE,
@@ -137,16 +139,18 @@ def run(job):
         nonlocal leftovers
         leftovers = kill_everything_else(proc)
 
-    collected = supervisor.collect_output(proc, start + job["time_limit_s"], job["output_limit_bytes"], on_exit=on_exit)
+    deadline = start + supervisor.wall_limit_s(job["time_limit_s"])
+    collected = supervisor.collect_output(proc, deadline, job["output_limit_bytes"], on_exit=on_exit)
     wall_s = time.monotonic() - start
     leftovers = kill_everything_else(proc) or leftovers
+    cpu_s = supervisor.children_cpu_s() - cpu_before
     for stream in (proc.stdout, proc.stderr):
         stream.close()
     wipe(WORK)
     wipe("/tmp")
     if os.path.isdir("/dev/shm"):
         wipe("/dev/shm")
-    result = collected.result(proc.returncode)
+    result = collected.result(proc.returncode, cpu_s, job["time_limit_s"])
     result.update(
         wall_s=wall_s,
         leftovers=leftovers and not collected.killed,

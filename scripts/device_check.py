@@ -5,22 +5,29 @@
 Sections, in order, each a subprocess with its own time cap (a failure or a hang becomes a row and
 the next section still runs), with the time each is expected to take on one H200:
 
-    env            versions, the GPU, what is missing (vllm, bubblewrap)                     ~10 s
+    env            versions, the GPU, what is missing (vllm, bubblewrap; prlimit and setpriv,
+                   without which the local sandbox cannot run: the solve sections then say
+                   "sandbox unavailable: …"); up to 120 s for a cold first CUDA import         ~20 s
     tests          pytest -m gpu tests/test_devices.py: sampler, fast path, CUDA graphs,
                    scorer, loss, EMA and trust-region teachers on CUDA in bf16 and fp32       ~60 s
     solve          `ttsd solve` end to end with the tests' tiny model (HF backend, local
                    sandbox, which falls back with its warning where bubblewrap is missing)    ~30 s
-    sampler_speed  benchmarks/bench_hf_sampler.py: decode tokens/s, generate vs CUDA graphs,
-                   batch 16 and 64, SmolLM2-135M / Qwen2.5-0.5B / 1.5B / Qwen3-8B shapes,
-                   against the bandwidth limit                                                ~100 s
-    memory         benchmarks/bench_memory.py (core's): peak memory of one SDPO step, Qwen3-8B
-                   shape, 16 attempts × 4096 and × 8192 tokens, and what fits in 80 GB       ~100 s
+    sampler_speed  benchmarks/bench_hf_sampler.py: decode tokens/s, generate vs CUDA graphs
+                   (graphs kept, and a first call with its captures), batch 16 and 64,
+                   Qwen3-8B (first: the target's row) / SmolLM2-135M / Qwen2.5-0.5B / 1.5B
+                   shapes, against the weights-only and weights+KV bandwidth limits           ~100 s
+    memory         benchmarks/bench_memory.py: peak memory of one SDPO step, Qwen3-8B shape,
+                   16 attempts × 8192 (first) and × 4096 tokens, measured / expected, and what
+                   fits in 80 GiB by the estimate (validated against those rows)              ~100 s
     solve_speed    benchmarks/bench_solve.py: seconds per attempt, sdpo vs best-of-k, phase
                    split, with a random-weight Qwen2.5-1.5B-shaped model                     ~90 s
     vllm           (--vllm, or on a GPU box where vllm imports) tests/test_vllm_other_process.py:
                    the engine in another process, adapters through files, sleep/wake, close
 
-Expected total ~6.5 min; the whole run stops at --deadline-s (default 470 s, under 8 minutes),
+A fast-path fallback to `generate` (the solve's sampler logs it) fails the solve section on a GPU.
+The benchmarks rewrite their JSON after every row, so a section cut short still reports its rows.
+
+Expected total ~6.7 min; the whole run stops at --deadline-s (default 470 s, under 8 minutes),
 each section capped so that the ones after it keep their expected time. `--cpu` runs the same
 sections on the CPU at tiny sizes (what tests/test_device_check.py runs in CI).
 
@@ -118,6 +125,22 @@ class Check:
         with self.log_path.open("a") as log:
             log.write(text if len(text) <= LOG_CHARS else f"[... {len(text) - LOG_CHARS} characters cut ...]\n" + text[-LOG_CHARS:])
 
+    def sandbox_problem(self, timeout_s: float) -> str | None:
+        """Why the local sandbox cannot run here (missing prlimit/setpriv), or None: from the env
+        section when it ran, else asked now."""
+        missing = self.report.get("machine", {}).get("sandbox_missing")
+        if missing is None:
+            done = self.python(["-c", SANDBOX_PROBE], min(timeout_s, 60), "sandbox tools")
+            line = next((l for l in done.stdout.splitlines() if l.startswith("DEVICE-CHECK-SANDBOX ")), None)
+            missing = json.loads(line.removeprefix("DEVICE-CHECK-SANDBOX ")) if line else [
+                f"could not check the sandbox's tools: {(done.stdout + done.stderr).strip()[-300:]}"]
+        return "; ".join(missing) or None
+
+    def require_sandbox(self, timeout_s: float) -> None:
+        problem = self.sandbox_problem(timeout_s)
+        if problem:
+            raise SectionFailed(f"sandbox unavailable: {problem}")
+
     def tiny_model(self, timeout_s: float) -> Path:
         """The tests' tiny model (random Llama, trained tokenizer, ChatML template), built once."""
         if self._tiny_model is None:
@@ -184,8 +207,16 @@ for name in ("transformers", "peft", "pydantic", "pydantic_core", "typer", "rich
     info[name] = getattr(module, "__version__", getattr(module, "VERSION", "?"))
 info.update(vllm=found("vllm"), docker_sdk=found("docker"), bubblewrap=shutil.which("bwrap") is not None,
             prlimit=shutil.which("prlimit") is not None, setpriv=shutil.which("setpriv") is not None)
+try:
+    from ttsd.sandbox.local import missing_tools
+    info["sandbox_missing"] = missing_tools()
+except Exception as error:  # ttsd itself does not import: the sections will say so
+    info["sandbox_missing"] = [f"could not check: {type(error).__name__}: {error}"]
 print("DEVICE-CHECK-ENV " + json.dumps(info))
 """
+SANDBOX_PROBE = (
+    "import json; from ttsd.sandbox.local import missing_tools; print('DEVICE-CHECK-SANDBOX ' + json.dumps(missing_tools()))"
+)
 
 
 def section_env(check: Check, cap: float) -> dict:
@@ -227,9 +258,21 @@ def section_tests(check: Check, cap: float) -> dict:
     return result
 
 
+FALLBACK_WARNING = "the fast HF decode path is off"  # what HFSampler logs when it falls back to generate
+
+
+def _fallback_reason(text: str) -> str | None:
+    """The reason in the sampler's fallback warning, if the text has one."""
+    for line in text.splitlines():
+        if FALLBACK_WARNING in line:
+            return line.split(FALLBACK_WARNING, 1)[1].strip(" ;").removeprefix("(").split("); sampling with")[0]
+    return None
+
+
 def section_solve(check: Check, cap: float) -> dict:
     started = time.monotonic()
-    model = check.tiny_model(cap)
+    check.require_sandbox(cap)
+    model = check.tiny_model(cap - (time.monotonic() - started))
     run_dir = check.work / "solve-run"
     budget, batch = 8, 4
     done = check.python(["-m", "ttsd", "solve", "reverse-string", "--model", str(model), "--backend", "hf",
@@ -237,6 +280,7 @@ def section_solve(check: Check, cap: float) -> dict:
                          "--max-tokens", "48", "--sandbox", "local", "--out", str(run_dir)],
                         cap - (time.monotonic() - started), "solve")
     output = done.stdout + done.stderr
+    run_log = (run_dir / "run.log").read_text(errors="replace") if (run_dir / "run.log").exists() else ""
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     attempts = _lines(run_dir / "attempts.jsonl")
@@ -250,11 +294,15 @@ def section_solve(check: Check, cap: float) -> dict:
     result = {
         "exit_code": done.returncode, "attempts": len(attempts), "steps": len(steps), "summary": summary,
         "device": config.get("device"), "dtype": config.get("dtype"), "missing_files": missing,
-        "bubblewrap": bubblewrap, "sandbox_fallback_warned": "WITHOUT bubblewrap" in output,
+        "bubblewrap": bubblewrap, "sandbox_fallback_warned": "WITHOUT bubblewrap" in output + run_log,
+        "decode_fallback": _fallback_reason(output + run_log),
     }
     problems = []
     if done.returncode not in (0, 1):
-        problems.append(f"exit code {done.returncode}")
+        error = next((l for l in done.stderr.splitlines() if l.startswith("error:")), "")
+        problems.append(f"exit code {done.returncode}{': ' + error if error else ''}")
+    if result["decode_fallback"] and not check.cpu:
+        problems.append(f"the fast decode path fell back to generate: {result['decode_fallback']}")
     if missing:
         problems.append(f"run directory lacks {', '.join(missing)}")
     if summary.get("attempts_used") != len(attempts) or not summary.get("finished"):
@@ -278,17 +326,33 @@ def section_sampler_speed(check: Check, cap: float) -> dict:
     out = check.work / "sampler.json"
     sizes = (["--configs", "tiny", "--batches", "2,4", "--prompt-tokens", "16", "--generate-tokens", "8", "--fast-tokens", "8"]
              if check.cpu else
-             ["--configs", "smollm2-135m,qwen2.5-0.5b,qwen2.5-1.5b,qwen3-8b", "--batches", "16,64", "--prompt-tokens", "128",
+             # Qwen3-8B at batch 16 first: the row the target (≥ 50% of the limit) is about
+             ["--configs", "qwen3-8b,smollm2-135m,qwen2.5-0.5b,qwen2.5-1.5b", "--batches", "16,64", "--prompt-tokens", "128",
               "--generate-tokens", "32", "--fast-tokens", "256"])
-    done = check.python(["benchmarks/bench_hf_sampler.py", *sizes, "--json", str(out)], cap, "sampler_speed")
+    done = _run_keeping_rows(check, ["benchmarks/bench_hf_sampler.py", *sizes, "--json", str(out)], cap, "sampler_speed", out)
     if done.returncode != 0 or not out.exists():
         raise _failed(done, "bench_hf_sampler.py")
     result = json.loads(out.read_text())
     result["table"] = _table_lines(done.stdout)
     failed = [r for r in result["rows"] if "error" in r]
     if failed:
-        raise SectionFailed(f"{len(failed)} of {len(result['rows'])} rows failed", {"result": result})
+        raise SectionFailed("; ".join(f"{r['config']} b{r['batch']} {r['path']} FAILED: {r['error']}" for r in failed),
+                            {"result": result})
     return result
+
+
+def _run_keeping_rows(check: Check, args: list[str], cap: float, label: str, out: Path) -> subprocess.CompletedProcess:
+    """Run a benchmark that rewrites `out` after every row; on a timeout the rows it finished come
+    back with the failure."""
+    try:
+        return check.python(args, cap, label)
+    except SectionFailed as failure:
+        if out.exists():
+            partial = json.loads(out.read_text())
+            rows = partial.get("rows", [])
+            failure.result["result"] = {**partial, "table": [f"| {len(rows)} rows finished before the time cap (see the JSON) |"]}
+            failure.args = (f"{failure} ({len(rows)} rows finished)",)
+        raise
 
 
 def section_memory(check: Check, cap: float) -> dict:
@@ -296,20 +360,29 @@ def section_memory(check: Check, cap: float) -> dict:
     if not script.exists():
         raise SectionFailed("benchmarks/bench_memory.py is missing (issue #10 item 3, written by core)")
     out = check.work / "memory.json"
-    sizes = (["--model-config", "tiny", "--attempts", "2", "--response-tokens", "32,64", "--prompt-tokens", "16",
-              "--device", "cpu", "--dtype", "float32"]
+    sizes = (["--model-config", "tiny", "--attempts", "2", "--response-tokens", "64,32", "--prompt-tokens", "16",
+              "--device", "cpu", "--dtype", "float32", "--fit-gb", "1"]
              if check.cpu else
-             ["--model-config", "qwen3-8b", "--attempts", "16", "--response-tokens", "4096,8192", "--prompt-tokens", "1024",
+             # 8192 first: the paper's length, the row the question is about
+             ["--model-config", "qwen3-8b", "--attempts", "16", "--response-tokens", "8192,4096", "--prompt-tokens", "1024",
               "--device", "cuda", "--dtype", "bfloat16", "--fit-gb", "80"])
-    done = check.python([str(script.relative_to(REPO)), *sizes, "--gradient-checkpointing", "--json", str(out)], cap, "memory")
+    args = [str(script.relative_to(REPO)), *sizes, "--gradient-checkpointing", "--json", str(out)]
+    try:
+        done = _run_keeping_rows(check, args, cap, "memory", out)
+    except SectionFailed as failure:
+        if "result" in failure.result:
+            failure.result["result"] = {"memory": failure.result["result"]}
+        raise
     if done.returncode != 0 or not out.exists():
         raise _failed(done, "bench_memory.py")
     result = json.loads(out.read_text())
-    return {"memory": result, "table": _table_lines(done.stdout)}
+    fits = [line for line in done.stdout.splitlines() if line.startswith("fits in ")]
+    return {"memory": result, "table": _table_lines(done.stdout) + ([""] + fits if fits else [])}
 
 
 def section_solve_speed(check: Check, cap: float) -> dict:
     started = time.monotonic()
+    check.require_sandbox(cap)
     if check.cpu:
         model = check.tiny_model(cap)
         sizes = ["--budget", "8", "--batch-size", "4", "--max-tokens", "16"]
@@ -363,7 +436,8 @@ def section_vllm(check: Check, cap: float) -> dict:
 
 
 SECTIONS = [
-    Section("env", 10, 40, 60, section_env),
+    # A cold machine's first CUDA torch + peft import can take a minute: room for it, inside the deadline.
+    Section("env", 20, 120, 120, section_env),
     Section("tests", 60, 150, 600, section_tests),
     Section("solve", 30, 90, 300, section_solve),
     Section("sampler_speed", 100, 200, 300, section_sampler_speed),
@@ -400,8 +474,9 @@ def markdown(report: dict) -> str:
             lines += ["", f"## {name}", "", *table]
         if name == "sampler_speed" and entry.get("result", {}).get("bandwidth_source"):
             result = entry["result"]
-            lines += ["", f"Limit: batch × {result['bandwidth_limit_gbs']:.0f} GB/s ({result['bandwidth_source']}) ÷ "
-                      f"weight bytes; measured copy {result['measured_copy_gbs']:.0f} GB/s."]
+            lines += ["", f"Limits: batch × {result['bandwidth_limit_gbs']:.0f} GB/s ({result['bandwidth_source']}) ÷ the "
+                      f"bytes a decode step reads (weights without an untied input embedding, + adapter; + the KV cache "
+                      f"at the mean context for weights+KV); measured copy {result['measured_copy_gbs']:.0f} GB/s."]
         if name == "memory" and entry.get("result", {}).get("memory") and not table:
             lines += ["", "## memory", "", "```", json.dumps(entry["result"]["memory"], indent=1)[:3000], "```"]
     return "\n".join(lines) + "\n"
@@ -413,28 +488,39 @@ def _summary(name: str, entry: dict) -> str:
         text = entry.get("error") or result.get("reason") or ""
         return text.replace("|", "/").replace("\n", " ")[:300]
     if name == "env":
-        return f"{result.get('gpu', 'cpu')}, CUDA {result.get('cuda')}, pydantic {result.get('pydantic')}"
+        missing = result.get("sandbox_missing")
+        sandbox = f"; sandbox unavailable: {'; '.join(missing)}" if missing else ""
+        return f"{result.get('gpu', 'cpu')}, CUDA {result.get('cuda')}, pydantic {result.get('pydantic')}{sandbox}"
     if name == "tests":
         return f"{result['passed']} passed, {result['skipped']} skipped, {result['failed']} failed"
     if name == "solve":
         s = result["summary"]
+        fallback = result.get("decode_fallback")
         return (f"exit {result['exit_code']}, {result['attempts']} attempts in {result['steps']} steps on "
                 f"{result['device']}/{result['dtype']}, discovered {s.get('discovered')}; sandbox fallback warned: "
-                f"{result['sandbox_fallback_warned']}")
+                f"{result['sandbox_fallback_warned']}; decode: {'FELL BACK TO generate: ' + fallback if fallback else 'as chosen'}")
     if name == "sampler_speed":
         best = {}
         for row in result["rows"]:
             key = (row["config"], row["batch"])
             if row["path"] != "generate" and "fraction_of_limit" in row:
                 best[key] = row
-        return "; ".join(f"{c} b{b}: {r['decode_tokens_per_s']:.0f} tok/s = {100 * r['fraction_of_limit']:.0f}% of limit"
+        return "; ".join(f"{c} b{b} {r['path']}: {r['decode_tokens_per_s']:.0f} tok/s = {100 * r['fraction_of_limit']:.0f}% of "
+                         f"the weights+KV limit ({r['first_call_tokens_per_s']:.0f} with captures)"
                          for (c, b), r in best.items())
     if name == "solve_speed":
         rows = result["seconds_per_attempt"]
         return (f"sdpo {rows['sdpo']['total']:.3f} s/attempt, best-of-k {rows['best-of-k']['total']:.3f}: "
                 f"{result['ratio']:.2f}× ({result['model']})")
     if name == "memory":
-        return "see the memory table"
+        fits = (result.get("memory") or {}).get("fits") or {}
+        longest = (fits.get("estimate") or {}).get("longest_response_tokens")
+        corrected = (fits.get("corrected") or {}).get("longest_response_tokens")
+        if not fits:
+            return "see the memory table"
+        tokens = lambda n: "no length" if n is None else f"{n} tokens"
+        return (f"fits {fits['fit_gib']:g} GiB up to {tokens(longest)} per response by the estimate, "
+                f"{tokens(corrected)} corrected by the measured rows; see the memory table")
     if name == "vllm":
         return result.get("pytest", "")
     return ""

@@ -175,7 +175,7 @@ def test_restarted_bench_skips_finished_and_resumes_unfinished(small_bench, tiny
 def test_compare_after_bench(small_bench):
     bench_dir, problems_dir = small_bench
     out = bench_dir / "report"
-    result = CliRunner().invoke(app, ["compare", str(bench_dir), "--k", "1,2", "--out", str(out), "--resamples", "100"], terminal_width=250)
+    result = CliRunner().invoke(app, ["compare", str(bench_dir), "--k", "1,2", "--out", str(out), "--simulations", "100"], terminal_width=250)
     assert result.exit_code == 0, result.output
     data = json.loads((out / "compare.json").read_text())
     scopes = {(s["scope"], s["name"]) for s in data["scopes"]}
@@ -183,8 +183,13 @@ def test_compare_after_bench(small_bench):
     for s in data["scopes"]:
         assert sorted(m["method"] for m in s["methods"]) == sorted(METHODS)
         assert all(m["runs"] == (2 if s["scope"] == "problem" else 4) for m in s["methods"])
+    # best-of-k from the bench's pool, and every run and the pool recorded its costs: all three axes
+    split = next(s for s in data["scopes"] if s["scope"] == "split")
+    best_of_k = next(m for m in split["methods"] if m["method"] == "best-of-k")
+    assert best_of_k["samples"]["source"] == "pool" and best_of_k["samples"]["samples"] == 4 * BUDGET * len(PROBLEMS)
+    assert split["missing_axes"] == [] and set(best_of_k["curves"]) == {"attempts", "compute", "wall"}
     markdown = (out / "compare.md").read_text()
-    assert "## Per split" in markdown and "discovery@2" in markdown
+    assert "## Per split" in markdown and "discovery@2" in markdown and "## What the data support" in markdown
     import matplotlib.image as mpimg
 
     image = mpimg.imread(out / "plots" / f"split-{problems_dir.name}.png")
@@ -288,6 +293,46 @@ def test_bench_cli_refuses_more_workers_than_gpus(tmp_path, monkeypatch):
     assert not (tmp_path / "b").exists()
 
 
+def test_variants_are_recorded_resumed_and_compared(tiny_model_dir, examples_dir, tmp_path):
+    """sdpo and a variant without the source-line quote, one problem, one seed, the tiny model."""
+    bench_dir = tmp_path / "bench"
+    variants = "sdpo,sdpo-noquote=sdpo:--no-feedback-source-line:--feedback-unrun=skip"
+    args = ["bench", "--split", str(examples_dir / "sum-two-numbers.json"), "--variants", variants, "--seeds", "1", "--pool", "0",
+            "--out", str(bench_dir), *cli_options(tiny_model_dir)]
+    result = CliRunner().invoke(app, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(bench_dir)
+    assert manifest.methods == ["sdpo", "sdpo-noquote"]
+    assert manifest.variants["sdpo-noquote"].overrides == {"feedback_source_line": False, "feedback_unrun": "skip"}
+    assert "sdpo" not in manifest.variants  # a method as it is: its runs are sdpo's own
+    noquote = RunKey(problem_id="sum-two-numbers", method="sdpo-noquote", seed=0)
+    config = json.loads((run_dir_for(bench_dir, noquote) / "config.json").read_text())["config"]
+    assert (config["method"], config["variant"], config["feedback_source_line"], config["feedback_unrun"]) == ("sdpo", "sdpo-noquote", False, "skip")
+    plain = json.loads((run_dir_for(bench_dir, RunKey(problem_id="sum-two-numbers", method="sdpo", seed=0)) / "config.json").read_text())["config"]
+    assert (plain["variant"], plain["feedback_source_line"], plain["feedback_unrun"]) == (None, True, "fixed-text")
+    assert set(load_summaries(bench_dir)) == {noquote, RunKey(problem_id="sum-two-numbers", method="sdpo", seed=0)}
+
+    # a restart resumes the unfinished variant run with the variant's own settings
+    (run_dir_for(bench_dir, noquote) / "summary.json").unlink()
+    updates = []
+    again = run_bench(
+        bench_dir, [load_problem(examples_dir / "sum-two-numbers.json")], split=manifest.split, methods=manifest.methods,
+        seeds=[0], solve_options=manifest.solve_options, variants=list(manifest.variants.values()),
+        on_update=lambda k, state, s: updates.append((k, state)),
+    )
+    assert [o.key for o in again.outcomes] == [noquote] and not again.failed and len(again.skipped) == 1
+    assert load_summaries(bench_dir)[noquote].variant == "sdpo-noquote"
+    # the same name with another definition is refused
+    changed = [a if a != variants else "sdpo-noquote=sdpo:--no-feedback-input" for a in args]
+    refused = CliRunner().invoke(app, changed, terminal_width=200)
+    assert refused.exit_code == 2 and "sdpo-noquote" in refused.output
+
+    report = CliRunner().invoke(app, ["compare", str(bench_dir), "--k", "1,2", "--simulations", "50"], terminal_width=250)
+    assert report.exit_code == 0, report.output
+    data = json.loads((bench_dir / "compare" / "compare.json").read_text())
+    assert all(sorted(m["method"] for m in s["methods"]) == ["sdpo", "sdpo-noquote"] for s in data["scopes"])
+
+
 def test_a_pooled_bench_leaves_out_best_of_k_runs_records_its_pool_and_grows_it(tiny_model_dir, examples_dir, tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(
@@ -347,3 +392,17 @@ def test_bench_cli_refuses_concurrency_that_does_not_fit_or_mixes_with_workers(t
     assert huge.exit_code == 2, huge.output
     assert "expected peak" in huge.output and "use --concurrent" in huge.output
     assert not (tmp_path / "b" / "runs").exists()
+
+
+@pytest.mark.parametrize("variants, message", [
+    ("sdpo,x=sdpo:--top-p=2", "--top-p=2"),
+    ("x=telepathy", "not a method"),
+    ("x=sdpo,x=multi-turn", "more than once"),
+])
+def test_bench_cli_refuses_bad_variants(tmp_path, examples_dir, variants, message):
+    result = CliRunner().invoke(
+        app, ["bench", "--split", str(examples_dir / "reverse-string.json"), "--variants", variants, "--out", str(tmp_path / "b")],
+        terminal_width=250,
+    )
+    assert result.exit_code == 2 and message in result.output and "--variants" in result.output
+    assert not (tmp_path / "b").exists()

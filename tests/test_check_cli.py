@@ -88,3 +88,37 @@ def test_check_in_docker():
     assert json.loads(result.stdout)["verdict"] == "accepted"
     wrong = check(str(PROBLEM), str(WRONG), "--sandbox", "docker", "--json")
     assert wrong.exit_code == 1 and json.loads(wrong.stdout)["verdict"] == "wrong_answer"
+
+
+def test_a_pytest_file_that_does_not_collect_is_bad_input_at_load(tmp_path):
+    from ttsd.problems.folders import EXAMPLE_SOLUTION, scaffold_folder
+
+    folder = tmp_path / "p"
+    scaffold_folder(folder)
+    (folder / "test_hidden.py").write_text("import not_installed_anywhere\n\ndef test_x():\n    pass\n")
+    result = check(str(folder), str(folder / EXAMPLE_SOLUTION))
+    assert result.exit_code == 2, result.output
+    assert f"{folder / 'test_hidden.py'}: hidden_test_file: pytest could not collect test_hidden.py" in result.output
+    assert "No module named 'not_installed_anywhere'" in result.output
+    assert "Traceback (most recent call last)" not in result.output
+
+
+def test_bad_input_that_once_gave_a_traceback_or_an_unbounded_read_exits_2_naming_the_file(tmp_path):
+    """#24: deep nesting, a lone surrogate in a test, a problem or solution that is /dev/zero."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000)
+    surrogate = tmp_path / "surrogate.json"
+    surrogate.write_text('{"id": "s", "statement": "s", "tests": [{"input": "\\ud800", "output": "1"}]}')
+    zero = tmp_path / "zero.json"
+    zero.symlink_to("/dev/zero")
+    zero_solution = tmp_path / "zero.py"
+    zero_solution.symlink_to("/dev/zero")
+    for problem, solution, named, says in [
+        (deep, RIGHT, "deep.json", "nested more than 200 levels deep"),
+        (surrogate, RIGHT, "surrogate.json: tests[0].input", "lone surrogate"),
+        (zero, RIGHT, "zero.json", "not a regular file"),
+        (PROBLEM, zero_solution, "zero.py", "not a regular file"),
+    ]:
+        result = check(str(problem), str(solution))
+        assert result.exit_code == 2 and named in result.stderr and says in result.stderr, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception

@@ -43,11 +43,12 @@ def test_help_shows_types_choices_bounds_and_defaults(command):
     assert "--no-use-feedback" in lines["--use-feedback"] and "[default: on]" in lines["--use-feedback"]
     assert "<str,str,...>" in lines["--lora-target-modules"] and "[default: q_proj,k_proj,v_proj,o_proj," in lines["--lora-target-modules"]
     assert "<JSON object|FILE>" in lines["--templates"]
-    # every field is an option; bench sets the method and the seed of each run itself
+    # every field is an option; bench sets the method, the seed and the variant label of each run itself
     expected = {"--" + name.replace("_", "-") for name in SolveConfig.model_fields}
     if command == "bench":
-        expected -= {"--method", "--seed"}
-        assert "--method" not in lines and "--seed" not in lines and "--set" not in lines
+        expected -= {"--method", "--seed", "--variant"}
+        assert "--method" not in lines and "--seed" not in lines and "--set" not in lines and "--variant" not in lines
+        assert "--variants" in lines
         assert "<sdpo|best-of-k|multi-turn,...>" in lines["--methods"]
     else:
         assert "<sdpo|best-of-k|multi-turn>" in lines["--method"]

@@ -103,6 +103,12 @@ def test_fast_path_draws_what_generate_draws(policy):
     fast_sampler = policy.sampler(decode=FAST_PATH[device])
     fast = fast_sampler.sample(prompts, n=3, settings=SamplingSettings(max_tokens=24, seed=4))
     assert fast_sampler.last_decode["path"] == FAST_PATH[device], fast_sampler.fallback_reason
+    # graphs (and their cache) are kept between calls on CUDA, and freed when the sampler sleeps
+    from ttsd.engine.static_decode import kept_sessions
+
+    assert len(kept_sessions(policy.model)) == (1 if device == "cuda" else 0)
+    fast_sampler.sleep()
+    assert len(kept_sessions(policy.model)) == 0
     if dtype == "float32":  # same logits up to ~1e-6, same random stream: the same draws
         assert [[s.token_ids for s in row] for row in fast] == [[s.token_ids for s in row] for row in plain]
     # bf16 logits from other kernels move the sampling intervals by more than a token's width on
@@ -120,7 +126,7 @@ def test_fast_path_draws_what_generate_draws(policy):
 def test_cuda_graph_replay_equals_the_same_loop_run_eagerly(tiny_model_dir, device, dtype):
     """On CUDA, replaying captured steps gives what running them does; elsewhere the graph path
     refuses with a reason (the sampler then falls back, see tests/test_static_decode.py)."""
-    from ttsd.engine.static_decode import FastPathUnavailable, static_decode
+    from ttsd.engine.static_decode import FastPathUnavailable, release_decode_sessions, static_decode
 
     policy = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device=device, dtype=dtype)
     _perturb(policy, seed=5)
@@ -147,6 +153,23 @@ def test_cuda_graph_replay_equals_the_same_loop_run_eagerly(tiny_model_dir, devi
         agreed = same_step.index(False)
         assert agreed >= 32, agreed
         torch.testing.assert_close(runs[True][1][:, :agreed], runs[False][1][:, :agreed], atol=0.02, rtol=0)
+    # every window was captured in this first call (each after its eager warm-up, `graph_actions`);
+    # the next call replays the kept graphs, and after an in-place adapter update they serve the new values
+    first = runs[True][2]
+    assert first.captured == first.windows and not first.kept_session
+    torch.manual_seed(7)
+    again = static_decode(policy.model.eval(), ids, mask, cuda_graphs=True, **options)
+    assert again[2].kept_session and again[2].captured == [] and again[2].capture_s == 0
+    assert torch.equal(again[0], runs[True][0])
+    _perturb(policy, seed=6)
+    updated = {}
+    for graphs in (False, True):
+        torch.manual_seed(7)
+        updated[graphs] = static_decode(policy.model.eval(), ids, mask, cuda_graphs=graphs, **options)
+    assert updated[True][2].kept_session and not torch.equal(updated[True][0], runs[True][0])
+    if dtype == "float32":
+        assert torch.equal(updated[True][0], updated[False][0])
+    release_decode_sessions(policy.model)
 
 
 def test_scorer_equals_full_logits_and_trains_only_the_adapter(policy):

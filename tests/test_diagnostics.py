@@ -180,6 +180,22 @@ def test_an_sdpo_run_records_gaps_consistently_across_its_files(tiny_model_dir, 
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["teacher_logprob_gap"] == summary.teacher_logprob_gap
 
+    # the copy diagnostic: each scored attempt's tokens split into quoted and other, by the rule of
+    # ttsd.sdpo.copying applied to its tokens and the feedback the teacher saw
+    from ttsd.sdpo import copying
+
+    for attempt in attempts:
+        line = token_gaps[attempt.k]
+        flags = copying.quoted_tokens(line.tokens, attempt.feedback)
+        assert line.quoted == [t for t, q in enumerate(flags) if q]
+        assert attempt.copy_gap.quoted_tokens + attempt.copy_gap.other_tokens == attempt.num_tokens
+        assert attempt.copy_gap.quoted_tokens == len(line.quoted)
+        assert attempt.copy_gap.other_gap == pytest.approx(
+            sum(g for t, g in enumerate(line.gaps) if t not in line.quoted) / attempt.copy_gap.other_tokens, abs=1e-3)
+    for step in steps:
+        assert step.copy_gap == copying.pool([a.copy_gap for a in attempts if a.step == step.step])
+    assert summary.copy_gap == copying.pool([s.copy_gap for s in steps])
+
     # a step that did not complete leaves no token gaps behind after a rollback
     run.steps_path.write_text(run.steps_path.read_text().splitlines(keepends=True)[0])
     run.rollback_to_completed_steps()

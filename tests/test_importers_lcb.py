@@ -201,3 +201,40 @@ def test_cli_import_lcb(tmp_path):
     evil = write_jsonl(tmp_path / "evil.jsonl", [lcb_line("x", private=base64.b64encode(zlib.compress(pickle.dumps(eval))).decode())])
     result = runner.invoke(app, ["problems", "import", "lcb", str(evil), "--out", str(tmp_path / "evil-out")])
     assert result.exit_code == 2 and "refused to load global builtins.eval" in result.stderr
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+def _bad_lcb_files(tmp_path: Path) -> list[tuple[Path, str, str]]:
+    """(file, where the message must point, what it must say): each once a traceback or exit 1 (#24)."""
+    good = (json.dumps(lcb_line("good_a")) + "\n").encode()
+    deep = lcb_line("deep_a")
+    deep["public_test_cases"] = "[" * 6000 + "]" * 6000
+    surrogate = json.dumps(lcb_line("sur_a", public=[{"input": "1 \ud800\n", "output": "3\n", "testtype": "stdin"}]))
+    files = {
+        "utf8.jsonl": (good + b'{"question_id": "\xff"}\n', ":2", "not UTF-8"),
+        "long.jsonl": (good + (json.dumps(lcb_line("q" * 300)) + "\n").encode(), ":2", "id"),
+        "deep.jsonl": (good + (json.dumps(deep) + "\n").encode(), ":2", "nested more than 200 levels deep"),
+        "surrogate.jsonl": (good + (surrogate + "\n").encode(), ":2", "lone surrogate"),
+        "notgzip.jsonl.gz": (good, "notgzip.jsonl.gz", "not gzip data"),
+        "cut.jsonl.gz": (_gzip(good * 50)[:-30], "cut.jsonl.gz", "truncated or corrupt"),
+    }
+    written = []
+    for name, (data, where, says) in files.items():
+        (tmp_path / name).write_bytes(data)
+        written.append((tmp_path / name, where, says))
+    return written
+
+
+def test_bad_lcb_files_exit_2_naming_file_and_line_and_write_nothing(tmp_path):
+    for source, where, says in _bad_lcb_files(tmp_path):
+        out = tmp_path / f"out-{source.name}"
+        result = runner.invoke(app, ["problems", "import", "lcb", str(source), "--out", str(out)])
+        assert result.exit_code == 2, (source.name, result.output, result.exception)
+        assert str(source) in result.stderr and where in result.stderr and says in result.stderr, (source.name, result.stderr)
+        assert "Traceback" not in result.output and "Aborted" not in result.output
+        assert not out.exists() or not list(out.iterdir()), f"{source.name}: a half import was written"

@@ -135,8 +135,15 @@ def test_time_limit(local_judge):
     assert judgement.verdict == Verdict.time_limit
     assert judgement.tests_passed == 0
     assert judgement.wall_s < 8  # stops after the first time limit instead of paying one per test
-    assert judgement.feedback.startswith("Time Limit Exceeded\nThe program did not finish within 1 s")
+    assert judgement.feedback.startswith("Time Limit Exceeded\nThe program used more than its 1 s of CPU time")
     assert "Last Executed Input:\n1 2" in judgement.feedback
+
+
+def test_a_program_that_waits_meets_the_wall_clock_backstop_and_is_told_so(local_judge):
+    judgement = local_judge.judge(SUM.model_copy(update={"time_limit_s": 0.3}), fence("import time\ntime.sleep(1000)\n"))
+    assert judgement.verdict == Verdict.time_limit
+    assert "still running after 3 s of wall-clock time" in judgement.feedback
+    assert "10x its 0.3 s CPU time limit" in judgement.feedback
 
 
 def test_suite_time_limit():

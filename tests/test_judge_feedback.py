@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from ttsd.judge import (
     CUT_MARK,
     FEEDBACK_MAX_CHARS,
@@ -73,7 +75,7 @@ def test_feedback_prefers_a_runtime_error_then_a_timeout():
     assert text.splitlines()[:3] == ["Runtime Error", "IndexError: list index out of range", "Line 7 in solve: return a[i]"]
     assert "Last Executed Input:\n4 5" in text and "Printed Output:\npartial" in text
     timeout_text = feedback_text(runs[:2])
-    assert timeout_text.startswith("Time Limit Exceeded\nThe program did not finish within 6 s")
+    assert timeout_text.startswith("Time Limit Exceeded\nThe program used more than its 6 s of CPU time")
     assert "big" in timeout_text
 
 
@@ -85,3 +87,54 @@ def test_feedback_on_hidden_failure_says_only_that():
     ]
     assert feedback_text(runs) == HIDDEN_FAILURE_FEEDBACK
     assert feedback_text(runs[:1]) == ""  # everything passed: no feedback
+
+
+# ----- FeedbackOptions: each option removes exactly the text it names -----------------------------
+def _runtime_error():
+    error = ErrorInfo(type="NameError", message="name 'y' is not defined", line=3, function="f", source="total += y", where="solution")
+    return TestRun(index=0, hidden=False, verdict=Verdict.runtime_error, input="[1, 2]", kind="functional",
+                   stdout="debug 1\n", stderr="warn\n", error=error)
+
+
+def _wrong_answer():
+    return TestRun(index=0, hidden=False, verdict=Verdict.wrong_answer, input="[1, 2]", kind="functional",
+                   output="4", expected="3", stdout="debug 1\n")
+
+
+def test_feedback_options_default_to_everything():
+    from ttsd.judge import FeedbackOptions
+
+    assert feedback_text([_runtime_error()], options=FeedbackOptions()) == feedback_text([_runtime_error()]) == (
+        "Runtime Error\nNameError: name 'y' is not defined\nLine 3 in f: total += y\n"
+        "Last Executed Input:\n[1, 2]\nPrinted Output:\ndebug 1\nStderr:\nwarn"
+    )
+
+
+@pytest.mark.parametrize("option, run, removed, replaced_by", [
+    ("source_line", _runtime_error, "Line 3 in f: total += y", "Line 3 in f"),
+    ("input", _runtime_error, "\nLast Executed Input:\n[1, 2]", ""),
+    ("printed_output", _runtime_error, "\nPrinted Output:\ndebug 1\nStderr:\nwarn", ""),
+    ("input", _wrong_answer, "Input:\n[1, 2]\n", ""),
+    ("expected_output", _wrong_answer, "\nExpected:\n3", ""),
+    ("printed_output", _wrong_answer, "\nPrinted Output:\ndebug 1", ""),
+])
+def test_each_feedback_option_changes_exactly_its_text(option, run, removed, replaced_by):
+    from ttsd.judge import FeedbackOptions
+
+    full = feedback_text([run()])
+    assert full.count(removed) == 1
+    assert feedback_text([run()], options=FeedbackOptions(**{option: False})) == full.replace(removed, replaced_by)
+
+
+def test_the_judge_renders_feedback_with_its_options(examples_dir):
+    from ttsd.judge import FeedbackOptions, Judge
+    from ttsd.problems import load_problem
+    from ttsd.sandbox import make_sandbox
+
+    problem = load_problem(examples_dir / "sum-two-numbers.json")
+    crash = "```python\na, b = map(int, input().split())\ntotal = a + undefined_name\nprint(total)\n```"
+    with Judge(make_sandbox("local"), max_workers=1) as quoting, Judge(make_sandbox("local"), max_workers=1, feedback=FeedbackOptions(source_line=False)) as plain:
+        quoted, unquoted = quoting.judge(problem, crash).feedback, plain.judge(problem, crash).feedback
+    assert "total = a + undefined_name" in quoted
+    assert "undefined_name" in unquoted  # the error message still names it; only the source line is gone
+    assert "total = a + undefined_name" not in unquoted and unquoted == quoted.replace(": total = a + undefined_name", "")

@@ -44,3 +44,31 @@ def _installed(name: str) -> bool:
     except metadata.PackageNotFoundError:
         return False
     return True
+
+
+def test_the_license_is_an_spdx_string_setuptools_reads_without_a_warning():
+    """The TOML-table form made every install print setuptools' deprecation warning."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), str(REPO / "pyproject.toml"))
+    assert dist.metadata.license_expression == "Apache-2.0"
+    assert not [w for w in caught if "license" in str(w.message).lower()], [str(w.message) for w in caught]
+
+
+def test_the_sandboxes_pytest_is_one_pinned_debian_release_installed_here():
+    """pytest problems run under the sandbox's python3: the Docker image (sandbox/image.json) and
+    scripts/setup (the local sandbox, Debian's python3) pin the same python3-pytest."""
+    import json
+    import subprocess
+
+    image = json.loads((REPO / "sandbox" / "image.json").read_text())
+    (image_pin,) = [p.split("=", 1)[1] for p in image["packages"] if p.startswith("python3-pytest=")]
+    setup_pin = re.search(r"^SANDBOX_PYTEST=(\S+)$", (REPO / "scripts" / "setup").read_text(), re.MULTILINE)[1]
+    assert image_pin == setup_pin
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "python3-pytest"], capture_output=True, text=True)
+    assert installed.stdout == setup_pin, "run scripts/setup: the local sandbox's python3 lacks the pinned pytest"

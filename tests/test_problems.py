@@ -4,6 +4,7 @@ The importers have their own tests (tests/test_importers_*.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,15 +49,19 @@ def test_examples_load_with_unique_ids_and_cover_kinds_and_difficulties(examples
     assert len(problems) >= 6
     by_id = {p.id: p for p in problems}
     assert len(by_id) == len(problems)
-    assert {p.kind for p in problems} >= {"stdin", "functional"}
+    assert {p.kind for p in problems} >= {"stdin", "functional", "pytest"}
     assert {p.difficulty for p in problems} >= {"easy", "hard"}
     summing = by_id["sum-two-numbers"]
     assert (summing.kind, summing.difficulty, summing.source) == ("stdin", "easy", "ttsd")
     for problem in problems:
         assert problem.source == "ttsd"
+        assert (examples_dir / "solutions" / f"{problem.id}.py").is_file(), f"{problem.id} has no reference solution"
+        if problem.kind == "pytest":  # a problem folder named after its id; judged in tests/test_problem_folders.py
+            assert (examples_dir / problem.id / "problem.toml").is_file()
+            assert problem.test_file and problem.hidden_test_file
+            continue
         assert (examples_dir / f"{problem.id}.json").is_file(), "file name is <id>.json"
         assert len(problem.tests) >= 2 and len(problem.hidden_tests) > len(problem.tests), problem.id
-        assert (examples_dir / "solutions" / f"{problem.id}.py").is_file(), f"{problem.id} has no reference solution"
         if problem.kind == "functional":
             assert f"def {problem.entry_point}(self" in problem.starter_code
             assert problem.starter_code.startswith("class Solution:")
@@ -76,6 +81,8 @@ def _run_reference(problem: Problem, solution: Path, test: TestCase) -> bool:
 
 def test_reference_solutions_pass_every_test_and_wrong_ones_fail_a_visible_test(examples_dir):
     for problem in load_problems(examples_dir):
+        if problem.kind == "pytest":
+            continue  # its files run only in the sandbox: tests/test_problem_folders.py
         solution = examples_dir / "solutions" / f"{problem.id}.py"
         for index, test in enumerate(problem.all_tests):
             assert _run_reference(problem, solution, test), f"{problem.id}: test {index}"
@@ -109,7 +116,16 @@ def test_load_good_file_and_defaults(tmp_path):
         ),
         (good_problem(tests=[{"input": "1", "output": 4}]), "tests[0].output: input should be a valid string (got 4)"),
         (good_problem(hidden_tests=[{"input": "1", "outptu": "1"}]), "hidden_tests[0].outptu: unknown field"),
-        (good_problem(kind="interactive"), "kind: input should be 'stdin', 'functional', 'assert' or 'evalplus'"),
+        (good_problem(kind="interactive"), "kind: input should be 'stdin', 'functional', 'assert', 'evalplus' or 'pytest'"),
+        (good_problem(kind="pytest", tests=[]), "test_file: required when kind is 'pytest'"),
+        (good_problem(kind="pytest"), "tests: a pytest problem has no tests or hidden_tests"),
+        (good_problem(kind="pytest", tests=[], test_file="def test_x(:\n"), "test_file: not valid Python (line 1"),
+        (good_problem(kind="pytest", tests=[], test_file="x = 1\n"), "test_file: defines no test function"),
+        (good_problem(kind="pytest", tests=[], test_file="def test_x(): pass", hidden_test_file="def test_y(:"), "hidden_test_file: not valid Python"),
+        (good_problem(kind="pytest", tests=[], test_file="def test_x(): pass", module="json"), "module: 'json' is taken"),
+        (good_problem(kind="pytest", tests=[], test_file="def test_x(): pass", module="my-mod"), "module: 'my-mod' is not a Python identifier"),
+        (good_problem(kind="pytest", tests=[], test_file="def test_x(): pass", entry_point="f"), "kind: entry_point, atol and output_match do not apply"),
+        (good_problem(test_file="def test_x(): pass"), "kind: test_file, hidden_test_file and module apply only to kind 'pytest'"),
         (good_problem(time_limit_s=0), "time_limit_s: input should be greater than 0"),
         (good_problem(statement=""), "statement: string should have at least 1 character"),
         (good_problem(id="bad id/../x"), "id: must start with a letter or digit"),
@@ -166,6 +182,85 @@ def test_non_object_missing_directory_and_binary_files(tmp_path):
     assert "not UTF-8" in error_of(binary)
 
 
+# Bad input that once gave a traceback, an unbounded read, or an unrunnable limit (#24).
+
+
+def _nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 100000,
+    _nested(5000),
+    json.dumps(good_problem())[:-1] + ', "title": ' + _nested(5000) + "}",
+    '{"id": "p1", "statement": "s", "tests": [{"input": "", "output": "1"}], "difficulty": ' + "{\"a\": " * 5000 + "1" + "}" * 5000 + "}",
+])
+def test_deep_nesting_is_refused_with_the_file_named(tmp_path, text):
+    message = error_of(write_json(tmp_path / "deep.json", text))
+    assert "deep.json" in message and "nested more than 200 levels deep" in message
+
+
+@pytest.mark.parametrize("kind, test, field", [
+    ("functional", {"input": _nested(5000), "output": "1"}, "tests[0].input"),
+    ("functional", {"input": "1", "output": _nested(5000)}, "tests[0].output"),
+    ("evalplus", {"input": "[" + _nested(5000) + "]", "output": "1"}, "tests[0].input"),
+    ("assert", {"input": "def check(c):\n    assert " + "-" * 100000 + "1\n"}, "tests[0].input"),
+])
+def test_deeply_nested_test_values_are_refused_naming_the_field(tmp_path, kind, test, field):
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps(good_problem(kind=kind, entry_point="f", tests=[test])))
+    message = error_of(path)
+    assert f"deep.json: {field}:" in message and ("nested" in message or "not valid Python" in message), message
+
+
+def test_only_regular_files_of_bounded_size_are_read(tmp_path, monkeypatch):
+    import ttsd.problems.loading as loading
+
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    assert "not a regular file" in error_of(tmp_path / "zero.json")
+    os.mkfifo(tmp_path / "fifo.json")
+    assert "not a regular file" in error_of(tmp_path / "fifo.json")  # opened without a writer: must not hang
+    big = write_json(tmp_path / "big.json", good_problem(statement="x" * 5000))
+    monkeypatch.setattr(loading, "MAX_FILE_BYTES", 4096)
+    message = error_of(big)
+    assert "big.json" in message and "larger than the" in message
+
+
+@pytest.mark.parametrize("field, value", [
+    ("time_limit_s", "Infinity"), ("time_limit_s", "1e300"), ("time_limit_s", str(30 * 86400)), ("time_limit_s", "NaN"),
+    ("memory_limit_mb", "1e30"), ("memory_limit_mb", str(2**63)), ("memory_limit_mb", str(2**21)),
+])
+def test_limits_the_sandboxes_cannot_enforce_are_refused_naming_the_field(tmp_path, field, value):
+    text = json.dumps(good_problem())[:-1] + f', "{field}": {value}}}'
+    message = error_of(write_json(tmp_path / "limits.json", text))
+    assert f"limits.json: {field}:" in message, message
+
+
+def test_the_largest_limits_allowed_still_run(tmp_path):
+    from ttsd.problems.model import MAX_MEMORY_LIMIT_MB, MAX_TIME_LIMIT_S
+    from ttsd.sandbox.supervisor import rlimits
+
+    problem = load_problem(write_json(tmp_path / "p1.json", good_problem(time_limit_s=MAX_TIME_LIMIT_S, memory_limit_mb=MAX_MEMORY_LIMIT_MB)))
+    limits = rlimits(problem.time_limit_s, problem.memory_limit_mb, 64, 256)
+    assert all(0 < value < 2**63 for pair in limits.values() for value in pair if value)
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_a_lone_surrogate_in_a_test_is_refused_naming_file_and_field(tmp_path, where):
+    test = {"input": "1\n", "output": "1\n", where: "x\ud800y"}
+    path = tmp_path / "surrogate.json"
+    path.write_text(json.dumps(good_problem(tests=[{}]))
+                    .replace('[{}]', "[" + json.dumps(test).replace("\\\\ud800", "\\ud800") + "]"))
+    assert "\\ud800" in path.read_text()
+    message = error_of(path)
+    assert f"surrogate.json: tests[0].{where}: " in message and "lone surrogate" in message, message
+
+
+def test_an_id_too_long_for_a_file_name_is_refused(tmp_path):
+    message = error_of(write_json(tmp_path / "long.json", good_problem(id="a" * 300)))
+    assert "long.json: id:" in message
+
+
 def test_parse_problem_names_the_given_path():
     with pytest.raises(ProblemFileError, match=r"^problems/x\.json: tests\[0\]\.input: field required$"):
         parse_problem(json.dumps(good_problem(tests=[{"output": "1"}])), "problems/x.json")
@@ -216,7 +311,8 @@ def test_save_problem_round_trips(tmp_path):
 def test_cli_validate_list_and_show(tmp_path):
     result = runner.invoke(app, ["problems", "validate", str(EXAMPLES_DIR)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.count("ok ") == len(list(EXAMPLES_DIR.glob("*.json")))
+    assert result.stdout.count("ok ") == len(list(EXAMPLES_DIR.glob("*.json"))) + len(list(EXAMPLES_DIR.glob("*/problem.toml")))
+    assert "(count-vowels, pytest, visible test file + hidden test file)" in result.stdout
 
     result = runner.invoke(app, ["problems", "list", str(EXAMPLES_DIR)])
     assert result.exit_code == 0

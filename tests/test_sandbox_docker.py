@@ -167,3 +167,47 @@ def test_cli_reports_a_missing_engine_with_exit_code_2():
                                 env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.exit_code == 2
     assert "dockerd" in result.output and "Traceback" not in result.output
+
+
+def _racing_client(vanish: str):
+    """A real client that behaves as if another ttsd process removed the containers of owner
+    `vanish` right after each listing (the engine really removes them: the race is real, its timing
+    forced; containers of other owners are left alone)."""
+    import docker
+
+    from ttsd.sandbox.docker import OWNER_LABEL
+
+    class RacingAPI(docker.APIClient):
+        def containers(self, *args, **kwargs):
+            listed = super().containers(*args, **kwargs)
+            for entry in listed:
+                if (entry.get("Labels") or {}).get(OWNER_LABEL) == vanish:
+                    self.remove_container(entry["Id"], force=True)
+            return listed
+
+    client = docker.from_env()
+    client.api.__class__ = RacingAPI
+    return client
+
+
+def test_a_container_that_vanishes_during_leftover_removal_is_not_an_error():
+    """Many ttsd processes starting at once remove each other's leftovers; a container listed and
+    then removed by another process (NotFound on inspect or remove) must not escape."""
+    from ttsd.sandbox.docker import OWNER_LABEL, remove_leftovers
+    from ttsd.sandbox.image import image_tag
+
+    client = connect()
+    owner, vanishing = (f"{owner_id().rsplit(':', 1)[0]}:{what}-{os.getpid()}" for what in ("dead", "vanishing"))
+    made = [client.containers.create(image_tag(), labels={LABEL: "1", OWNER_LABEL: o}).id for o in (owner, owner, vanishing)]
+    try:
+        assert remove_leftovers(_racing_client(vanish=vanishing), owner=owner) == 2  # one vanished before its inspection
+        made.append(client.containers.create(image_tag(), labels={LABEL: "1", OWNER_LABEL: vanishing}).id)
+        assert remove_leftovers(_racing_client(vanish=vanishing), owner=vanishing) == 0, "vanished before its removal: not counted"
+        for gone in (owner, vanishing):
+            assert not client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={gone}"})
+    finally:
+        for cid in made:
+            try:
+                client.api.remove_container(cid, force=True)
+            except Exception:
+                pass

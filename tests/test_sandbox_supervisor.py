@@ -14,20 +14,43 @@ import pytest
 from ttsd.sandbox import Job
 from ttsd.sandbox.docker import DockerSandbox
 from ttsd.sandbox.local import LocalSandbox
-from ttsd.sandbox.supervisor import collect_output, cpu_limit_s, rlimits, safe_relative
+from ttsd.sandbox.supervisor import (
+    WALL_BACKSTOP_FACTOR,
+    collect_output,
+    cpu_limit_s,
+    rlimits,
+    safe_relative,
+    time_limit_hit,
+    wall_limit_s,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.mark.parametrize("time_limit_s, expected", [(0.5, 2), (1.0, 2), (2.5, 4), (6.0, 7), (6.01, 8)])
-def test_cpu_limit_is_a_whole_second_past_the_wall_clock(time_limit_s, expected):
+@pytest.mark.parametrize("time_limit_s, expected", [(0.2, 1), (1.0, 1), (2.5, 3), (6.0, 6), (6.01, 7)])
+def test_the_cpu_rlimit_is_the_time_limit_rounded_up_to_a_whole_second(time_limit_s, expected):
     assert cpu_limit_s(time_limit_s) == expected
-    assert time_limit_s + 1 <= cpu_limit_s(time_limit_s) < time_limit_s + 2
+
+
+def test_the_wall_clock_backstop_is_a_multiple_of_the_cpu_time_limit():
+    assert wall_limit_s(2.0) == WALL_BACKSTOP_FACTOR * 2.0 == 20.0
+
+
+@pytest.mark.parametrize("wall_timed_out, exit_code, cpu_s, expected", [
+    (False, -signal.SIGXCPU, None, "cpu"),  # the rlimit's signal
+    (False, -signal.SIGKILL, 3.2, "cpu"),  # SIGXCPU ignored: the hard limit's SIGKILL, measured past the limit
+    (True, None, 0.01, "wall"),  # waited, computed nothing
+    (True, None, None, "wall"),
+    (False, 0, 2.9, None),  # under the rounded-up limit (3 s) of a 2.5 s time limit
+    (False, -signal.SIGKILL, None, None),  # a SIGKILL nobody can attribute to a limit
+])
+def test_which_time_limit_fired(wall_timed_out, exit_code, cpu_s, expected):
+    assert time_limit_hit(wall_timed_out, exit_code, cpu_s, 2.5) == expected
 
 
 def test_rlimits_cap_processes_only_where_asked():
     limits = rlimits(2.5, memory_limit_mb=512, file_size_limit_mb=8, max_open_files=64)
-    assert limits == {"cpu": (4, 5), "as": (512 << 20,) * 2, "fsize": (8 << 20,) * 2, "nofile": (64, 64), "core": (0, 0)}
+    assert limits == {"cpu": (3, 4), "as": (512 << 20,) * 2, "fsize": (8 << 20,) * 2, "nofile": (64, 64), "core": (0, 0)}
     assert rlimits(2.5, 512, 8, 64, max_processes=32)["nproc"] == (32, 32)
 
 
@@ -106,4 +129,43 @@ def test_a_cpu_rlimit_kill_counts_as_a_timeout():
     collected = collect_output(proc, time.monotonic() + 30, 1000)
     proc.wait()
     assert collected.result(-signal.SIGXCPU)["timed_out"] is True
+    assert collected.result(-signal.SIGXCPU)["time_limit_hit"] == "cpu"
     assert collected.result(-signal.SIGKILL)["timed_out"] is False
+
+
+# A correct program that computes for ~1 s of CPU time (measured by the program itself, so the same
+# on every machine) before answering.
+ONE_CPU_SECOND = (
+    "import time\n"
+    "while time.process_time() < 1.0:\n"
+    "    pass\n"
+    "a, b = map(int, input().split())\n"
+    "print(a + b)\n"
+)
+CONCURRENT_CHECKS = 16
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend", ["local", "docker"])
+def test_a_correct_program_is_accepted_by_16_concurrent_checks(backend):
+    """The time limit is CPU time: 16 judges sharing 2 cores (CI) take ~8 s of wall clock each for 1 s
+    of CPU, past the 4 s limit (a wall-clock limit judged them time_limit), and still accept; only
+    the wall-clock backstop (10x: 40 s) is wall time. (Docker's containers share one cgroup's CPU
+    weight against everything else on the host: under a heavy load from outside the test they get
+    less than their share and can still meet the backstop.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ttsd.judge import Judge, Verdict
+    from ttsd.problems import Problem, TestCase
+
+    problem = Problem(id="one-cpu-second", statement="a + b", tests=[TestCase(input="2 3\n", output="5\n")], time_limit_s=4)
+    sandbox = LocalSandbox() if backend == "local" else DockerSandbox(pool_size=0)
+    response = f"```python\n{ONE_CPU_SECOND}```"
+    try:
+        with ThreadPoolExecutor(CONCURRENT_CHECKS) as pool:
+            judges = [Judge(sandbox, max_workers=1) for _ in range(CONCURRENT_CHECKS)]
+            judgements = list(pool.map(lambda judge: judge.judge(problem, response), judges))
+    finally:
+        sandbox.close()
+    assert [j.verdict for j in judgements] == [Verdict.accepted] * CONCURRENT_CHECKS, [j.feedback for j in judgements]

@@ -77,3 +77,21 @@ def test_teacher_prompt_uses_the_edited_templates():
     messages = teacher_messages(STDIN.model_copy(update={"title": "Sum"}), "bad", templates=custom)
     assert messages[0] == ChatMessage(role="system", content="Be brief.")
     assert messages[1].content == f"Solve: Sum\nPrint a + b.\n\n{FEEDBACK_HEADER}\n\nbad\n\n{ASK}"
+
+
+def test_unrun_attempts_can_be_left_out_of_the_learning_batch():
+    from ttsd.judge import FORMAT_ERROR_FEEDBACK, TRUNCATED_FEEDBACK
+
+    judgements = [
+        Judgement(verdict=Verdict.truncated, feedback=TRUNCATED_FEEDBACK),
+        Judgement(verdict=Verdict.format_error, feedback=FORMAT_ERROR_FEEDBACK),
+        Judgement(verdict=Verdict.runtime_error, feedback="NameError"),
+        Judgement(verdict=Verdict.accepted),
+    ]
+    responses = ["cut", "prose", "crash", "winner"]
+    kept = teacher_contexts(STDIN, responses, judgements)
+    assert TRUNCATED_FEEDBACK.splitlines()[1] in only_user_content(kept[0])  # the default: the fixed text
+    assert FORMAT_ERROR_FEEDBACK.splitlines()[1] in only_user_content(kept[1])
+    skipped = teacher_contexts(STDIN, responses, judgements, skip_unrun=True)
+    assert skipped[:2] == [None, None]  # even with a peer solution in the batch
+    assert skipped[2:] == kept[2:]

@@ -104,3 +104,21 @@ def test_show_bad_input_exits_2(sdpo_run, tmp_path):
     ):
         result = _ttsd("show", *args)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_quoted_tokens_are_underlined():
+    from rich.console import Console
+
+    from ttsd.cli.show import coloured_response, token_views
+
+    line = TokenGapRecord(k=1, step=0, tokens=["a", " total += y", "\n"], gaps=[0.0, 2.0, 0.0], quoted=[1])
+    views = token_views(line)
+    assert [v.quoted for v in views] == [False, True, False]
+    assert not any(v.quoted for v in token_views(line.model_copy(update={"quoted": None})))  # a run from before the copy diagnostic
+    console = Console(force_terminal=True, color_system="truecolor", width=80)
+    with console.capture() as captured:
+        console.print(coloured_response(views, 1.0))
+    ansi = captured.get()
+    assert ansi.startswith("a\x1b[")  # the unquoted token near 0: no style at all
+    codes, _, text = ansi[len("a\x1b["):].partition("m")
+    assert text.startswith(" total += y") and "4" in codes.split(";")  # SGR 4: underline, with its blue background

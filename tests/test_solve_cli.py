@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,9 @@ from tests.conftest import REPO
 
 
 def _ttsd(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ttsd", "solve", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    # a wide terminal, so the live table's headers (sdpo has nine columns) are not cut
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-m", "ttsd", "solve", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300, env=env)
 
 
 def test_bad_problem_exits_2_without_traceback(tmp_path):

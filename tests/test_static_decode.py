@@ -16,11 +16,16 @@ from ttsd.engine.chat import chat_prompt_ids
 from ttsd.engine.hf_sampler import generate_with_logprobs
 from ttsd.engine.policy import DEFAULT_TARGET_MODULES, LoraSettings, Policy
 from ttsd.engine.static_decode import (
+    MAX_KEPT_SESSIONS,
+    KeptSessions,
     _Stepper,
     attention_windows,
     dense_lora,
     fused_rms_norms,
+    graph_actions,
     grouped_decode_attention,
+    kept_sessions,
+    release_decode_sessions,
     static_decode,
     unsupported_reason,
 )
@@ -232,6 +237,121 @@ def test_attention_windows():
     assert attention_windows(100, 1124) == [256, 512, 1024, 1124]
     assert attention_windows(300, 400) == [400]
     assert attention_windows(5, 40, smallest=8) == [8, 16, 32, 40]
+
+
+def test_every_new_window_is_warmed_up_before_its_capture():
+    """The order a graph step follows: a window without a graph runs eagerly, is captured, then
+    replayed; a window already captured (in this call or a kept session) is only replayed."""
+    captured: set[int] = set()
+    order = []
+    for window in [16, 16, 32, 32, 64, 64]:
+        actions = graph_actions(window, captured)
+        order += [(action, window) for action in actions]
+        captured |= {window for action in actions if action == "capture"}
+    assert order == [("warm-up", 16), ("capture", 16), ("replay", 16), ("replay", 16),
+                     ("warm-up", 32), ("capture", 32), ("replay", 32), ("replay", 32),
+                     ("warm-up", 64), ("capture", 64), ("replay", 64), ("replay", 64)]
+    assert graph_actions(32, {16, 32}) == ["replay"]  # kept from an earlier call
+
+
+def test_a_warm_up_step_at_every_window_leaves_the_decode_unchanged(policy, monkeypatch):
+    """What the graph path does before each capture, run eagerly on CPU: the warm-up step's cache
+    write is undone, so warming every window changes no token and no log-prob."""
+    ids, mask = _left_padded(_prompts(policy.tokenizer), policy.tokenizer.pad_token_id, copies=2)
+    options = dict(temperature=1.0, top_p=1.0, max_tokens=80, eos_ids=[], pad_id=policy.tokenizer.pad_token_id,
+                   cuda_graphs=False, smallest_window=8)
+    torch.manual_seed(2)
+    plain = static_decode(policy.model, ids, mask, **options)
+    warmed = []
+    original = _Stepper.__call__
+
+    def warm_first(self, window):
+        if window not in self.windows_used:
+            self.warm_up(window)
+            warmed.append(window)
+        return original(self, window)
+
+    monkeypatch.setattr(_Stepper, "__call__", warm_first)
+    torch.manual_seed(2)
+    tokens, logprobs, stats = static_decode(policy.model, ids, mask, **options)
+    assert len(warmed) >= 3 and warmed == stats.windows
+    assert torch.equal(tokens, plain[0])
+    assert torch.equal(logprobs, plain[1])
+
+
+def test_kept_sessions_drop_the_least_recently_used():
+    sessions = KeptSessions(limit=2)
+    assert sessions.add("a") == [] and sessions.add("b") == []
+    assert sessions.find(lambda kept: kept == "a") == "a"  # a is now the most recent
+    assert sessions.add("c") == ["b"] and list(sessions) == ["a", "c"]
+    assert sessions.add("a2", replaces=lambda kept: kept.startswith("a")) == ["a"] and list(sessions) == ["c", "a2"]
+    assert sessions.find(lambda kept: kept == "b") is None
+    sessions.discard("c")
+    assert list(sessions) == ["a2"]
+    sessions.clear()
+    assert len(sessions) == 0
+
+
+def test_a_call_that_fails_keeps_no_session(policy):
+    """A decode that raises midway (here the prefill: a token id past the vocabulary) leaves no
+    session behind for the next call to reuse."""
+    release_decode_sessions(policy.model)
+    ids, mask = _left_padded(_prompts(policy.tokenizer), policy.tokenizer.pad_token_id, copies=1)
+    ids[0, -1] = policy.model.config.vocab_size + 5
+    with pytest.raises(IndexError):
+        static_decode(policy.model, ids, mask, temperature=1.0, top_p=1.0, max_tokens=4, eos_ids=[0], pad_id=0,
+                      cuda_graphs=False, keep=True)
+    assert len(kept_sessions(policy.model)) == 0
+    ids[0, -1] = 1
+    static_decode(policy.model, ids, mask, temperature=1.0, top_p=1.0, max_tokens=4, eos_ids=[0], pad_id=0,
+                  cuda_graphs=False, keep=True)
+    assert len(kept_sessions(policy.model)) == 1  # a call that succeeds is kept
+    release_decode_sessions(policy.model)
+
+
+def test_a_kept_session_serves_later_calls_with_the_adapter_of_the_moment(policy):
+    """keep=True on CPU, without graphs: the cache and dense-LoRA tensors of one call serve the
+    next (tokens equal generate's each time, after the adapter changed in place, for a shorter
+    prompt too); another adapter layout gets its own session; at most MAX_KEPT_SESSIONS stay."""
+    model = policy.model
+    release_decode_sessions(model)
+    prompts = _prompts(policy.tokenizer)
+    options = dict(temperature=1.0, top_p=1.0, max_tokens=30, eos_ids=[policy.tokenizer.eos_token_id],
+                   pad_id=policy.tokenizer.pad_token_id)
+    ids, mask = _left_padded(prompts, policy.tokenizer.pad_token_id, copies=2)
+    saved = policy.adapter_state()
+
+    def both(ids, mask, seed=6):
+        torch.manual_seed(seed)
+        plain = generate_with_logprobs(model, ids, mask, **options)
+        torch.manual_seed(seed)
+        fast = static_decode(model, ids, mask, cuda_graphs=False, keep=True, smallest_window=8, **options)
+        assert torch.equal(fast[0], plain[0])
+        torch.testing.assert_close(fast[1], plain[1], atol=1e-5, rtol=0)
+        return fast
+
+    try:
+        first = both(ids, mask)
+        assert not first[2].kept_session and len(kept_sessions(model)) == 1
+        with torch.no_grad():  # the trainer's update, in place
+            for parameter in policy.trainable_parameters():
+                parameter.add_(0.3 * torch.randn_like(parameter))
+        second = both(ids, mask)
+        assert second[2].kept_session and not torch.equal(second[0], first[0])
+        short_ids, short_mask = _left_padded(prompts[1:], policy.tokenizer.pad_token_id, copies=4)
+        assert both(short_ids, short_mask)[2].kept_session  # same rows, a shorter prompt: the same cache
+        with model.disable_adapter():  # base weights: no dense LoRA, another layout
+            assert not both(ids, mask)[2].kept_session
+        assert len(kept_sessions(model)) == 2
+        both(*_left_padded(prompts, policy.tokenizer.pad_token_id, copies=3))  # six rows
+        assert len(kept_sessions(model)) == MAX_KEPT_SESSIONS == 2
+        with model.disable_adapter():  # used more recently than the adapter's four-row session: still kept
+            assert both(ids, mask)[2].kept_session
+        assert not both(ids, mask)[2].kept_session  # the six-row session pushed the adapter's out
+    finally:
+        policy.load_adapter_state(saved)
+        release_decode_sessions(model)
+    assert len(kept_sessions(model)) == 0
 
 
 def test_sampler_paths_and_fallbacks(policy, caplog):

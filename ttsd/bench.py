@@ -2,6 +2,7 @@
 
     BENCH_DIR/bench.json                                  BenchManifest (split, problems, methods, seeds, options)
     BENCH_DIR/runs/<problem_id>/<method>/seed-<s>/        a run directory (ttsd.runs), summary.json when finished
+                                                          (<method>: a variant's name for a named variant, ttsd.variants)
     BENCH_DIR/bench.log                                   what the bench printed outside its runs (`ttsd bench`)
     BENCH_DIR/pool/<problem_id>/                         best-of-k pool: pool.json (PoolSummary) + attempts.jsonl (+ run.log)
 
@@ -51,6 +52,8 @@ from pydantic import BaseModel, Field
 from ttsd.logs import RUN_LOG
 from ttsd.problems import Problem
 from ttsd.runs import PoolSummary, RunDir, Summary
+from ttsd.stop_points import stop_point
+from ttsd.variants import Variant
 
 DEFAULT_METHODS = ("sdpo", "best-of-k", "multi-turn")
 MANIFEST = "bench.json"
@@ -70,9 +73,10 @@ class BenchManifest(BaseModel):
     split: str
     problem_ids: list[str]
     problem_files: dict[str, str] = {}  # id -> path of the problem file the bench used
-    methods: list[str]
+    methods: list[str]  # the runs' labels: methods, and the names of variants (ttsd.variants)
     seeds: list[int]
     solve_options: dict[str, Any] = {}  # SolveConfig fields shared by every run (budget, model, ...)
+    variants: dict[str, Variant] = {}  # name -> method + overrides, for the labels of `methods` that are named variants
     pool: int = 0  # best-of-k pool: attempts per problem (0: none; older benches have none)
     pool_batch: int | None = None  # attempts per sampler call in a pool (None: as many as the engine decodes at once)
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -87,6 +91,7 @@ class RunTask(BaseModel):
     run_dir: str
     resume: bool
     verbose: bool = False  # pass the run's log lines on to the bench's output too
+    variant: Variant | None = None  # key.method names this variant (its method and overrides)
     pool_target: int | None = None  # set: this task draws the problem's best-of-k pool (run_dir: its pool dir) up to this many attempts
     pool_batch: int | None = None
 
@@ -134,7 +139,8 @@ def load_summaries(bench_dir: Path) -> dict[RunKey, Summary]:
         summary = Summary.model_validate_json(path.read_text())
         if not summary.finished:
             continue
-        found[RunKey(problem_id=summary.problem_id, method=summary.method, seed=summary.seed)] = summary
+        label = summary.variant or summary.method  # a variant is its own row
+        found[RunKey(problem_id=summary.problem_id, method=label, seed=summary.seed)] = summary
     return found
 
 
@@ -160,10 +166,12 @@ def plan_runs(
     ]
 
 
-def solve_config(options: dict[str, Any], method: str, seed: int):
-    """The SolveConfig of one run: the shared options plus this run's method and seed."""
+def solve_config(options: dict[str, Any], method: str, seed: int, variant: Variant | None = None):
+    """The SolveConfig of one run: the shared options plus this run's method (or variant) and seed."""
     from ttsd.config import SolveConfig
 
+    if variant is not None:
+        return SolveConfig.model_validate({**variant.run_options(options), "seed": seed})
     return SolveConfig.model_validate({**options, "method": method, "seed": seed})
 
 
@@ -182,7 +190,7 @@ def execute(task: RunTask, on_pool_batch: Callable[[PoolSummary], None] | None =
             with capture_output(run_dir / RUN_LOG, tee=task.verbose):
                 pool = run_pool(task.problem, config, run_dir, task.pool_target, task.pool_batch, on_pool_batch)
             return RunOutcome(key=task.key, pool=pool)
-        config = solve_config(task.solve_options, task.key.method, task.key.seed)
+        config = solve_config(task.solve_options, task.key.method, task.key.seed, task.variant)
         with capture_output(run_dir / RUN_LOG, tee=task.verbose):
             summary = solve(task.problem, config, run_dir, resume=task.resume)
         return RunOutcome(key=task.key, summary=summary)
@@ -277,6 +285,12 @@ def merged_manifest(bench_dir: Path, manifest: BenchManifest) -> BenchManifest:
     if old is None:
         return manifest
     check_solve_options(bench_dir, manifest.solve_options, old)
+    if changed := [n for n, v in manifest.variants.items() if n in old.variants and old.variants[n] != v]:
+        raise BenchMismatch(
+            f"{bench_dir / MANIFEST} defines variant {', '.join(map(repr, changed))} otherwise "
+            f"({'; '.join(f'{old.variants[n]!r} → {manifest.variants[n]!r}' for n in changed)}); "
+            "give a changed variant a new name, or use another --out"
+        )
 
     def union(before: list, after: list) -> list:
         return before + [item for item in after if item not in before]
@@ -288,6 +302,7 @@ def merged_manifest(bench_dir: Path, manifest: BenchManifest) -> BenchManifest:
             "problem_files": {**old.problem_files, **manifest.problem_files},
             "methods": union(old.methods, manifest.methods),
             "seeds": union(old.seeds, manifest.seeds),
+            "variants": {**old.variants, **manifest.variants},
             "pool": manifest.pool,
             "pool_batch": manifest.pool_batch,
         }
@@ -312,6 +327,7 @@ def run_bench(
     problem_files: dict[str, str] | None = None,
     on_update: Callable[[RunKey, str, Summary | PoolSummary | None], None] | None = None,
     verbose: bool = False,
+    variants: Sequence[Variant] = (),
     pool: int = 0,
     pool_batch: int | None = None,
     concurrent: int = 1,
@@ -323,10 +339,12 @@ def run_bench(
     runs in this process, after each batch). Raises BenchMismatch (and runs
     nothing) when BENCH_DIR was started with other solve options, TooManyWorkers when `workers`
     exceeds the GPUs of a GPU machine. `verbose`: each run's log lines also go to this process's
-    output (they always go to the run's run.log). `concurrent`: runs at once on one shared engine
-    (see the module docstring); with `workers` or `ray_address` it must be 1."""
+    output (they always go to the run's run.log). `variants`: the named variants among `methods`
+    (ttsd.variants; a label of `methods` that names none is a method as it is). `concurrent`: runs
+    at once on one shared engine (see the module docstring); with `workers` or `ray_address` it must be 1."""
     if concurrent > 1 and (workers > 1 or ray_address):
         raise ValueError("concurrent runs share one engine in this process: not with workers or Ray")
+    named = {v.name: v for v in variants if not v.plain}
     manifest = BenchManifest(
         split=split,
         problem_ids=[p.id for p in problems],
@@ -334,6 +352,7 @@ def run_bench(
         methods=list(methods),
         seeds=list(seeds),
         solve_options=solve_options,
+        variants=named,
         pool=pool,
         pool_batch=pool_batch,
     )
@@ -368,13 +387,14 @@ def run_bench(
                 run_dir=str(run_dir_for(bench_dir, key).resolve()),
                 resume=state == "partial",
                 verbose=verbose,
+                variant=named.get(key.method),
             )
         )
     if concurrent > 1:
         pools_first = [task for task in tasks if task.pool_target is not None]
         outcomes = _run_one_by_one(pools_first, notify)
         runs = [task for task in tasks if task.pool_target is None]
-        outcomes += _run_concurrently(runs, concurrent, solve_options, notify)
+        outcomes += _run_concurrently(runs, concurrent, notify)
     elif ray_address:
         outcomes = _run_on_ray(tasks, ray_address, notify)
     elif workers > 1:
@@ -394,6 +414,7 @@ def _run_one_by_one(tasks: list[RunTask], notify) -> list[RunOutcome]:
         outcome = execute(task, on_pool_batch=lambda summary, key=task.key: notify(key, "running", summary))
         outcomes.append(outcome)
         notify(task.key, "failed" if outcome.error else "done", outcome.summary or outcome.pool)
+        stop_point("between-runs")
     return outcomes
 
 
@@ -416,61 +437,88 @@ def device_memory_bytes(device: str) -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def concurrent_memory(solve_options: dict[str, Any], problems: Sequence[Problem], methods: Sequence[str], concurrent: int) -> Any:
+def concurrent_memory(run_options: Sequence[dict[str, Any]], problems: Sequence[Problem], concurrent: int) -> Any:
     """The expected peak (`ttsd.sdpo.memory.estimate_concurrent_peak`) of `concurrent` runs of this
-    bench on one engine: its longest student prompt, max_tokens, batch_size, an adapter per run
-    when sdpo is among the methods. The feedback in a teacher context is taken as long as the prompt."""
+    bench on one engine, and the device: `run_options` holds the SolveConfig fields of each method
+    or variant (`Variant.run_options`); the estimate takes their largest batch_size and max_tokens,
+    the bench's longest student prompt, and an adapter per run when any of them learns (sdpo). The
+    feedback in a teacher context is taken as long as the prompt."""
     from transformers import AutoConfig, AutoTokenizer
 
+    from ttsd.config import SolveConfig
     from ttsd.engine.chat import chat_prompt_ids
     from ttsd.engine.models import resolve_model
     from ttsd.methods import resolve_hardware
     from ttsd.prompts import student_messages
     from ttsd.sdpo.memory import LearningShape, ModelShape, estimate_concurrent_peak
 
-    config = resolve_hardware(solve_config(solve_options, methods[0], 0))
+    configs = [resolve_hardware(SolveConfig.model_validate({**options, "seed": 0})) for options in run_options]
+    config = configs[0]
     path = resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    prompt = max(len(chat_prompt_ids(tokenizer, student_messages(p, config.templates))) for p in problems)
+    prompt = max(len(chat_prompt_ids(tokenizer, student_messages(p, c.templates))) for p in problems for c in configs)
+    batch = max(c.batch_size for c in configs)
+    max_tokens = max(c.max_tokens for c in configs)
     step = LearningShape(
-        attempts=config.batch_size, prompt_tokens=prompt, feedback_tokens=prompt, response_tokens=config.max_tokens,
-        top_k=config.top_k, lora=config.lora_settings(), gradient_checkpointing=config.gradient_checkpointing,
+        attempts=batch, prompt_tokens=prompt, feedback_tokens=prompt, response_tokens=max_tokens,
+        top_k=max(c.top_k for c in configs), lora=config.lora_settings(), gradient_checkpointing=config.gradient_checkpointing,
         dtype_bytes=4 if config.dtype == "float32" else 2, device=config.device,
     )
-    learners = concurrent if "sdpo" in methods else 0
+    learners = concurrent if any(c.learns for c in configs) else 0
     shape = ModelShape.from_config(AutoConfig.from_pretrained(path))
-    return estimate_concurrent_peak(shape, step, learners, concurrent * config.batch_size, prompt + config.max_tokens), config.device
+    return estimate_concurrent_peak(shape, step, learners, concurrent * batch, prompt + max_tokens), config.device
 
 
-def check_concurrent_memory(solve_options: dict[str, Any], problems: Sequence[Problem], methods: Sequence[str], concurrent: int) -> None:
+def check_concurrent_memory(run_options: Sequence[dict[str, Any]], problems: Sequence[Problem], concurrent: int) -> None:
     """Raise ConcurrencyDoesNotFit, with the estimate's parts and the largest R that fits, when
-    `concurrent` runs would not fit the device."""
-    estimate, device = concurrent_memory(solve_options, problems, methods, concurrent)
+    `concurrent` runs would not fit the device (`concurrent_memory`)."""
+    estimate, device = concurrent_memory(run_options, problems, concurrent)
     available = device_memory_bytes(device)
     if estimate.total <= available:
         return
     # Linear in R but for the max: the largest R that fits, from R = 1's parts.
-    single, _ = concurrent_memory(solve_options, problems, methods, 1)
+    single, _ = concurrent_memory(run_options, problems, 1)
     one = single.parts
 
     def total(r: int) -> int:
         return one["weights"] + r * one["adapter_states"] + max(one["learning_step"], r * one["kv_cache"])
 
-    fits = concurrent
-    while fits > 1 and total(fits) > available:
-        fits //= 2
+    low, high = 1, concurrent  # total(r) grows with r: the largest r that fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if total(middle) <= available else (low, middle - 1)
+    fits = low
     gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
     parts = estimate.parts
+    advice = f"use --concurrent {fits} or fewer" if total(fits) <= available else "even one run does not fit"
     raise ConcurrencyDoesNotFit(
         f"--concurrent {concurrent}: the expected peak is {gib(estimate.total)} (the base model {gib(parts['weights'])}, "
         f"adapters with optimizer and EMA states {gib(parts['adapter_states'])}, and the larger of one learning step "
         f"{gib(parts['learning_step'])} and the batch's KV cache {gib(parts['kv_cache'])}), more than the {device}'s "
-        f"{gib(available)}; use --concurrent {fits} or fewer, or lower --batch-size / --max-tokens"
+        f"{gib(available)}; {advice}, or lower --batch-size / --max-tokens"
     )
 
 
-def _run_concurrently(tasks: list[RunTask], concurrent: int, solve_options: dict[str, Any], notify) -> list[RunOutcome]:
-    """Every task on one `SharedEngine`, up to `concurrent` at a time (`ttsd.methods.scheduler`)."""
+# What runs sharing one engine must agree on (the rest is each run's own: method, seed, budget,
+# sampling, learning, feedback, prompts). Runs of variants that differ here get engines of their own.
+ENGINE_FIELDS = (
+    "model", "backend", "sandbox", "device", "dtype", "lora_rank", "lora_alpha", "lora_target_modules",
+    "gradient_checkpointing", "judge_workers", "gpu_memory_utilization", "top_k",
+)
+
+
+def engine_groups(configs: Sequence[Any]) -> list[list[int]]:
+    """Indices of `configs` (SolveConfigs) grouped by their ENGINE_FIELDS, in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for index, config in enumerate(configs):
+        key = tuple(repr(getattr(config, name)) for name in ENGINE_FIELDS)
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
+def _run_concurrently(tasks: list[RunTask], concurrent: int, notify) -> list[RunOutcome]:
+    """Every task on a `SharedEngine`, up to `concurrent` at a time (`ttsd.methods.scheduler`); one
+    engine after another when variants differ in ENGINE_FIELDS."""
     if not tasks:
         return []
     from ttsd.engine.models import resolve_model
@@ -478,20 +526,28 @@ def _run_concurrently(tasks: list[RunTask], concurrent: int, solve_options: dict
     from ttsd.methods.scheduler import RunJob, Scheduler, SharedEngine
 
     jobs = [
-        RunJob(task.key, task.problem, solve_config(solve_options, task.key.method, task.key.seed), Path(task.run_dir), task.resume)
+        RunJob(task.key, task.problem, solve_config(task.solve_options, task.key.method, task.key.seed, task.variant),
+               Path(task.run_dir), task.resume)
         for task in tasks
     ]
-    try:
-        shared = resolve_hardware(jobs[0].config)
-        engine = SharedEngine(shared, resolve_model(shared.model), learns=any(job.config.learns for job in jobs))
-    except Exception as error:  # no engine, no run: each is reported failed (and rerun next time)
-        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-        return [RunOutcome(key=task.key, error=f"the shared engine could not start: {detail}") for task in tasks]
-    try:
-        results = Scheduler(engine, concurrent, on_update=notify, run_logs=True).run(jobs)
-    finally:
-        engine.close()
-    return [RunOutcome(key=result.key, summary=result.summary, error=result.message) for result in results]
+    outcomes: list[RunOutcome] = []
+    for group in engine_groups([job.config for job in jobs]):
+        members = [jobs[i] for i in group]
+        try:
+            shared = resolve_hardware(members[0].config)
+            engine = SharedEngine(shared, resolve_model(shared.model), learns=any(job.config.learns for job in members))
+        except Exception as error:  # no engine, no run: each is reported failed (and rerun next time)
+            detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+            for job in members:
+                notify(job.key, "failed", None)
+                outcomes.append(RunOutcome(key=job.key, error=f"the shared engine could not start: {detail}"))
+            continue
+        try:
+            results = Scheduler(engine, concurrent, on_update=notify, run_logs=True).run(members)
+        finally:
+            engine.close()
+        outcomes += [RunOutcome(key=result.key, summary=result.summary, error=result.message) for result in results]
+    return outcomes
 
 
 def _run_in_processes(tasks: list[RunTask], devices: list[str | None], notify) -> list[RunOutcome]:

@@ -19,9 +19,10 @@ the price that a problem solved once in 64 but missed by its first m draws is no
 hold 0/m for such problems, so the coverage is on record.
 
 No winner's curse (`estimate_samples = m`): the screen's samples *select* the very hard problems,
-so their counts are biased low for exactly those problems (a problem is selected because its draws
-came out badly: every one of the pool's seven very hard problems had its single pass in the
-8-sample screen, then 0/56 in the follow-up). After screening, each problem selected into
+so their counts are biased for exactly those problems (a problem is selected because its draws
+passed at least once, yet rarely; conditioning on that pass overstates a tiny rate: every one of
+the pool's seven very hard problems had its single pass in the 8-sample screen, then 0/56 in the
+follow-up). After screening, each problem selected into
 very_hard gets m fresh samples in one more stage (index len(stages), so its calls' seeds are new)
 that only *estimate* its rate. Split files keep both: `rates` (selection) and `estimates`.
 

@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttsd.engine.lora import LoraSettings
+from ttsd.judge.feedback import FeedbackOptions
 from ttsd.prompts import PromptTemplates
 
 Method = Literal["sdpo", "best-of-k", "multi-turn"]
@@ -62,7 +63,22 @@ class SolveConfig(BaseModel):
         0.01, ge=0, le=1, description="trust-region teacher: weight of the current student in the logit lerp (0 = initial model)"
     )
     use_feedback: bool = Field(True, description="put the attempt's feedback in the teacher context")
-    use_peer_solution: bool = Field(True, description="put another passing attempt of the batch in the teacher context")
+    use_peer_solution: bool = Field(
+        True, description="put another passing attempt of the batch in the teacher context (the paper's default; docs/feedback.md)"
+    )
+    # What the feedback text shows (ttsd.judge.feedback.FeedbackOptions; docs/feedback.md says what the
+    # SDPO paper and LeetCode / LiveCodeBench show). Each removes exactly the part it names.
+    feedback_source_line: bool = Field(
+        True, description="runtime errors: quote the failing source line ('Line 3 in f: total += x'); off: only its line "
+        "number and function ('Line 3 in f'), so the self-teacher cannot copy the buggy line (docs/feedback.md)",
+    )
+    feedback_input: bool = Field(True, description="show the failing test's input ('Last Executed Input' / 'Input', as LeetCode does)")
+    feedback_printed_output: bool = Field(True, description="show what the program printed besides its answer ('Printed Output', 'Stderr')")
+    feedback_expected_output: bool = Field(True, description="wrong answers: show the expected output ('Expected')")
+    feedback_unrun: Literal["fixed-text", "skip"] = Field(
+        "fixed-text", description="truncated and no-code-block attempts (never run): fixed-text: learn from the fixed "
+        "'Truncated' / 'Format Error' feedback; skip: leave them out of the learning batch (docs/feedback.md)",
+    )
     continue_after_discovery: bool = Field(False, description="keep going after the first passing attempt until the budget is spent")
     context_limit: int = Field(32768, ge=256, description="multi-turn: most prompt tokens; the oldest feedback is dropped first")
     multi_turn_chat: bool = Field(False, description="multi-turn: alternate the model's attempts and the feedback as chat turns")
@@ -78,11 +94,24 @@ class SolveConfig(BaseModel):
         "+ max_tokens, so no backend stops an attempt before max_tokens; a smaller value is refused",
     )
     gpu_memory_utilization: float = Field(0.45, gt=0, le=1, description="vLLM's share of the GPU (the trainer uses the rest)")
+    variant: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="the name of the bench variant this run belongs to (`ttsd bench --variants`, ttsd.variants); "
+        "`ttsd compare` shows each variant as its own row",
+    )
+    report_to: Literal["none", "tensorboard"] = Field("none", description="also write every step's scalars for this tool: tensorboard (RUN_DIR/tensorboard; needs the tensorboard extra)")
     templates: PromptTemplates = Field(default_factory=PromptTemplates, description="prompt wording: a JSON object of PromptTemplates fields (ttsd/prompts.py), inline or in a file")
 
     @property
     def learns(self) -> bool:
         return self.method == "sdpo"
+
+    def feedback_options(self) -> FeedbackOptions:
+        """The judge's feedback content as these fields set it."""
+        return FeedbackOptions(
+            source_line=self.feedback_source_line, input=self.feedback_input,
+            printed_output=self.feedback_printed_output, expected_output=self.feedback_expected_output,
+        )
 
     def lora_settings(self) -> LoraSettings:
         return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, target_modules=self.lora_target_modules)

@@ -18,6 +18,8 @@ arXiv 2601.20802, Table 2, and its reference code github.com/lasgroup/SDPO):
   judge calls `Solution().<entry_point>` as LiveCodeBench does, so the starter code goes in as is.
 - `stdin`: ours. The paper adds nothing (LiveCodeBench stdin statements say where input comes
   from); ours states it for problems whose statements do not.
+- `pytest`: ours: a pytest problem's visible test file is part of its specification (its
+  failures are the feedback), so the student sees it, with the module name the tests import.
 - `reprompt`, `solution`, `feedback`: the self-teacher templates of the reference code
   (`SelfDistillationConfig`: reprompt_template, solution_template, feedback_template), same
   wording and placeholder names (templates can be copied between the two); only the whitespace is
@@ -64,6 +66,11 @@ class PromptTemplates(BaseModel):
         "\n\nYour program should read its input from standard input and write its answer to standard output.",
         description="appended to the statement of stdin problems",
     )
+    pytest: str = Field(
+        "\n\nYour program is saved as {module}.py and tested with pytest. The visible tests:"
+        "\n```python\n{test_file}\n```",
+        description="appended to the statement of pytest problems: {test_file} is the visible test file",
+    )
     reprompt: str = Field(
         "{prompt}{solution}{feedback}\n\nCorrectly solve the original question.",
         description="the self-teacher's prompt: {prompt} is the student's, {solution} and {feedback} the sections",
@@ -88,6 +95,7 @@ class PromptTemplates(BaseModel):
         "task": ({"problem", "statement", "title", "time_limit_s", "time_limit"}, {"problem"}),
         "signature": ({"starter_code", "entry_point"}, {"starter_code"}),
         "stdin": (set(), set()),
+        "pytest": ({"module", "test_file"}, {"test_file"}),
         "reprompt": ({"prompt", "solution", "feedback"}, {"prompt", "solution", "feedback"}),
         "solution": ({"successful_previous_attempt"}, {"successful_previous_attempt"}),
         "feedback": ({"feedback_raw"}, {"feedback_raw"}),
@@ -146,6 +154,8 @@ def task_prompt(problem: Problem, templates: PromptTemplates = DEFAULT_TEMPLATES
         )
     elif problem.kind == "stdin":
         body += templates.stdin.format()
+    if problem.kind == "pytest":
+        body += templates.pytest.format(module=problem.module_name, test_file=(problem.test_file or "").rstrip())
     return templates.task.format(
         problem=body, statement=problem.statement.strip(), title=problem.title,
         time_limit_s=problem.time_limit_s, time_limit=describe_seconds(problem.time_limit_s),

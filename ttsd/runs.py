@@ -76,6 +76,23 @@ def attempt_costs(
     ]
 
 
+class CopyGap(BaseModel):
+    """The copy diagnostic of one attempt, step or run (ttsd.sdpo.copying): the mean teacher − student
+    gap on the attempt's tokens that appear verbatim in the teacher's feedback vs on the other tokens."""
+
+    quoted_tokens: int = Field(ge=0, description="tokens that appear verbatim in the feedback (ttsd.sdpo.copying's rule)")
+    quoted_gap: float | None = Field(description="mean log π_T − log π_S over the quoted tokens (nats/token); None when there are none")
+    other_tokens: int = Field(ge=0, description="the attempt's other scored tokens")
+    other_gap: float | None = Field(description="mean log π_T − log π_S over the other tokens (nats/token)")
+
+    @property
+    def excess(self) -> float | None:
+        """quoted_gap − other_gap: how much more the teacher favours the quoted tokens (nats/token)."""
+        if self.quoted_gap is None or self.other_gap is None:
+            return None
+        return self.quoted_gap - self.other_gap
+
+
 class AttemptRecord(BaseModel):
     k: int  # 1-based position in the run: attempts numbered in order within a batch
     step: int
@@ -92,6 +109,7 @@ class AttemptRecord(BaseModel):
         "self-teacher scored it (a passing attempt, a discovery batch, a baseline)",
     )
     cost: AttemptCost | None = None  # None in runs recorded before costs were kept
+    copy_gap: CopyGap | None = None  # sdpo: the copy diagnostic of a failed attempt the self-teacher scored
 
     @property
     def passed(self) -> bool:
@@ -138,6 +156,7 @@ class TokenGapRecord(BaseModel):
     step: int
     tokens: list[str]  # text pieces of the sampled tokens, in order
     gaps: list[float]  # log π_T(y_t) − log π_S(y_t) per token, nats, 3 significant digits
+    quoted: list[int] | None = None  # indices of the tokens that appear verbatim in the feedback (ttsd.sdpo.copying); None in older runs
 
 
 # steps.jsonl's old names still load (run folders written before the renames): the fields through
@@ -163,6 +182,7 @@ class StepRecord(BaseModel):
         "self-teacher scored (nats/token): how much the feedback changes the model's view of its own tokens",
     )
     discovery_likelihood: DiscoveryLikelihood | None = None  # sdpo, on the step that discovered
+    copy_gap: CopyGap | None = None  # sdpo: the step's copy diagnostic, token means pooled over its scored attempts
     time_sample_s: float = 0.0
     time_judge_s: float = 0.0
     time_score_s: float = 0.0
@@ -190,6 +210,7 @@ class StepRecord(BaseModel):
 class Summary(BaseModel):
     problem_id: str
     method: str
+    variant: str | None = None  # the bench variant (SolveConfig.variant): compare's row; None for a method as it is
     seed: int
     discovered: bool
     discovery_k: int | None  # None when not discovered (right-censored at attempts_used)
@@ -203,6 +224,7 @@ class Summary(BaseModel):
         None, description="sdpo: mean over steps of StepRecord.teacher_logprob_gap (nats/token)"
     )
     discovery_likelihood: DiscoveryLikelihood | None = None  # sdpo, when discovered
+    copy_gap: CopyGap | None = None  # sdpo: the copy diagnostic pooled over every scored token of the run
 
 
 def package_versions() -> dict[str, str]:

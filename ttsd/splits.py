@@ -89,7 +89,7 @@ class SplitFile(BaseModel):
 
     def estimated_rate(self, problem_id: str) -> ProblemRate:
         """A problem's rate for planning and analysis: its fresh estimate when there is one (the
-        selection counts of a selected problem are biased low), else its calibration counts."""
+        selection counts of a selected problem are biased: the winner's curse), else its calibration counts."""
         return self.estimates.get(problem_id) or self.rates[problem_id]
 
     @property

@@ -75,6 +75,7 @@ def _load_problem_set(spec: str):
 def _bench_command(
     split: Annotated[str, typer.Option("--split", help="A split name (problems/splits/<name>.json, e.g. very_hard), a split .json file, a problem file, a problem id, or a directory of problem files.")] = "very_hard",
     methods: Annotated[Any, typer.Option(parser=comma_list_parser(METHODS), metavar="<" + "|".join(METHODS) + ",...>", show_default=False, help=escape(f"Comma-separated methods to run on every problem.  [default: {','.join(POOLED_METHODS)} with a pool, which gives best-of-k; {','.join(METHODS)} with --pool 0]"))] = None,
+    variants: Annotated[str | None, typer.Option("--variants", help=escape("Comma-separated method variants run side by side, each its own row in `ttsd compare`: METHOD, or NAME=METHOD:--field=value:--flag:--no-flag with overrides of the run settings below (e.g. sdpo,sdpo-noquote=sdpo:--no-feedback-source-line); list values joined by '+'. Added to --methods when both are given."), show_default=False)] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per problem and method (seeds seed-start .. seed-start+seeds-1).")] = 5,
     seed_start: Annotated[int, typer.Option(min=0, help="First seed.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Runs in parallel on this machine (separate processes, each loads the model).")] = 1,
@@ -134,20 +135,37 @@ def _bench_command(
         pool = recorded.pool if recorded is not None else default_pool_size(budget)
     if pool_batch is None and recorded is not None:
         pool_batch = recorded.pool_batch
-    method_list = methods if methods is not None else list(POOLED_METHODS if pool else METHODS)
+    from ttsd.variants import Variant, VariantError, parse_variants
+
+    try:
+        variant_list = parse_variants(variants) if variants is not None else []
+    except VariantError as error:
+        fail(f"--variants: {error}")
+    default_methods = [] if variant_list else list(POOLED_METHODS if pool else METHODS)
+    plain = [Variant(name=m, method=m) for m in (methods if methods is not None else default_methods)]
+    variant_list = plain + [v for v in variant_list if v.name not in {p.name for p in plain}]
+    method_list = [v.name for v in variant_list]
     if not method_list:
         fail("--methods is empty")
-    try:
-        for method in method_list:
-            load_config(None, {**options, "method": method, "seed": seed_start})
-    except ConfigError as error:
-        fail(str(error))
+    if recorded is not None:  # a name the bench already defines must keep its definition
+        try:
+            from ttsd.bench import BenchManifest, merged_manifest
+
+            merged_manifest(out, BenchManifest(split="", problem_ids=[], methods=[], seeds=[], solve_options=options,
+                                               variants={v.name: v for v in variant_list if not v.plain}))
+        except BenchMismatch as error:
+            fail(str(error))
+    for variant in variant_list:
+        try:
+            load_config(None, {**variant.run_options(options), "seed": seed_start})
+        except ConfigError as error:
+            fail(str(error) if variant.plain else f"variant {variant.name!r}: {error}")
     if concurrent > 1:
         from ttsd.bench import ConcurrencyDoesNotFit, check_concurrent_memory
         from ttsd.engine.models import ModelNotFound
 
         try:
-            check_concurrent_memory(options, problems, method_list, concurrent)
+            check_concurrent_memory([v.run_options(options) for v in variant_list], problems, concurrent)
         except (ConcurrencyDoesNotFit, ModelNotFound) as error:
             fail(str(error))
     seed_list = list(range(seed_start, seed_start + seeds))
@@ -166,7 +184,7 @@ def _bench_command(
             result = run_bench(
                 out, problems, split=split_name, methods=method_list, seeds=seed_list, solve_options=options,
                 workers=workers, ray_address=ray, problem_files=files, on_update=on_update, verbose=verbose,
-                pool=pool, pool_batch=pool_batch, concurrent=concurrent,
+                variants=variant_list, pool=pool, pool_batch=pool_batch, concurrent=concurrent,
             )
             live.update(board.render())
         drawn = sum(o.pool is not None for o in result.outcomes)
@@ -180,7 +198,7 @@ def _bench_command(
         raise typer.Exit(1)
 
 
-app.command(name="bench")(with_config_options(_bench_command, "bench", exclude=("method", "seed")))
+app.command(name="bench")(with_config_options(_bench_command, "bench", exclude=("method", "seed", "variant")))
 
 
 @app.command()
@@ -191,15 +209,19 @@ def compare(
     k: Annotated[str, typer.Option("--k", help="Comma-separated attempt counts k for discovery@k columns.")] = "1,4,16,64,256",
     p: Annotated[str, typer.Option("--p", help="Comma-separated discovery probabilities p for the 'attempts to reach p' columns.")] = "0.5",
     out: Annotated[Path | None, typer.Option("--out", help="Where compare.md, compare.json and plots/*.png go (default: BENCH_DIR/compare).")] = None,
-    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Confidence of the bootstrap bands.")] = 0.9,
-    resamples: Annotated[int, typer.Option(min=50, help="Bootstrap resamples.")] = 1000,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Confidence of the intervals (the rate-ratio test's α is 1 − confidence).")] = 0.9,
+    effect: Annotated[float, typer.Option(min=1.0, help="The rate ratio θ whose detection probability (power) with this bench's design is reported.")] = 2.0,
+    simulations: Annotated[int, typer.Option(min=50, help="Simulated studies for the achieved power.")] = 400,
 ) -> None:
-    """Tables (markdown + JSON) and discovery@k plots from a bench: per problem and per split."""
+    """Tables (markdown + JSON) and discovery plots from a bench: per problem and per split, with exact intervals."""
     from rich.table import Table
 
-    from ttsd.compare import LEARNING_HEADER, compare_bench, learning_rows, table_header, table_rows, write_outputs
+    from ttsd.compare import (
+        COPY_HEADER, LEARNING_HEADER, RATE_HEADER, RATIO_HEADER, compare_bench, copy_rows, learning_rows, rate_rows, ratio_rows, table_header,
+        table_rows, write_outputs,
+    )
 
-    if not (bench_dir / "runs").is_dir():
+    if not (bench_dir / "runs").is_dir() and not (bench_dir / "pool").is_dir():
         fail(f"{bench_dir} is not a bench directory (no runs/ inside); make one with `ttsd bench`")
     ks = _ints(k, "--k")
     try:
@@ -210,26 +232,119 @@ def compare(
         fail(f"--p values must be in (0, 1], got {p!r}")
     report = compare_bench(
         bench_dir, baselines=split_list(baselines), ks=ks, probabilities=probabilities, main_method=method,
-        confidence=confidence, resamples=resamples,
+        confidence=confidence, effect=effect, simulations=simulations,
     )
     if not report.scopes:
         fail(f"no finished runs in {bench_dir}")
     written = write_outputs(report, out or bench_dir / "compare")
     console = Console()
-    table = Table(title=f"{method} vs {baselines} — split {report.split}", show_lines=True)
-    for column in table_header(report):
-        table.add_column(column)
-    for scope in report.scopes:
-        for row in table_rows(report, scope):
-            table.add_row(*(escape(cell) for cell in row))
-    console.print(table)
-    console.print(escape(report.censoring), style="dim")
-    learning = [row for scope in report.scopes for row in learning_rows(scope)]
-    if learning:
-        table = Table(title="learning diagnostics (see compare.md)", show_lines=True)
-        for column in LEARNING_HEADER:
+
+    def show(title: str, header: list[str], rows: list[list[str]]) -> None:
+        if not rows:
+            return
+        table = Table(title=title, show_lines=True)
+        for column in header:
             table.add_column(column)
-        for row in learning:
+        for row in rows:
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
+
+    show(f"{method} vs {baselines} — split {report.split}", table_header(report),
+         [row for scope in report.scopes for row in table_rows(report, scope)])
+    console.print(escape(report.censoring), style="dim")
+    show("at matched discovery probability", RATIO_HEADER, [row for scope in report.scopes for row in ratio_rows(report, scope)])
+    show("rate ratio against best-of-k (achieved power in the last column)", RATE_HEADER, [row for scope in report.scopes for row in rate_rows(scope)])
+    show("learning diagnostics (see compare.md)", LEARNING_HEADER, [row for scope in report.scopes for row in learning_rows(scope)])
+    show("copy diagnostic: teacher − student on quoted vs other tokens (see compare.md)", COPY_HEADER, copy_rows(bench_dir))
+    for scope in report.scopes:
+        console.print(escape(scope.verdict))
     console.print(f"wrote {written['markdown']}, {written['json']} and {len(written) - 2} plots in {written['markdown'].parent / 'plots'}")
+
+
+@app.command()
+def plan(
+    split: Annotated[str, typer.Option("--split", help="A split name or split .json file with calibrated rates (its `rates`).")] = "very_hard",
+    effect: Annotated[float, typer.Option(min=1.01, help="The effect to detect: sdpo's per-attempt discovery rate after its first batch over best-of-k's (2: about 2× fewer attempts).")] = 2.0,
+    power: Annotated[float, typer.Option(min=0.05, max=0.999, help="The probability of detecting it.")] = 0.8,
+    alpha: Annotated[float, typer.Option(min=0.001, max=0.5, help="Two-sided level of the rate-ratio test.")] = 0.05,
+    batch: Annotated[int, typer.Option(min=1, help="Attempts per step (the bench's --batch-size).")] = 16,
+    tokens_per_attempt: Annotated[float | None, typer.Option(min=1, help="Sampled tokens per attempt (default: the calibration's max_tokens, an upper bound).")] = None,
+    seconds_per_attempt: Annotated[float | None, typer.Option(min=0, help="Measured seconds per attempt on this machine (e.g. from a bench's costs, or docs/splits.md); no time estimate without it or --from-bench.")] = None,
+    from_bench: Annotated[Path | None, typer.Option("--from-bench", help="Read tokens and seconds per attempt from this bench's recorded costs (runs with per-attempt costs, or its pool).")] = None,
+    simulations: Annotated[int, typer.Option(min=50, help="Simulated studies per design.")] = 400,
+    show_all: Annotated[bool, typer.Option("--all", help="Print every design tried, not only the best few.")] = False,
+) -> None:
+    """How many problems × seeds × budget × pool size a study needs to detect an effect (power by simulation)."""
+    from rich.table import Table
+
+    from ttsd.planning import plan_study
+    from ttsd.splits import SplitNotFound, find_split, SplitFile
+
+    path = Path(split)
+    try:
+        split_file = SplitFile.model_validate_json(path.read_text()) if path.is_file() else find_split(split)[0]
+    except (SplitNotFound, ValueError) as error:
+        fail(f"--split {split}: {str(error).splitlines()[0]}")
+    # Fresh estimation samples where the split file has them (`estimates`): the samples that
+    # selected a problem as very hard overstate its rate (winner's curse).
+    counts = {pid: split_file.estimated_rate(pid) for pid in split_file.problem_ids if pid in split_file.rates or pid in split_file.estimates}
+    rates = {pid: c.passed / c.samples for pid, c in counts.items() if c.samples > 0}
+    if not rates:
+        fail(f"split {split_file.name!r} has no calibrated rates for its problems (its `rates` field); run `ttsd splits calibrate`")
+    selected_only = [pid for pid in rates if pid not in split_file.estimates]
+    if from_bench is not None:
+        measured = _measured_rates(from_bench)
+        if measured is None:
+            fail(f"--from-bench {from_bench}: no runs or pool with recorded per-attempt costs")
+        tokens_per_attempt = tokens_per_attempt or measured[0]
+        seconds_per_attempt = seconds_per_attempt if seconds_per_attempt is not None else measured[1]
+    if tokens_per_attempt is None and split_file.calibration and split_file.calibration.max_tokens:
+        tokens_per_attempt = float(split_file.calibration.max_tokens)
+    result = plan_study(rates, effect=effect, power=power, alpha=alpha, batch=batch, tokens_per_attempt=tokens_per_attempt,
+                        seconds_per_attempt=seconds_per_attempt, simulations=simulations)
+    console = Console()
+    table = Table(title=f"split {split_file.name}: detect θ = {effect:g} with power {power:.0%} at α = {alpha:g} (batch {batch})")
+    for column in ("problems", "seeds", "budget", "pool", "power", "attempts", "sampled tokens", "time"):
+        table.add_column(column)
+    for design in result.designs if show_all else result.designs[:8]:
+        hours = "–" if design.seconds is None else f"{design.seconds / 3600:.1f} h"
+        tokens = "–" if design.sampled_tokens is None else f"{design.sampled_tokens:.3g}"
+        table.add_row(str(design.problems), str(design.seeds), str(design.budget), str(design.pool), f"{design.power:.0%}",
+                      f"{design.attempts:.0f}", tokens, hours, style="bold" if design == result.best else None)
+    console.print(table)
+    if result.best is None:
+        console.print("[red]no design reaches the power[/]")
+    else:
+        b = result.best
+        console.print(f"cheapest: {b.problems} problems × {b.seeds} seeds × budget {b.budget}, pool {b.pool} per problem "
+                      f"(power {b.power:.0%}, {b.attempts:.0f} attempts expected)")
+    if seconds_per_attempt is None:
+        console.print("[dim]no time estimate: give --seconds-per-attempt or --from-bench[/]")
+    if selected_only:
+        console.print(f"[yellow]warning:[/] {len(selected_only)} problems' rates come from the samples that selected them "
+                      "(no fresh estimates in the split file): they overstate the rates of problems selected for being rare, "
+                      "so the power shown is optimistic")
+    console.print("[dim]time: all attempts × seconds per attempt; sdpo's scoring and training are extra unless the rate comes from its runs (--from-bench)[/]")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+def _measured_rates(bench_dir: Path) -> tuple[float, float] | None:
+    """(sampled tokens, wall seconds) per attempt over every attempt of BENCH_DIR with recorded costs."""
+    from ttsd.bench import load_pools
+    from ttsd.runs import RunDir
+
+    tokens = seconds = 0.0
+    attempts = 0
+    for path in sorted((bench_dir / "runs").glob("*/*/seed-*/attempts.jsonl")):
+        for record in RunDir(path.parent).attempts():
+            if record.cost is not None:
+                tokens += record.cost.sampled_tokens
+                seconds += record.cost.wall_s
+                attempts += 1
+    for pool in load_pools(bench_dir).values():
+        if pool.samples and pool.wall_s:
+            tokens += pool.sampled_tokens
+            seconds += pool.wall_s
+            attempts += pool.samples
+    return (tokens / attempts, seconds / attempts) if attempts else None

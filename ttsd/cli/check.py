@@ -29,10 +29,14 @@ def _read_solution(path: Path) -> str:
         fail(f"{path}: no such file")
     if path.is_dir():
         fail(f"{path}: is a directory, expected a Python program or a model response")
+    from ttsd.problems.loading import FileTooBig, read_text_file
+
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text_file(path)
     except UnicodeDecodeError as error:
         fail(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})")
+    except FileTooBig as error:
+        fail(f"{path}: {error}")
     except OSError as error:
         fail(f"{path}: cannot read: {error.strerror or error}")
     raise AssertionError("unreachable")
@@ -45,7 +49,7 @@ _VERDICT_STYLE = {"accepted": "bold green", "wrong_answer": "bold red", "format_
 def check(
     problem: Annotated[
         str,
-        typer.Argument(help="The problem: a problem.json file, or the id of a problem under ./problems or the bundled examples."),
+        typer.Argument(help="The problem: a problem.json file, a problem folder (with problem.toml), or the id of a problem under ./problems or the bundled examples."),
     ],
     solution: Annotated[
         Path,
@@ -75,7 +79,7 @@ def check(
 ) -> None:
     """Judge SOLUTION on PROBLEM's visible and hidden tests: verdict, tests passed / total, and the
     feedback a model would get. Exit code 0 only when accepted, 1 when not, 2 for bad input."""
-    from ttsd.cli.problems import load_problem_or_exit
+    from ttsd.cli.problems import collect_pytest_or_exit, load_problem_or_exit
     from ttsd.judge import Judge
     from ttsd.sandbox import make_sandbox
     from ttsd.sandbox.base import SandboxUnavailable
@@ -87,7 +91,9 @@ def check(
     except SandboxUnavailable as error:
         fail(str(error))
     try:
-        judgement = Judge(box, max_workers=1, suite_time_limit_s=suite_time_limit).judge_program(loaded, text)
+        judge = Judge(box, max_workers=1, suite_time_limit_s=suite_time_limit)
+        collect_pytest_or_exit(judge, loaded, problem)
+        judgement = judge.judge_program(loaded, text)
     except SandboxUnavailable as error:
         fail(str(error))
     except ValueError as error:  # a problem whose tests cannot be used (e.g. non-JSON functional input)

@@ -7,6 +7,7 @@ message and exits 2 on a bad file.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -58,6 +59,29 @@ def load_problem_or_exit(id_or_file: str | Path, search_dirs: list[Path] | None 
         fail(str(error))
 
 
+def collect_pytest_or_exit(judge, problem: Problem, source: str | Path) -> None:
+    """pytest problems: collect the test files in the judge's sandbox now, so that a file that does
+    not parse or imports something missing is reported at load (exit 2, naming the file and field)
+    rather than as the candidate's failure. Nothing for other kinds."""
+    if problem.kind != "pytest":
+        return
+    from ttsd.judge.pytest_suite import TEST_FILES, PytestCollectionError
+    from ttsd.problems.folders import is_problem_folder
+
+    try:
+        judge.prepare(problem)  # the judge keeps the collection for the attempts
+    except PytestCollectionError as error:
+        path = Path(source)
+        where = path / TEST_FILES[error.field] if is_problem_folder(path) else (path if path.exists() else Path(problem.id))
+        fail(str(ProblemFileError(where, [(error.field, error.message)])))
+
+
+def _tests_summary(problem: Problem) -> str:
+    if problem.kind == "pytest":
+        return "visible test file" + (" + hidden test file" if problem.hidden_test_file else "")
+    return f"{len(problem.tests)} visible + {len(problem.hidden_tests)} hidden tests"
+
+
 def _search_dirs(extra: list[Path] | None) -> list[Path]:
     return [*(extra or []), *default_search_dirs()]
 
@@ -103,7 +127,7 @@ def list_problems(
             escape(problem.id),
             problem.kind,
             escape(problem.difficulty or "-"),
-            f"{len(problem.tests)}/{len(problem.hidden_tests)}",
+            "files 1/1" if problem.hidden_test_file else "files 1/0" if problem.kind == "pytest" else f"{len(problem.tests)}/{len(problem.hidden_tests)}",
             escape(problem.title),
         )
     _stdout().print(table)
@@ -137,6 +161,11 @@ def show(
     out.print(Panel(Text(loaded.statement), title="statement", title_align="left"))
     if loaded.starter_code.strip():
         out.print(Panel(Syntax(loaded.starter_code, "python"), title="starter code", title_align="left"))
+    if loaded.kind == "pytest":
+        out.print(Panel(Syntax(_clip(loaded.test_file or "", max_lines=60, max_chars=6000), "python"),
+                        title=f"visible tests (test_visible.py, imports {loaded.module_name})", title_align="left"))
+        out.print("hidden tests: " + ("a test file (not shown)" if loaded.hidden_test_file else "none"))
+        return
     for index, test in enumerate(loaded.tests, start=1):
         body = Text()
         body.append("input\n", style="bold")
@@ -173,8 +202,7 @@ def validate(
             err.print(f"[bold red]bad[/] {escape(str(error))}", soft_wrap=True)
             continue
         out.print(
-            f"[green]ok[/]  {escape(str(file))}  ({escape(problem.id)}, {problem.kind}, "
-            f"{len(problem.tests)} visible + {len(problem.hidden_tests)} hidden tests)",
+            f"[green]ok[/]  {escape(str(file))}  ({escape(problem.id)}, {problem.kind}, {_tests_summary(problem)})",
             soft_wrap=True,
         )
     if bad:
@@ -302,3 +330,26 @@ def import_mbpp_plus_command(
         f"({report.visible_tests} visible, {report.hidden_tests} hidden tests; {len(report.skipped)} skipped)",
         soft_wrap=True,
     )
+
+
+class NewKind(str, Enum):
+    pytest = "pytest"
+
+
+@problems_app.command("new")
+def new_problem(
+    directory: Annotated[Path, typer.Argument(help="The problem folder to create (it must not hold the example's files yet).", show_default=False)],
+    kind: Annotated[NewKind, typer.Option(help="The kind of problem: pytest (a statement, a module to write and pytest files).")] = NewKind.pytest,
+) -> None:
+    """Scaffold a problem folder: problem.toml, statement.md, starter.py, test_visible.py,
+    test_hidden.py and example_solution.py, a worked example that `ttsd check DIR
+    DIR/example_solution.py` accepts. Edit the files into your own problem."""
+    from ttsd.problems.folders import EXAMPLE_SOLUTION, scaffold_folder
+
+    try:
+        written = scaffold_folder(directory)
+    except (FileExistsError, OSError) as error:
+        fail(str(error))
+    out = _stdout()
+    out.print(f"wrote a {kind.value} problem folder {escape(str(directory))}: {', '.join(p.name for p in written)}", soft_wrap=True)
+    out.print(f"check it with: ttsd check {escape(str(directory))} {escape(str(directory / EXAMPLE_SOLUTION))}", soft_wrap=True)

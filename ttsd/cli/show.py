@@ -5,7 +5,9 @@ The colour of token y_t is its teacher-minus-student log-prob g_t = log π_T(y_t
 (RUN_DIR/token_gaps.jsonl, ttsd.sdpo.diagnostics) on a diverging scale: red where the teacher,
 having seen the feedback, finds the token less likely than the student did (it blames it), blue
 where it finds it more likely, uncoloured near 0. Four shades per side, at |g_t| ≥ 0.1, 0.25, 0.5
-and 1 × `--scale` nats. Attempts no self-teacher scored (baselines, passing attempts, a discovery
+and 1 × `--scale` nats. Tokens that appear verbatim in the feedback (the copy diagnostic,
+ttsd.sdpo.copying) are underlined, and the attempt's mean gap on them and on the others is shown:
+a teacher that copies its feedback colours the quoted line blue. Attempts no self-teacher scored (baselines, passing attempts, a discovery
 batch) are shown plainly, with the reason.
 """
 
@@ -32,6 +34,7 @@ FAVOURED = ((209, 229, 240), (146, 197, 222), (67, 147, 195), (33, 102, 172))
 class TokenView(BaseModel):
     text: str
     gap: float  # log π_T − log π_S, nats
+    quoted: bool = False  # appears verbatim in the teacher's feedback (ttsd.sdpo.copying)
 
 
 class AttemptView(BaseModel):
@@ -121,19 +124,27 @@ def attempt_view(run: RunDir, k: int | None, scale: float) -> AttemptView:
         attempts_in_run=len(attempts),
         chosen_because=reason,
         attempt=attempt,
-        tokens=[TokenView(text=t, gap=g) for t, g in zip(line.tokens, line.gaps)] if line else None,
+        tokens=token_views(line) if line else None,
         note=None if line else why_no_gaps(attempt, method, attempts, config.get("budget")),
         scale_nats=scale,
         discovery_likelihood=summary.discovery_likelihood if summary and summary.discovery_k == attempt.k else None,
     )
 
 
+def token_views(line: TokenGapRecord) -> list[TokenView]:
+    quoted = set(line.quoted or ())
+    return [TokenView(text=t, gap=g, quoted=i in quoted) for i, (t, g) in enumerate(zip(line.tokens, line.gaps))]
+
+
 def coloured_response(tokens: list[TokenView], scale: float) -> Any:
+    from rich.style import Style
     from rich.text import Text
 
     text = Text()
     for token in tokens:
         style = _style(token.gap, scale)
+        if token.quoted:  # underlined: the feedback quotes it
+            style = Style(underline=True) if style is None else style + Style(underline=True)
         piece = visible(token.text)
         if style is not None and "\n" in piece:  # a newline has no background: mark it where it is
             head, _, tail = piece.partition("\n")
@@ -154,7 +165,7 @@ def legend(scale: float) -> Any:
     for index in range(len(SHADE_STEPS)):
         text.append(f" ≥+{SHADE_STEPS[index] * scale:g} ", _style(SHADE_STEPS[index] * scale, scale))
     text.append("\nred: with the feedback in view the teacher finds the token less likely (it blames it); "
-                "blue: more likely", style="dim")
+                "blue: more likely; underlined: the token appears verbatim in the feedback", style="dim")
     return text
 
 
@@ -172,6 +183,10 @@ def render(view: AttemptView) -> None:
     facts = f"   {a.tests_passed}/{a.tests_total} tests passed   {a.num_tokens} tokens ({a.finish_reason})"
     if a.teacher_logprob_gap is not None:
         facts += f"   mean teacher − student {a.teacher_logprob_gap:+.4f} nats/token"
+    if a.copy_gap is not None:
+        from ttsd.cli.solve import describe_copy_gap
+
+        facts += f"   quoted | other: {describe_copy_gap(a.copy_gap)}"
     console.print(Text.assemble((a.verdict.value.replace("_", " ").upper(), _VERDICT_STYLE.get(a.verdict.value, "bold red")), facts))
     if view.discovery_likelihood is not None:
         from ttsd.sdpo.diagnostics import describe_discovery

@@ -21,6 +21,17 @@ EXIT_DISCOVERED = 0
 EXIT_BUDGET_SPENT = 1
 
 
+def describe_copy_gap(copy_gap: Any) -> str:
+    """A CopyGap in one cell: mean gap on quoted tokens | on the others, with their token counts."""
+    if copy_gap is None:
+        return "-"
+
+    def side(gap: float | None, tokens: int) -> str:
+        return "-" if gap is None else f"{gap:+.3f} ({tokens})"
+
+    return f"{side(copy_gap.quoted_gap, copy_gap.quoted_tokens)} | {side(copy_gap.other_gap, copy_gap.other_tokens)}"
+
+
 def _progress_printer(console: Any, budget: int, learns: bool):
     from rich.table import Table
 
@@ -29,6 +40,7 @@ def _progress_printer(console: Any, budget: int, learns: bool):
         columns = ["attempts", "best tests", "last batch", "loss", "s/step"]
         if learns:  # how much the feedback changes the model's view of its own failed tokens
             columns.insert(4, "teacher−student")
+            columns.insert(5, "quoted | other (tokens)")  # the copy diagnostic, ttsd.sdpo.copying
         for column in columns:
             table.add_column(column)
         mix = ", ".join(f"{v}×{k}" for k, v in sorted(record.verdicts.items()))
@@ -41,6 +53,7 @@ def _progress_printer(console: Any, budget: int, learns: bool):
         ]
         if learns:
             cells.insert(4, "-" if record.teacher_logprob_gap is None else f"{record.teacher_logprob_gap:+.4f}")
+            cells.insert(5, describe_copy_gap(record.copy_gap))
         table.add_row(*cells)
         return table
 
@@ -48,7 +61,7 @@ def _progress_printer(console: Any, budget: int, learns: bool):
 
 
 def solve_command(
-    problem: str = typer.Argument(None, help="problem file, or the id of a bundled example (e.g. sum-two-numbers)"),
+    problem: str = typer.Argument(None, help="problem file, problem folder (with problem.toml), or the id of a bundled example (e.g. sum-two-numbers)"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory [default: results/<problem>-<method>-s<seed>-<time>]"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory after its last completed step"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON config file (a run's config.json works); options override it"),
@@ -84,11 +97,13 @@ def solve_command(
         fail(str(error))
     except ProblemFileError as error:
         fail(str(error))
+    _check_pytest_files(loaded, problem if resume is None else resume, config.sandbox)
 
     from ttsd.engine.models import ModelNotFound
     from ttsd.engine.samplers import SamplerUnavailable
     from ttsd.logs import RUN_LOG, quiet_terminal
     from ttsd.methods import solve
+    from ttsd.reporting import ReportingUnavailable
     from ttsd.sandbox.base import SandboxUnavailable
     from ttsd.sdpo.diagnostics import describe_discovery
 
@@ -109,9 +124,30 @@ def solve_command(
                     console.print(describe_discovery(summary.discovery_likelihood), highlight=False)
             else:
                 console.print(f"[yellow]budget spent[/]: {summary.attempts_used} attempts, best {summary.best_tests_passed}/{summary.tests_total} tests")
-    except (ModelNotFound, SamplerUnavailable, SandboxUnavailable, ConfigError) as error:
+    except (ModelNotFound, SamplerUnavailable, SandboxUnavailable, ConfigError, ReportingUnavailable) as error:
         fail(str(error))
     raise typer.Exit(EXIT_DISCOVERED if summary.discovered else EXIT_BUDGET_SPENT)
+
+
+def _check_pytest_files(loaded, source, sandbox_name: str) -> None:
+    """A pytest problem's test files must collect (in the sandbox) before any attempt: exit 2 if not."""
+    if loaded.kind != "pytest":
+        return
+    from ttsd.cli.problems import collect_pytest_or_exit
+    from ttsd.judge import Judge
+    from ttsd.sandbox import make_sandbox
+    from ttsd.sandbox.base import SandboxUnavailable
+
+    try:
+        box = make_sandbox(sandbox_name)
+    except SandboxUnavailable as error:
+        fail(str(error))
+    try:
+        collect_pytest_or_exit(Judge(box, max_workers=1), loaded, source)
+    except SandboxUnavailable as error:
+        fail(str(error))
+    finally:
+        box.close()
 
 
 app.command(name="solve")(with_config_options(solve_command, "solve"))

@@ -51,3 +51,14 @@ def pick_dtype(dtype: str, device: str) -> Any:
 def dtype_name(dtype: Any) -> str:
     """torch.bfloat16 -> 'bfloat16' (the spelling configs and vLLM use)."""
     return str(dtype).removeprefix("torch.")
+
+
+def synchronize(device: Any) -> None:
+    """Wait for the work queued on `device` (a CUDA device or its name); nothing elsewhere.
+
+    Why: CUDA kernels run asynchronously, so a timer read right after launching them measures the
+    launches, not the work. Every timer around GPU work reads after this."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)

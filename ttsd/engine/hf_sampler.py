@@ -152,10 +152,19 @@ class HFSampler:
             self.load_adapter(write_adapter(model, Path(directory) / "adapter", adapter_name))
 
     def sleep(self) -> None:
-        """Nothing to free: a shared model is the trainer's own weights."""
+        """Free what the fast path keeps between calls (KV caches, CUDA graphs: `static_decode`),
+        so the learning step has that memory; the weights stay (a shared model is the trainer's own)."""
+        self._release_decode_sessions()
 
     def wake(self) -> None:
-        """Nothing was freed by `sleep`."""
+        """Nothing to reload: the next call makes its cache (and graphs) again."""
+
+    def _release_decode_sessions(self) -> None:
+        from ttsd.engine.static_decode import release_decode_sessions
+
+        for model in (self._peft, self._base):
+            if model is not None:
+                release_decode_sessions(model)
 
     def use_policy_adapter(self, name: str = "default") -> None:
         """Shared mode: sample from the policy's live adapter `name` (no copy)."""
@@ -294,6 +303,7 @@ class HFSampler:
         return tokens, logprobs
 
     def close(self) -> None:
+        self._release_decode_sessions()
         self._peft = None
         self._base = None
         self.policy = None

@@ -31,6 +31,16 @@ tokens. What differs is how the logits are computed (other attention kernels and
 the base dtype): in float32 the two paths agree to ~1e-6 and draw the same tokens (tested on CPU);
 in bfloat16 they differ at the rounding of bf16 logits, as any two kernels do.
 
+**Kept across calls.** A captured graph reads fixed addresses: the KV cache, the step's input
+tensors and the dense-LoRA copies. Those live in a session (`_Session`) kept on the model for a
+batch size (`MAX_KEPT_SESSIONS`, least recently used dropped first; a longer call replaces the
+session it outgrows), with its graphs, so the next call replays them instead of capturing again
+(each capture costs an eager warm-up step, a `gc.collect()` and an `empty_cache()`). The adapter's
+current values are copied into the session's LoRA tensors at every call. The memory kept is the
+KV cache, rows × capacity × 2·layers·kv_dim·b (`_Session.nbytes`); `release_decode_sessions(model)`
+frees it. Every window's first step runs eagerly before its capture (`graph_actions`): the
+kernels an attention shape picks set themselves up on first use, which a capture cannot contain.
+
 `static_decode(..., cuda_graphs=False)` runs the same loop eagerly on any device (the CPU tests
 compare it with `generate`; `HFSampler(decode="static")`). When the graph path fails, the sampler
 falls back to `generate`, not to this loop: a failure there says the static path is suspect.
@@ -39,14 +49,16 @@ falls back to `generate`, not to this loop: a failure there says the static path
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Collection, Generic, Iterator, TypeVar
 
 # The attention implementation installed for the duration of a fast decode (see `_decode_attention`).
 GROUPED_DECODE_ATTENTION = "ttsd_grouped_decode"
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 SMALLEST_WINDOW = 256
+MAX_KEPT_SESSIONS = 2  # batch sizes whose cache and graphs a model keeps between calls
 
 
 class FastPathUnavailable(Exception):
@@ -58,10 +70,12 @@ class DecodeStats:
     """Where the time of one `static_decode` call went (seconds; CUDA work synchronised)."""
 
     prefill_s: float = 0.0
-    capture_s: float = 0.0  # warm-up + graph captures (0 without graphs)
+    capture_s: float = 0.0  # warm-ups + graph captures in this call (0 without graphs, or all kept)
     decode_s: float = 0.0  # the decode steps after the prefill, captures excluded
     steps: int = 0  # decode steps after the prefill token
     windows: list[int] = field(default_factory=list)  # attention windows used (one graph each)
+    captured: list[int] = field(default_factory=list)  # windows captured in this call (each after its warm-up)
+    kept_session: bool = False  # the cache (and graphs) came from an earlier call
 
 
 def unsupported_reason(model: Any, cuda_graphs: bool) -> str | None:
@@ -115,6 +129,7 @@ def static_decode(
     pad_id: int,
     cuda_graphs: bool,
     smallest_window: int = SMALLEST_WINDOW,
+    keep: bool | None = None,
     generators: list[Any] | None = None,
 ) -> tuple[Any, Any, DecodeStats]:
     """Sample up to max_tokens tokens for each left-padded row of input_ids.
@@ -122,6 +137,7 @@ def static_decode(
     Returns (tokens, logprobs, stats): tokens and log-probs as (rows, steps) CPU tensors, with the
     same contents `generate` gives (pad after a row's stop token), the log-prob convention of
     `ttsd.engine.hf_sampler`. Raises FastPathUnavailable when the model cannot take this path.
+    keep: reuse and keep the session (cache, graphs) on the model; default: with CUDA graphs.
     `generators`: one seeded generator per row, each row's tokens drawn from its own stream.
     """
     import torch
@@ -135,22 +151,26 @@ def static_decode(
     device = input_ids.device
     rows, prompt_length = input_ids.shape
     total_length = prompt_length + max_tokens
-    windows = attention_windows(prompt_length, total_length, smallest_window)
+    keep = cuda_graphs if keep is None else keep
     stats = DecodeStats()
     recorder = LogprobRecorder(temperature, top_p, generators)
     do_sample = temperature > 0
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
-    cache = _windowed_cache(inner.config.get_text_config(decoder=True), total_length)
+    session, stats.kept_session = _session_for(inner, model, rows, total_length, smallest_window, keep, device)
+    cache = session.cache
 
     def synchronize() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     with ExitStack() as stack:
+        # a call that fails (a capture refused, out of memory) leaves nothing kept behind it
+        stack.push(lambda kind, error, trace: kept_sessions(inner).discard(session) if kind else None)
         stack.enter_context(torch.no_grad())
         stack.enter_context(_decode_attention(inner))
-        stack.enter_context(dense_lora(model))
+        stack.enter_context(dense_lora(model, session.lora))
         stack.enter_context(fused_rms_norms(inner))
+        session.reset()
 
         started = time.perf_counter()
         real = attention_mask.bool()
@@ -170,12 +190,11 @@ def static_decode(
         synchronize()
         stats.prefill_s = time.perf_counter() - started
 
-        # The decode step reads only these tensors, updated in place between steps (graph inputs).
-        step_ids = next_tokens[:, None].clone()
-        step_positions = positions[:, -1:].clone()
-        key_mask = torch.zeros(rows, 1, 1, total_length, dtype=torch.bool, device=device)
+        # The decode step reads only the session's tensors, updated in place between steps (graph inputs).
+        step_ids, step_positions, key_mask = session.ids, session.positions, session.key_mask
+        step_positions.copy_(positions[:, -1:])
         key_mask[:, 0, 0, :prompt_length] = real
-        step = _Stepper(inner, cache, step_ids, step_positions, key_mask, cuda_graphs)
+        step = _Stepper(inner, session, cuda_graphs)
         started = time.perf_counter()
         for t in range(1, max_tokens):
             if not bool(unfinished.any()):
@@ -183,7 +202,7 @@ def static_decode(
             step_ids.copy_(next_tokens[:, None])
             step_positions.add_(1)
             key_mask[:, :, :, prompt_length + t - 1] = True  # the slot this step's token is written to
-            window = next(w for w in windows if w >= prompt_length + t)
+            window = next(w for w in session.windows if w >= prompt_length + t)
             logits = step(window)
             next_tokens = _choose(recorder, tokens[-1], logits, do_sample, unfinished, pad_id)
             tokens.append(next_tokens)
@@ -193,7 +212,7 @@ def static_decode(
         stats.decode_s = time.perf_counter() - started - step.capture_s
         stats.steps = len(tokens) - 1
         stats.windows = list(step.windows_used)
-        step.release()
+        stats.captured = list(step.captured)
     sampled = torch.stack(tokens, dim=1)
     logprobs = recorder.finish(tokens[-1])
     return sampled.cpu(), logprobs.cpu(), stats
@@ -212,24 +231,31 @@ def _choose(recorder: Any, previous: Any, logits: Any, do_sample: bool, unfinish
     return chosen * unfinished + pad_id * (1 - unfinished)
 
 
-class _Stepper:
-    """Runs one decode step for an attention window: eagerly, or by replaying that window's graph
-    (captured the first time the window is needed, after one eager warm-up step overall)."""
+def graph_actions(window: int, captured: Collection[int]) -> list[str]:
+    """What a decode step with CUDA graphs does for `window`, in order: a window without a graph is
+    first run once eagerly ("warm-up": cuBLAS handles, the attention kernel its shape picks and that
+    kernel's plan set themselves up on first use, which a capture cannot contain), then captured,
+    then replayed; a window with a graph (from this call or a kept session) is replayed."""
+    return ["replay"] if window in captured else ["warm-up", "capture", "replay"]
 
-    def __init__(self, model: Any, cache: Any, ids: Any, positions: Any, key_mask: Any, cuda_graphs: bool) -> None:
-        self.model, self.cache = model, cache
-        self.ids, self.positions, self.key_mask = ids, positions, key_mask
-        self.cuda_graphs = cuda_graphs
-        self.graphs: dict[int, tuple[Any, Any]] = {}
+
+class _Stepper:
+    """Runs one decode step for an attention window: eagerly, or by `graph_actions` on the
+    session's graphs (kept across calls when the session is)."""
+
+    def __init__(self, model: Any, session: "_Session", cuda_graphs: bool) -> None:
+        self.model, self.session, self.cuda_graphs = model, session, cuda_graphs
         self.windows_used: list[int] = []
+        self.captured: list[int] = []  # windows captured by this call
+        self.actions: list[tuple[str, int]] = []  # what ran, in order
         self.capture_s = 0.0
-        self.warmed_up = False
 
     def forward(self, window: int) -> Any:
-        _set_window(self.cache, window)
+        session = self.session
+        _set_window(session.cache, window)
         return self.model(
-            input_ids=self.ids, attention_mask=self.key_mask[:, :, :, :window], position_ids=self.positions,
-            past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+            input_ids=session.ids, attention_mask=session.key_mask[:, :, :, :window], position_ids=session.positions,
+            past_key_values=session.cache, use_cache=True, logits_to_keep=1,
         ).logits[:, -1]
 
     def __call__(self, window: int) -> Any:
@@ -237,35 +263,180 @@ class _Stepper:
             self.windows_used.append(window)
         if not self.cuda_graphs:
             return self.forward(window)
-        if window not in self.graphs:
+        graphs = self.session.graphs
+        for action in graph_actions(window, graphs):
+            self.actions.append((action, window))
+            if action == "replay":
+                graph, logits = graphs[window]
+                graph.replay()
+                return logits
             started = time.perf_counter()
-            self.graphs[window] = self._capture(window)
+            if action == "warm-up":
+                self.warm_up(window)
+            else:
+                graphs[window] = self._capture(window)
+                self.captured.append(window)
             self.capture_s += time.perf_counter() - started
-        graph, logits = self.graphs[window]
-        graph.replay()
-        return logits
+        raise AssertionError("graph_actions ends with a replay")
 
-    def _capture(self, window: int) -> tuple[Any, Any]:
+    def warm_up(self, window: int) -> None:
+        """One eager step at `window` whose cache write is undone (the step that follows redoes it).
+        On CUDA on a side stream, as captures want; elsewhere inline (what the CPU tests check)."""
         import torch
 
-        if not self.warmed_up:
-            # cuBLAS and the attention kernels set themselves up on first use, which a capture
-            # cannot contain; the warm-up step's cache write is undone (the replay redoes it).
+        if self.session.cache.layers[0].keys.device.type == "cuda":
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 self.forward(window)
             torch.cuda.current_stream().wait_stream(side)
-            for layer in self.cache.layers:
-                layer.cumulative_length.sub_(1)
-            self.warmed_up = True
+        else:
+            self.forward(window)
+        for layer in self.session.cache.layers:
+            layer.cumulative_length.sub_(1)
+
+    def _capture(self, window: int) -> tuple[Any, Any]:
+        import torch
+
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             logits = self.forward(window)
         return graph, logits
 
-    def release(self) -> None:
-        self.graphs.clear()
+
+class _Session:
+    """The tensors a decode step reads, for one batch size, a capacity and one adapter layout: the
+    KV cache (allocated at the first prefill), the step's inputs, the dense-LoRA copies, and the
+    graphs captured over them (by window)."""
+
+    def __init__(self, config: Any, rows: int, capacity: int, smallest_window: int, signature: tuple, device: Any) -> None:
+        import torch
+
+        self.rows, self.capacity, self.signature = rows, capacity, signature
+        self.windows = attention_windows(0, capacity, smallest_window)
+        self.cache = _windowed_cache(config, capacity)
+        self.ids = torch.zeros(rows, 1, dtype=torch.long, device=device)
+        self.positions = torch.zeros(rows, 1, dtype=torch.long, device=device)
+        self.key_mask = torch.zeros(rows, 1, 1, capacity, dtype=torch.bool, device=device)
+        self.lora: dict[str, tuple[Any, Any]] = {}
+        self.graphs: dict[int, tuple[Any, Any]] = {}
+
+    def serves(self, rows: int, total_length: int, signature: tuple) -> bool:
+        return self.rows == rows and self.signature == signature and self.capacity >= total_length
+
+    def reset(self) -> None:
+        """Empty the cache for a new call (in place: the graphs keep reading the same tensors).
+        Old keys and values stay where they are; the key mask hides them."""
+        for layer in self.cache.layers:
+            layer.cumulative_length.zero_()
+        self.key_mask.zero_()
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for layer in self.cache.layers if layer.is_initialized
+                   for t in (layer.keys, layer.values))
+
+
+Kept = TypeVar("Kept")
+
+
+class KeptSessions(Generic[Kept]):
+    """At most `limit` entries, the least recently used dropped first (bounded memory)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._entries: OrderedDict[int, Kept] = OrderedDict()
+        self._next = 0
+
+    def find(self, wanted: Callable[[Kept], bool]) -> Kept | None:
+        """The most recently used entry that `wanted` accepts, marked as just used."""
+        for key in reversed(self._entries):
+            if wanted(self._entries[key]):
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        return None
+
+    def add(self, entry: Kept, replaces: Callable[[Kept], bool] = lambda kept: False) -> list[Kept]:
+        """Keep `entry`; returns what was dropped: the entries it replaces, then the least recently used over the limit."""
+        dropped = [kept for kept in self._entries.values() if replaces(kept)]
+        self._entries = OrderedDict((key, kept) for key, kept in self._entries.items() if not replaces(kept))
+        self._entries[self._next] = entry
+        self._next += 1
+        while len(self._entries) > self.limit:
+            dropped.append(self._entries.popitem(last=False)[1])
+        return dropped
+
+    def discard(self, entry: Kept) -> None:
+        """Drop `entry` if it is kept (by identity)."""
+        self._entries = OrderedDict((key, kept) for key, kept in self._entries.items() if kept is not entry)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Kept]:
+        return iter(list(self._entries.values()))
+
+
+SESSIONS_ATTRIBUTE = "_ttsd_decode_sessions"
+
+
+def kept_sessions(model: Any) -> "KeptSessions[_Session]":
+    """The sessions kept on a model (the transformers model under any peft wrapper): they live and
+    die with it, so no graph outlives the weights it reads."""
+    inner = language_model(model)
+    sessions = inner.__dict__.get(SESSIONS_ATTRIBUTE)
+    if sessions is None:
+        sessions = KeptSessions(MAX_KEPT_SESSIONS)
+        inner.__dict__[SESSIONS_ATTRIBUTE] = sessions
+    return sessions
+
+
+def release_decode_sessions(model: Any) -> None:
+    """Free the KV caches and graphs the fast path keeps on `model`."""
+    kept_sessions(model).clear()
+
+
+def _session_for(inner: Any, model: Any, rows: int, total_length: int, smallest_window: int, keep: bool,
+                 device: Any) -> tuple[_Session, bool]:
+    """(session, whether it was kept from an earlier call). A kept session is reused when it has
+    the rows, the adapter layout and room for the call; a new one replaces the kept ones it outgrows."""
+    signature = _graph_signature(model)
+    config = inner.config.get_text_config(decoder=True)
+    if not keep:
+        return _Session(config, rows, total_length, smallest_window, signature, device), False
+    sessions = kept_sessions(inner)
+    found = sessions.find(lambda kept: kept.serves(rows, total_length, signature))
+    if found is not None:
+        return found, True
+    capacity = -(-total_length // smallest_window) * smallest_window  # a little room: prompts vary by a few tokens
+    session = _Session(config, rows, capacity, smallest_window, signature, device)
+    dropped = sessions.add(session, replaces=lambda kept: kept.rows == rows and kept.signature == signature)
+    if dropped and device.type == "cuda":
+        import torch
+
+        dropped.clear()
+        torch.cuda.empty_cache()
+    return session, False
+
+
+def _graph_signature(model: Any) -> tuple:
+    """What a captured step depends on beyond the session's tensors: which LoRA layers run dense
+    (and their shapes) and which run peft's own forward with which adapters."""
+    try:
+        from peft.tuners.lora.layer import Linear as LoraLinear
+    except ImportError:
+        return ()
+    signature = []
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLinear):
+            adapter = _dense_adapter(module)
+            if adapter is not None:
+                signature.append((name, "dense", tuple(module.lora_A[adapter].weight.shape), tuple(module.lora_B[adapter].weight.shape)))
+            else:
+                signature.append((name, "peft", tuple(module.active_adapters), bool(module.disable_adapters), bool(module.merged)))
+    return tuple(signature)
 
 
 def _windowed_cache(config: Any, max_length: int) -> Any:
@@ -361,33 +532,54 @@ def _fused_rms_norm(module: Any) -> Any:
     return forward
 
 
-@contextmanager
-def dense_lora(model: Any) -> Iterator[int]:
-    """While active, each peft LoRA linear layer with one plain active adapter computes
-    `y = base(x); y += (x Aᵀ)(s B)ᵀ` in the base layer's dtype. Yields how many layers changed;
-    the others (DoRA, merged, disabled, several adapters) keep peft's own forward."""
+def _dense_adapter(module: Any) -> str | None:
+    """The adapter a peft LoRA linear layer can run as dense LoRA (one plain active adapter on an
+    nn.Linear, no dropout in training), or None."""
     import torch
 
+    if module.disable_adapters or module.merged:
+        return None
+    active = [name for name in module.active_adapters if name in module.lora_A]
+    if len(active) != 1 or active[0] in getattr(module, "lora_variant", {}):
+        return None
+    dropout = module.lora_dropout[active[0]]
+    if not isinstance(module.base_layer, torch.nn.Linear) or (module.training and not isinstance(dropout, torch.nn.Identity)):
+        return None
+    return active[0]
+
+
+@contextmanager
+def dense_lora(model: Any, kept: dict[str, tuple[Any, Any]] | None = None) -> Iterator[int]:
+    """While active, each peft LoRA linear layer with one plain active adapter computes
+    `y = base(x); y += (x Aᵀ)(s B)ᵀ` in the base layer's dtype. Yields how many layers changed;
+    the others (DoRA, merged, disabled, several adapters) keep peft's own forward.
+
+    kept: the copies of Aᵀ and (s·B)ᵀ by layer name, reused in place when their shapes match (a
+    captured graph reads them at their addresses), filled with new ones otherwise."""
     try:
         from peft.tuners.lora.layer import Linear as LoraLinear
     except ImportError:
         yield 0
         return
     changed = []
-    for module in model.modules():
-        if not isinstance(module, LoraLinear) or module.disable_adapters or module.merged:
+    for layer_name, module in model.named_modules():
+        if not isinstance(module, LoraLinear):
             continue
-        active = [name for name in module.active_adapters if name in module.lora_A]
-        if len(active) != 1 or active[0] in getattr(module, "lora_variant", {}):
+        name = _dense_adapter(module)
+        if name is None:
             continue
-        name = active[0]
         base = module.base_layer
-        dropout = module.lora_dropout[name]
-        if not isinstance(base, torch.nn.Linear) or (module.training and not isinstance(dropout, torch.nn.Identity)):
-            continue
         dtype = base.weight.dtype
-        shrink = module.lora_A[name].weight.detach().to(dtype).t()  # (in, r)
+        shrink = module.lora_A[name].weight.detach().to(dtype, copy=True).t()  # (in, r), its own storage
         expand = (module.lora_B[name].weight.detach() * module.scaling[name]).to(dtype).t().contiguous()  # (r, out)
+        if kept is not None:
+            old = kept.get(layer_name)
+            if old is not None and old[0].shape == shrink.shape and old[1].shape == expand.shape and old[0].dtype == dtype:
+                old[0].copy_(shrink)
+                old[1].copy_(expand)
+                shrink, expand = old
+            else:
+                kept[layer_name] = (shrink, expand)
         module.forward = _dense_forward(base, shrink, expand)
         changed.append(module)
     try:

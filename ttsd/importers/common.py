@@ -6,12 +6,13 @@ from __future__ import annotations
 import gzip
 import re
 import shlex
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from ttsd.problems.loading import ProblemFileError
+from ttsd.problems.loading import MAX_FILE_BYTES, ProblemFileError
 from ttsd.problems.model import Problem
 
 IMPORT_NOTE_FILE = ".ttsd-import"  # not *.json: never read as a problem
@@ -34,15 +35,30 @@ def safe_id(raw: str) -> str:
 
 
 def jsonl_lines(path: Path | str) -> Iterator[tuple[str, str]]:
-    """(`FILE:LINE`, line) for every non-blank line of a .jsonl or .jsonl.gz file."""
+    """(`FILE:LINE`, line) for every non-blank line of a .jsonl or .jsonl.gz file. A line that is
+    not UTF-8, longer than MAX_FILE_BYTES, or a .gz file that is not gzip or is cut short raises
+    ProblemFileError naming the file (and the line); only regular files are read."""
     path = Path(path)
     if not path.is_file():
-        raise ProblemFileError(path, [("", "no such file" if not path.exists() else "not a file")])
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if line.strip():
-                yield f"{path}:{line_number}", line
+        raise ProblemFileError(path, [("", "no such file" if not path.exists() else "not a regular file")])
+    line_number = 0
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as lines:
+            while line := lines.readline(MAX_FILE_BYTES + 1):
+                line_number += 1
+                where = f"{path}:{line_number}"
+                if len(line) > MAX_FILE_BYTES:
+                    raise ProblemFileError(where, [("", f"a line longer than the {MAX_FILE_BYTES >> 20} MiB ttsd reads")])
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise ProblemFileError(where, [("", f"not UTF-8 text ({error.reason} at byte {error.start} of the line)")]) from None
+                if text.strip():
+                    yield where, text
+    except gzip.BadGzipFile as error:
+        raise ProblemFileError(path, [("", f"not gzip data ({error})")]) from None
+    except (EOFError, zlib.error) as error:  # a .gz cut short, or corrupt inside
+        raise ProblemFileError(path, [("", f"the gzip data is truncated or corrupt after line {line_number} ({error})")]) from None
 
 
 def check_unique_ids(problems: list[Problem], source: Path) -> None:

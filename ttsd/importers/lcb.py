@@ -26,6 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, Valida
 
 from ttsd.importers.common import ImportReport, check_unique_ids, jsonl_lines, safe_id
 from ttsd.problems.loading import ProblemFileError, save_problem, validation_faults
+from ttsd.problems.model import MAX_NESTING, nesting_depth
 from ttsd.problems.model import Problem, TestCase
 
 # Decompressed private tests larger than this are refused (a zlib bomb would otherwise eat memory).
@@ -101,6 +102,8 @@ def decode_lcb_tests(blob: str, limit: int = MAX_PRIVATE_TESTS_BYTES) -> list[Lc
     """Decode a test-case field: a JSON list, or base64 → zlib → pickle → JSON string; '' is no tests."""
     if not blob.strip():
         return []
+    if nesting_depth(blob) > MAX_NESTING:
+        raise LcbDecodeError(f"nested more than {MAX_NESTING} levels deep")
     try:
         payload: object = json.loads(blob)
     except ValueError:
@@ -117,6 +120,8 @@ def decode_lcb_tests(blob: str, limit: int = MAX_PRIVATE_TESTS_BYTES) -> list[Lc
         except Exception as error:  # any failure of untrusted pickle data is a decode error
             raise LcbDecodeError(f"bad pickle: {error}") from None
         if isinstance(payload, str):
+            if nesting_depth(payload) > MAX_NESTING:
+                raise LcbDecodeError(f"the unpickled string is nested more than {MAX_NESTING} levels deep")
             try:
                 payload = json.loads(payload)
             except ValueError as error:
@@ -153,6 +158,8 @@ def split_visible(
 def lcb_record_to_problem(record: LcbRecord, visible_fraction: float = 0.0, seed: int = 0) -> Problem:
     """One LiveCodeBench record → Problem. The random split depends only on (seed, question_id),
     so a problem gets the same split whatever else is in the file or the date window."""
+    if nesting_depth(record.metadata) > MAX_NESTING:
+        raise LcbDecodeError(f"metadata: nested more than {MAX_NESTING} levels deep")
     try:
         metadata = json.loads(record.metadata) if record.metadata.strip() else {}
     except ValueError as error:

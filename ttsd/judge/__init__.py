@@ -13,8 +13,9 @@ Modules, in the order a response goes through them:
 
 * `extraction`: the program in a response (the longest Python block; `truncated`, `format_error`).
 * `judge`: `Judge`, and how a verdict is reached (the order of the tests, the early stops).
-* `one_test` (stdin, functional, assert: one process per test) and `evalplus` (MBPP+: one process
-  per group of tests), each running the program in the sandbox and classifying what came back;
+* `one_test` (stdin, functional, assert: one process per test), `evalplus` (MBPP+: one process
+  per group of tests) and `pytest_suite` (pytest problems: one process per test file, the test ids
+  collected once per problem against a stand-in module), each running the program in the sandbox and classifying what came back;
   `sandboxed`: the harness job and reading its raw result; `harness.py`: the file that runs
   inside the sandbox around the program (plain Python, copied in with every job).
 * `comparison`: output and value comparison (pure); `feedback`: the feedback text (pure).
@@ -44,6 +45,7 @@ from ttsd.judge.extraction import (
     program_from_text,
 )
 from ttsd.judge.feedback import (
+    ALL_FEEDBACK,
     CUT_MARK,
     FEEDBACK_MAX_CHARS,
     FIELD_MAX_CHARS,
@@ -52,6 +54,7 @@ from ttsd.judge.feedback import (
     HIDDEN_FAILURE_FEEDBACK,
     MAX_WRONG_ANSWERS_SHOWN,
     TRUNCATED_FEEDBACK,
+    FeedbackOptions,
     clip_field,
     clip_total,
     feedback_text,
@@ -59,10 +62,12 @@ from ttsd.judge.feedback import (
 from ttsd.judge.harness import SOLUTION_FILE
 from ttsd.judge.judge import Judge, prepare_tests
 from ttsd.judge.one_test import Outcome, classify
+from ttsd.judge.pytest_suite import PytestCollection, PytestCollectionError
 from ttsd.judge.records import ErrorInfo, Judgement, PreparedTest, TestResult, TestRun, Verdict
 from ttsd.judge.sandboxed import HARNESS_FILE, HARNESS_SOURCE
 
 __all__ = [
+    "ALL_FEEDBACK",
     "CUT_MARK",
     "EVALPLUS_FLOAT_ATOL",
     "EVALPLUS_RTOL",
@@ -79,10 +84,13 @@ __all__ = [
     "TRUNCATED_FEEDBACK",
     "ErrorInfo",
     "Extraction",
+    "FeedbackOptions",
     "Judge",
     "Judgement",
     "Outcome",
     "PreparedTest",
+    "PytestCollection",
+    "PytestCollectionError",
     "TestResult",
     "TestRun",
     "Verdict",

@@ -15,6 +15,8 @@ Usage (argv[1] is the kind; the program is in ./solution.py):
     python3 -I _ttsd_harness.py assert ENTRY         stdin: NONCE line, then {"test": "<code>"}
     python3 -I _ttsd_harness.py calls ENTRY          stdin: NONCE line, then {"calls": [[args], ...],
                                                      "time_limit_s": T}  (evalplus: many inputs, one process)
+    python3 -I _ttsd_harness.py pytest MODULE FILE   stdin: NONCE line, then {"time_limit_s": T,
+                                                     "collect_only": bool}  (pytest: FILE's tests, one process)
 
 Reports are single lines `NONCE <json>` at the end of stdout (results) or stderr (errors); the
 per-run random NONCE tells them apart from anything the program itself prints. For `functional` and
@@ -32,6 +34,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 
 SOLUTION_FILE = "solution.py"
@@ -409,6 +412,158 @@ def _run_calls(entry_point):
     return 0
 
 
+class _TestTimeout(BaseException):
+    """One pytest test ran past its time limit (raised by SIGALRM; BaseException, so that a test's
+    `except Exception` does not swallow it)."""
+
+
+class _StandIn:
+    """Whatever a test file imports from the candidate's module when only collecting: any name
+    exists, any use returns a stand-in (so module-level uses of it collect too)."""
+
+    def __getattr__(self, name):
+        return _StandIn()
+
+    def __call__(self, *args, **kwargs):
+        return _StandIn()
+
+    def __iter__(self):
+        return iter(())
+
+    def __getitem__(self, key):
+        return _StandIn()
+
+
+def _stand_in_module(name):
+    module = type(sys)(name)
+    module.__getattr__ = lambda attribute: _StandIn()  # PEP 562: `from MODULE import anything`
+    module.__path__ = []  # a package, so `from MODULE.sub import x` resolves to stand-ins too
+    return module
+
+
+_PYTEST_TEXT_LIMIT = 20000  # characters of one pytest report kept (the judge clips far more)
+
+
+def _run_pytest(module_name, test_file):
+    """pytest on FILE in this process (the candidate is ./MODULE.py; the tests import it).
+
+    Reports, each a `NONCE <json>` line on the real stdout: `collected` (the test ids, and
+    pytest's report of any file that failed to collect), then per test `start`, `timeout` (when
+    its time limit fired) and `result` (outcome, the phase it failed in, the exception type and
+    pytest's own failure report). What a test prints goes to the real stdout and stderr between
+    its `start` and `result` lines (no capture: the sandbox's output limit applies as to any
+    program). With `collect_only`, MODULE is a stand-in whose every name exists, and no test runs:
+    that is how a problem's test files are checked when it is loaded.
+
+    Like `assert` problems, the candidate runs in the process that reports: see `_run_assert` for
+    what is defended. A skipped or xfailed test never counts as passed, and the judge takes the
+    test ids from the stand-in collection, so deselecting or skipping tests passes nothing.
+    """
+    nonce, payload = _read_payload()
+    result_fd, error_fd = os.dup(1), os.dup(2)
+    time_limit_s = float(payload.get("time_limit_s") or 0)
+    collect_only = bool(payload.get("collect_only"))
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only pytest's own plugins, never an installed one
+    try:
+        import pytest
+    except ImportError as exc:
+        _report(result_fd, nonce, {"event": "unavailable", "message": _message(exc)})
+        return 1
+    if collect_only:
+        sys.modules[module_name] = _stand_in_module(module_name)
+    current = {"nodeid": None}
+
+    def on_alarm(signum, frame):
+        _report(result_fd, nonce, {"event": "timeout", "nodeid": current["nodeid"]})
+        raise _TestTimeout()
+
+    def text(value):
+        try:
+            return str(value)[:_PYTEST_TEXT_LIMIT]
+        except BaseException:
+            return "<unprintable report>"
+
+    class Reporter:
+        def __init__(self):
+            self.collect_errors = []
+            self.phases = {}
+            self.started = 0.0
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_configure(self, config):
+            # pytest's terminal output would mix with what the tests print: only these reports go out
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                config.pluginmanager.unregister(reporter)
+
+        def pytest_collectreport(self, report):
+            if report.failed:
+                self.collect_errors.append({"nodeid": report.nodeid, "report": text(report.longreprtext)})
+
+        def pytest_collection_finish(self, session):
+            _report(result_fd, nonce, {"event": "collected", "tests": [item.nodeid for item in session.items],
+                                       "errors": self.collect_errors})
+
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_protocol(self, item, nextitem):
+            current["nodeid"] = item.nodeid
+            self.phases[item.nodeid] = []
+            _flush_std_streams()
+            self.started = time.monotonic()
+            for fd in (result_fd, error_fd):  # on both streams: what the test prints lies between its marks
+                _report(fd, nonce, {"event": "start", "nodeid": item.nodeid})
+            if time_limit_s > 0:
+                signal.setitimer(signal.ITIMER_REAL, time_limit_s)
+            try:
+                yield
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                _flush_std_streams()
+                record = self._result(item.nodeid)
+                record["wall_s"] = time.monotonic() - self.started
+                for fd in (error_fd, result_fd):
+                    _report(fd, nonce, record)
+                current["nodeid"] = None
+
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_makereport(self, item, call):
+            outcome = yield
+            report = outcome.get_result()
+            error = call.excinfo
+            self.phases.setdefault(item.nodeid, []).append({
+                "phase": call.when,
+                "outcome": report.outcome,
+                "xfail": hasattr(report, "wasxfail"),
+                "exception": error.typename if error is not None else None,
+                "message": text(error.value)[:REPR_LIMIT] if error is not None else "",
+                "report": text(report.longreprtext) if report.failed or report.skipped else "",
+            })
+
+        def _result(self, nodeid):
+            phases = self.phases.get(nodeid, [])
+            bad = next((p for p in phases if p["outcome"] != "passed" or p["xfail"]), None)
+            ran = any(p["phase"] == "call" for p in phases)
+            record = {"event": "result", "nodeid": nodeid, "outcome": "passed" if bad is None and ran else "failed"}
+            if bad is not None:
+                record.update(bad)
+                record["outcome"] = "skipped" if bad["outcome"] == "skipped" or bad["xfail"] else "failed"
+            return record
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    arguments = [test_file, "-p", "no:cacheprovider", "-p", "no:stepwise", "--capture=no", "--tb=short",
+                 "--rootdir=.", "--import-mode=prepend"]
+    if collect_only:
+        arguments.append("--collect-only")
+    try:
+        pytest.main(arguments, plugins=[Reporter()])
+    except BaseException as exc:  # pytest itself broke (a test may have patched it): the judge sees no result
+        _flush_std_streams()
+        _report(2, nonce, _error_record(exc, "run", []))
+        return 1
+    _flush_std_streams()
+    return 0
+
+
 def main(argv):
     if hasattr(sys, "set_int_max_str_digits"):
         sys.set_int_max_str_digits(0)  # LiveCodeBench raises the 3.11 limit too; big ints are common
@@ -421,6 +576,8 @@ def main(argv):
         return _run_assert(argv[2])
     if kind == "calls":
         return _run_calls(argv[2])
+    if kind == "pytest":
+        return _run_pytest(argv[2], argv[3])
     raise SystemExit(f"unknown kind {kind!r}")
 
 

@@ -2,11 +2,11 @@
 
 How a verdict is reached (`Judge.judge_code`, one loop): the tests run in batches, a batch being
 the tests that share one sandboxed process (each test alone for stdin/functional/assert; for
-evalplus the visible tests together, then the hidden ones). Visible tests come first. A failing
+evalplus and pytest the visible tests together, then the hidden ones). Visible tests come first. A failing
 visible test does not stop the visible tests (the feedback may show the two shortest failures),
 but hidden tests are then not run; judging stops at the first hidden failure (as LCB does), after a
 time limit (each further test would cost a full limit), and after an error in loading a
-functional/assert/evalplus program (every test would fail the same way). So `tests_passed` counts
+functional/assert/evalplus/pytest program (every test would fail the same way). So `tests_passed` counts
 passed tests among those run. The verdict is that of the first failing test in that order.
 
 Each process gets the problem's per-test limit, cut to what is left of the whole suite's limit
@@ -20,9 +20,9 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from ttsd.judge import evalplus, one_test
+from ttsd.judge import evalplus, one_test, pytest_suite
 from ttsd.judge.extraction import Extraction, extract_code, program_from_text
-from ttsd.judge.feedback import FORMAT_ERROR_FEEDBACK, TRUNCATED_FEEDBACK, feedback_text
+from ttsd.judge.feedback import ALL_FEEDBACK, FORMAT_ERROR_FEEDBACK, TRUNCATED_FEEDBACK, FeedbackOptions, feedback_text
 from ttsd.judge.records import Judgement, PreparedTest, TestResult, TestRun, Verdict
 from ttsd.problems.model import Problem
 from ttsd.sandbox.base import Sandbox
@@ -33,7 +33,7 @@ class Judge:
 
     suite_time_limit_s: wall-clock budget for all tests of one response (None: the larger of 60 s
     and twice the problem's per-test limit). output_limit_bytes: stdout/stderr cap per test (raised
-    for a test whose expected output is large).
+    for a test whose expected output is large). feedback: which parts the feedback text shows.
     """
 
     def __init__(
@@ -42,6 +42,7 @@ class Judge:
         max_workers: int = 4,
         suite_time_limit_s: float | None = None,
         output_limit_bytes: int = 4 << 20,
+        feedback: FeedbackOptions = ALL_FEEDBACK,
     ):
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -49,8 +50,11 @@ class Judge:
         self.max_workers = max_workers
         self.suite_time_limit_s = suite_time_limit_s
         self.output_limit_bytes = output_limit_bytes
+        self.feedback = feedback
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._collections: dict[str, pytest_suite.PytestCollection] = {}  # pytest problems' test ids
+        self._collections_lock = threading.Lock()
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -73,7 +77,7 @@ class Judge:
             finish_reasons = ["stop"] * len(responses)
         if len(finish_reasons) != len(responses):
             raise ValueError(f"{len(responses)} responses but {len(finish_reasons)} finish reasons")
-        prepared = prepare_tests(problem)  # once, not per response: inputs can be megabytes of JSON
+        prepared = self.prepare(problem)  # once, not per response: inputs can be megabytes of JSON
         pool = self._executor()
         futures = [
             pool.submit(self._judge_extraction, problem, extract_code(r, f), prepared)
@@ -84,7 +88,7 @@ class Judge:
     def judge_code(self, problem: Problem, code: str, prepared: list[PreparedTest] | None = None) -> Judgement:
         """Run an already extracted program on the problem's tests (the rules: this module's docstring)."""
         started = time.monotonic()
-        prepared = prepare_tests(problem) if prepared is None else prepared
+        prepared = self.prepare(problem) if prepared is None else prepared
         suite_limit = self._suite_limit(problem)
         deadline = started + suite_limit
         runs: list[TestRun] = []
@@ -121,9 +125,25 @@ class Judge:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def prepare(self, problem: Problem) -> list[PreparedTest]:
+        """`prepare_tests`, and for a pytest problem its test ids, collected once per set of files
+        in this judge's sandbox (`pytest_suite.collect`: PytestCollectionError for a bad file)."""
+        if problem.kind != "pytest":
+            return prepare_tests(problem)
+        key = pytest_suite.collection_key(problem)
+        with self._collections_lock:
+            collection = self._collections.get(key)
+        if collection is None:
+            collection = pytest_suite.collect(self.sandbox, problem)
+            with self._collections_lock:
+                self._collections[key] = collection
+        return pytest_suite.prepare_pytest(collection)
+
     # -- internals -------------------------------------------------------------------------------
 
     def _run_batch(self, problem: Problem, code: str, batch: list[PreparedTest], time_limit_s: float) -> list[TestRun]:
+        if problem.kind == "pytest":
+            return pytest_suite.run_batch(self.sandbox, problem, code, batch, time_limit_s, self.output_limit_bytes)
         if problem.kind == "evalplus":
             return evalplus.run_batch(self.sandbox, problem, code, batch, time_limit_s, self.output_limit_bytes)
         (item,) = batch
@@ -141,6 +161,7 @@ class Judge:
                 memory_limit_mb=problem.memory_limit_mb,
                 output_limit_bytes=self.output_limit_bytes,
                 suite_time_limit_s=suite_limit,
+                options=self.feedback,
             )
         return Judgement(
             verdict=Verdict.accepted if first_failure is None else first_failure.verdict,
@@ -161,12 +182,12 @@ class Judge:
     def _judge_extraction(
         self, problem: Problem, extraction: Extraction, prepared: list[PreparedTest] | None = None
     ) -> Judgement:
-        prepared = prepare_tests(problem) if prepared is None else prepared
+        prepared = self.prepare(problem) if prepared is None else prepared
         if extraction.verdict is not None:
             feedback = TRUNCATED_FEEDBACK if extraction.verdict == Verdict.truncated else FORMAT_ERROR_FEEDBACK
             return Judgement(
                 verdict=extraction.verdict,
-                tests_total=len(problem.tests) + len(problem.hidden_tests),
+                tests_total=len(prepared),
                 feedback=feedback,
                 code=extraction.code,
             )
@@ -181,7 +202,9 @@ class Judge:
 
 def prepare_tests(problem: Problem) -> list[PreparedTest]:
     """The tests in judging order (visible, then hidden) with what goes into the sandbox;
-    ValueError for a broken problem."""
+    ValueError for a broken problem. (pytest problems need their files collected: `Judge.prepare`.)"""
+    if problem.kind == "pytest":
+        raise ValueError(f"problem {problem.id!r}: a pytest problem's tests are collected in a sandbox (Judge.prepare)")
     prepare = evalplus.prepare_evalplus if problem.kind == "evalplus" else one_test.prepare_test
     tests = [(i, t, False) for i, t in enumerate(problem.tests)]
     tests += [(i, t, True) for i, t in enumerate(problem.hidden_tests)]
@@ -193,7 +216,7 @@ def prepare_tests(problem: Problem) -> list[PreparedTest]:
 
 def _batches(problem: Problem, prepared: list[PreparedTest]) -> list[list[PreparedTest]]:
     """The tests that share one sandboxed process, in judging order."""
-    if problem.kind != "evalplus":
+    if problem.kind not in ("evalplus", "pytest"):  # those run a group (a file) per process
         return [[item] for item in prepared]
     groups = ([item for item in prepared if not item.hidden], [item for item in prepared if item.hidden])
     return [group for group in groups if group]

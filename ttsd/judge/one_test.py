@@ -71,6 +71,7 @@ def run_test(
         wall_s=result.wall_s,
         time_limit_s=time_limit_s,
         suite_cut=outcome.verdict == Verdict.time_limit and time_limit_s < problem.time_limit_s,
+        time_limit_hit=result.time_limit_hit,
     )
 
 

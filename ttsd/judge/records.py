@@ -82,6 +82,7 @@ class TestRun(BaseModel):
     wall_s: float = 0.0
     time_limit_s: float = 0.0
     suite_cut: bool = False  # the time limit hit was the whole suite's, not this test's
+    time_limit_hit: str | None = None  # the sandbox's: "cpu" (CPU time limit) or "wall" (wall-clock backstop)
 
     @property
     def passed(self) -> bool:

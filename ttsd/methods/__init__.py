@@ -40,6 +40,9 @@ def solve(problem: Problem, config: SolveConfig, run_dir: Path, resume: bool = F
             k: saved[k] for k in ("device", "dtype") if getattr(config, k) == "auto" and saved.get(k, "auto") != "auto"
         })
     config = resolve_hardware(config)
+    from ttsd.reporting import require_reporter
+
+    require_reporter(config.report_to)  # before the model loads: a missing package fails fast
     engine = SharedEngine(config, model_path, learns=config.learns)
     try:
         return run_one(RunJob(None, problem, config, Path(run_dir), resume=resume, progress=progress), engine)

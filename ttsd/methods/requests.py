@@ -41,11 +41,13 @@ class SampleRequest:
 
 @dataclass
 class JudgeRequest:
-    """Judge these responses to `problem` (the answer: list[Judgement], in order)."""
+    """Judge these responses to `problem` (the answer: list[Judgement], in order), the feedback
+    showing what `feedback` says (runs of one bench may differ: `--variants`)."""
 
     problem: Any  # ttsd.problems.Problem
     responses: list[str]
     finish_reasons: list[str]
+    feedback: Any = None  # ttsd.judge.FeedbackOptions; None: all of it
 
 
 @dataclass

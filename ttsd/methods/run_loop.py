@@ -43,6 +43,7 @@ from ttsd.judge import Judgement
 from ttsd.methods.requests import JudgeRequest, SampleRequest, Step
 from ttsd.problems import Problem
 from ttsd.runs import AttemptRecord, RunDir, StepRecord, Summary, attempt_costs
+from ttsd.stop_points import stop_point
 
 Progress = Callable[[StepRecord, Summary], None]
 
@@ -61,6 +62,7 @@ class Attempt:
     prompt_ids: list[int]
     judgement: Judgement
     teacher_gaps: list[float] | None = None  # log π_T − log π_S per token, when a self-teacher scored it (sdpo)
+    quoted: list[bool] | None = None  # per token: does it appear verbatim in the teacher's feedback (sdpo, ttsd.sdpo.copying)
 
 
 @dataclass
@@ -86,13 +88,13 @@ class Method:
         self.judge = None
 
     def attach_engine(self) -> Any:
-        """The engine (made here when none was given) and its judge, for `setup`."""
+        """The engine (made here when none was given) and its judge for this run's feedback options, for `setup`."""
         if self.engine is None:
             from ttsd.methods.scheduler import SharedEngine
 
             self.engine = SharedEngine(self.config, self.model_path, learns=self.config.learns)
             self._own_engine = True
-        self.judge = self.engine.judge
+        self.judge = self.engine.judge_for(self.config.feedback_options())
         self._tokenizer = self.engine.tokenizer
         return self.engine
 
@@ -182,7 +184,9 @@ class Method:
             settings=self.sampling_settings(), adapter=self.adapter(),
         )
         t1 = time.monotonic()
-        judgements = yield JudgeRequest(self.problem, [s.text for s in samples], [s.finish_reason for s in samples])
+        judgements = yield JudgeRequest(
+            self.problem, [s.text for s in samples], [s.finish_reason for s in samples], feedback=self.config.feedback_options()
+        )
         attempts = [
             Attempt(s.text, list(s.token_ids), list(s.logprobs), s.finish_reason, list(prompt_ids), j)
             for s, j in zip(samples, judgements)
@@ -240,6 +244,7 @@ def run_steps(method: Method, resume: bool, progress: Progress | None = None) ->
         return Summary(
             problem_id=problem.id,
             method=config.method,
+            variant=config.variant,
             seed=config.seed,
             discovered=first is not None,
             discovery_k=first,
@@ -269,6 +274,7 @@ def run_steps(method: Method, resume: bool, progress: Progress | None = None) ->
             record.prompt_tokens = sum(len(a.prompt_ids) for a in outcome.attempts)
             records = attempt_records(outcome.attempts, step, len(attempts) + 1, record)
             method.record_attempts(records, outcome.attempts)
+            stop_point("attempts-written")
             attempts.extend(records)
             passing = next((r for r in records if r.passed), None)
             if passing is not None and not was_discovered:
@@ -281,6 +287,7 @@ def run_steps(method: Method, resume: bool, progress: Progress | None = None) ->
             method.annotate_step(record, outcome.attempts)
             method.save_state(step)
             run.append_step(record)
+            stop_point("step-recorded")
             steps.append(record)
             current = summary(finished=False)
             run.write_summary(current)

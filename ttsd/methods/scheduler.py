@@ -75,7 +75,9 @@ class SharedEngine:
         self.learns = learns
         self.backend = pick_backend(config.backend)
         self.context = max_model_len or 0
-        self.judge = Judge(make_sandbox(config.sandbox), max_workers=config.judge_workers)
+        self._sandbox = make_sandbox(config.sandbox)
+        self._judges: dict[Any, Judge] = {}  # FeedbackOptions -> a judge on the one sandbox (`judge_for`)
+        self.judge = self.judge_for(None)
         self.policy: Any = None
         self._sampler: Any = None
         self._tokenizer: Any = None
@@ -90,6 +92,23 @@ class SharedEngine:
                 gradient_checkpointing=config.gradient_checkpointing,
             )
             self._tokenizer = self.policy.tokenizer
+
+    # ----- judging ----------------------------------------------------------------------------
+    def judge_for(self, feedback: Any) -> Any:
+        """The judge whose feedback shows what `feedback` (FeedbackOptions; None: everything) says:
+        one per set of options (runs of `--variants` may differ), all on the engine's one sandbox."""
+        from ttsd.judge.feedback import ALL_FEEDBACK
+
+        from ttsd.judge import Judge
+
+        feedback = ALL_FEEDBACK if feedback is None else feedback
+        if feedback not in self._judges:
+            self._judges[feedback] = Judge(self._sandbox, max_workers=self.config.judge_workers, feedback=feedback)
+        return self._judges[feedback]
+
+    def judge_many(self, request: JudgeRequest) -> list[Any]:
+        """The request's judgements (its feedback options')."""
+        return self.judge_for(request.feedback).judge_many(request.problem, request.responses, request.finish_reasons)
 
     # ----- what runs ask of it at setup -------------------------------------------------------
     @property
@@ -242,7 +261,10 @@ class SharedEngine:
         return answers
 
     def close(self) -> None:
-        self.judge.close()
+        for judge in self._judges.values():
+            judge.close()
+        self._judges.clear()
+        self._sandbox.close()  # pooled containers, if any
         if self._sampler is not None:
             self._sampler.close()
             self._sampler = None
@@ -314,16 +336,23 @@ def run_generator(job: RunJob, engine: SharedEngine):
     """A run from setup to its final summary, as a generator of requests."""
     from ttsd.methods.run_loop import run_steps
 
+    from ttsd.reporting import make_reporter, reporting
+
     if job.resume and RunDir(job.run_dir).is_finished():
         return RunDir(job.run_dir).summary()
     run, config = open_run(job, engine)
-    method = method_class(config.method)(job.problem, config, run, engine.model_path, engine)
+    reporter = make_reporter(config.report_to, job.run_dir)  # --report-to: this run's own event files
     try:
-        method.setup()
-    except BaseException:
-        method.close()
-        raise
-    return (yield from run_steps(method, resume=job.resume, progress=job.progress))
+        method = method_class(config.method)(job.problem, config, run, engine.model_path, engine)
+        try:
+            method.setup()
+        except BaseException:
+            method.close()
+            raise
+        return (yield from run_steps(method, resume=job.resume, progress=reporting(reporter, job.progress)))
+    finally:
+        if reporter is not None:
+            reporter.close()
 
 
 def context_needed(job: RunJob, engine: SharedEngine) -> int:
@@ -444,7 +473,7 @@ class Scheduler:
                 logging.getLogger("ttsd").removeHandler(handler)
         run.request = request
         if isinstance(request, JudgeRequest):
-            run.judging = judges.submit(self.engine.judge.judge_many, request.problem, request.responses, request.finish_reasons)
+            run.judging = judges.submit(self.engine.judge_many, request)
         return True
 
     def _answer(self, runs: list[_Active], answers: list[Any], results: list[RunResult], judges: ThreadPoolExecutor) -> None:
@@ -505,7 +534,7 @@ def fulfil(engine: SharedEngine, steps: Any) -> Any:
         if isinstance(request, SampleRequest):
             answer = engine.sample([request])[0]
         elif isinstance(request, JudgeRequest):
-            answer = engine.judge.judge_many(request.problem, request.responses, request.finish_reasons)
+            answer = engine.judge_many(request)
         else:
             answer = engine.learn([request])[0]
 

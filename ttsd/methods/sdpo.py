@@ -19,20 +19,25 @@ that sampled the last batch. Resume stays exact: the skip depends only on the at
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ttsd.methods.requests import LearnRequest, Step
 from ttsd.methods.run_loop import Attempt, Method, StepOutcome
 from ttsd.runs import AttemptRecord, StepRecord
-from ttsd.sdpo import diagnostics
+from ttsd.sdpo import copying, diagnostics
 
 if TYPE_CHECKING:
     from ttsd.sdpo.learn import LearningBatch
+
+log = logging.getLogger(__name__)
 
 
 class Sdpo(Method):
     """One sdpo run: its own adapter on the engine's base model (`Policy.add_student`), teacher,
     optimizer and torch random stream; it learns through `LearnRequest`s (one run at a time)."""
+
+    copy_alarm_given = False  # the copy alarm (ttsd.sdpo.copying) rings once per run
 
     def setup(self) -> None:
         import torch
@@ -54,6 +59,7 @@ class Sdpo(Method):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.torch_rng = torch.get_rng_state()
+        self.copy_gaps: list = []  # each completed step's CopyGap, for the run's copy alarm
 
     def adapter(self) -> str | None:
         return self.policy.adapter
@@ -89,6 +95,7 @@ class Sdpo(Method):
     def restore(self, attempts: list[AttemptRecord], steps: list[StepRecord]) -> None:
         import torch
 
+        self.copy_gaps = [s.copy_gap for s in steps]
         if not steps:
             return
         path = self.run.state_dir / f"trainer-{steps[-1].step}.pt"
@@ -119,6 +126,7 @@ class Sdpo(Method):
         messages = teacher_contexts(
             self.problem, [a.response for a in attempts], [a.judgement for a in attempts], config.templates,
             use_feedback=config.use_feedback, use_peer_solutions=config.use_peer_solution,
+            skip_unrun=config.feedback_unrun == "skip",
         )
         chosen = [i for i, m in enumerate(messages) if m is not None and attempts[i].token_ids]
         if not chosen:
@@ -175,28 +183,46 @@ class Sdpo(Method):
 
     # ----- learning diagnostics (equations: ttsd.sdpo.diagnostics) ----------------------------
     def record_attempts(self, records: list[AttemptRecord], attempts: list[Attempt]) -> None:
-        """The records with each attempt's mean teacher gap, then token_gaps.jsonl lines (what
-        `ttsd show` colours by) for the attempts a self-teacher scored."""
+        """The records with each attempt's mean teacher gap and copy diagnostic, then token_gaps.jsonl
+        lines (what `ttsd show` colours by) for the attempts a self-teacher scored."""
+        texts: list[list[str] | None] = [None] * len(attempts)
+        if any(a.teacher_gaps for a in attempts):
+            def decode(ids: Any) -> str:
+                return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+            for i, attempt in enumerate(attempts):
+                if attempt.teacher_gaps:
+                    texts[i] = diagnostics.token_texts(decode, attempt.token_ids)
+                    attempt.quoted = copying.quoted_tokens(texts[i], self.feedback_seen(attempt))
         for record, attempt in zip(records, attempts):
             record.teacher_logprob_gap = diagnostics.attempt_gap(attempt.teacher_gaps)
+            if attempt.teacher_gaps and attempt.quoted is not None:
+                record.copy_gap = copying.split_gaps(attempt.teacher_gaps, attempt.quoted)
         super().record_attempts(records, attempts)
-        if not any(a.teacher_gaps for a in attempts):
-            return
-
-        def decode(ids: Any) -> str:
-            return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
         self.run.append_token_gaps(diagnostics.token_gap_records(
-            [r.k for r in records], records[0].step, [a.token_ids for a in attempts], [a.teacher_gaps for a in attempts], decode,
+            [r.k for r in records], records[0].step, texts, [a.teacher_gaps for a in attempts], [a.quoted for a in attempts],
         ))
+
+    def feedback_seen(self, attempt: Attempt) -> str:
+        """The feedback text in this attempt's teacher context ("" when the context shows none)."""
+        return attempt.judgement.feedback if self.config.use_feedback else ""
 
     def annotate_step(self, record: StepRecord, attempts: list[Attempt]) -> None:
         diagnostics.annotate_step(record, [a.teacher_gaps for a in attempts], self.config.top_p)
+        record.copy_gap = copying.pool([
+            copying.split_gaps(a.teacher_gaps, a.quoted) for a in attempts if a.teacher_gaps and a.quoted is not None
+        ])
+        self.copy_gaps.append(record.copy_gap)
+        alarm = copying.copy_alarm(copying.pool(self.copy_gaps))
+        if alarm is not None and not self.copy_alarm_given:
+            self.copy_alarm_given = True
+            log.warning("step %d: %s", record.step, alarm)
 
     def summary_diagnostics(self, steps: list[StepRecord]) -> dict[str, Any]:
         return {
             "teacher_logprob_gap": diagnostics.run_gap([s.teacher_logprob_gap for s in steps]),
             "discovery_likelihood": next((s.discovery_likelihood for s in steps if s.discovery_likelihood), None),
+            "copy_gap": copying.pool([s.copy_gap for s in steps]),
         }
 
     def note_teacher_gaps(self, attempts: list[Attempt], rows: list[int], teacher_logprobs: Any, student_logprobs: Any) -> None:

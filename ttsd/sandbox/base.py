@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -22,7 +22,7 @@ class Job(BaseModel):
     files: dict[str, str] = Field(default_factory=dict)
     argv: list[str]
     stdin: str = ""
-    time_limit_s: float = 6.0
+    time_limit_s: float = 6.0  # CPU seconds; the wall-clock backstop is a multiple (supervisor.wall_limit_s)
     memory_limit_mb: int = 1024
     output_limit_bytes: int = 1 << 20
 
@@ -31,7 +31,9 @@ class ExecResult(BaseModel):
     stdout: str = ""
     stderr: str = ""
     exit_code: int | None = None  # None when killed by the sandbox
-    timed_out: bool = False  # the wall-clock limit killed it
+    timed_out: bool = False  # a time limit ended it: `time_limit_hit` says which
+    time_limit_hit: Literal["cpu", "wall"] | None = None  # the CPU time limit, or the wall-clock backstop
+    cpu_s: float | None = None  # CPU seconds (user + system) the program used, when the backend measured it
     memory_exceeded: bool = False  # best effort: an allocation failure or an OOM kill
     output_truncated: bool = False  # stdout/stderr exceeded output_limit_bytes
     wall_s: float = 0.0

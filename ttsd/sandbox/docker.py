@@ -5,10 +5,10 @@ size-capped tmpfs /work, /tmp and /dev/shm, uid 65534, every capability dropped,
 no-new-privileges, no log driver, labelled `ttsd.sandbox` with its owner (host, pid, start time).
 
 Inside, `sandbox/runner.py` is pid 1: it reads one JSON job per line on its stdin (the attach
-stream), runs the program under rlimits with a wall-clock kill and an output cap (the same
+stream), runs the program under rlimits (a CPU time limit) with a wall-clock backstop and an output cap (the same
 supervisor as the local sandbox, `ttsd/sandbox/supervisor.py`, copied into the image), kills whatever
 the program left behind, wipes /work, /tmp and /dev/shm, and answers one JSON line. The host keeps
-its own deadline (the time limit plus a margin): when the runner does not answer by then the
+its own deadline (the backstop plus a margin): when the runner does not answer by then the
 container is killed with `docker kill` (killing a client never stops a container).
 
 pool_size=0: a fresh container per job, removed after it. pool_size=N: up to N long-lived
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import queue
 import socket
@@ -35,12 +36,14 @@ import weakref
 from dataclasses import dataclass, field
 
 from ttsd.sandbox.base import ExecResult, Job, SandboxUnavailable
-from ttsd.sandbox.supervisor import is_memory_failure, safe_relative
+from ttsd.sandbox.supervisor import is_memory_failure, safe_relative, wall_limit_s
+
+logger = logging.getLogger(__name__)
 
 LABEL = "ttsd.sandbox"
 OWNER_LABEL = "ttsd.sandbox.owner"
 INSTANCE_LABEL = "ttsd.sandbox.instance"  # one DockerSandbox object
-HOST_MARGIN_S = 5.0  # the host's deadline beyond the runner's own wall-clock limit
+HOST_MARGIN_S = 5.0  # the host's deadline beyond the runner's own wall-clock backstop
 MEMORY_HEADROOM_MB = 192  # the container's memory above the job's address-space limit (runner, tmpfs)
 
 HOW_TO_START = (
@@ -90,21 +93,38 @@ def _owner_alive(owner: str) -> bool:
     return _process_start_time(int(pid)) == started
 
 
+def _gone(error: Exception) -> bool:
+    """The engine's answer for a container that another process removed (or is removing) meanwhile."""
+    import docker.errors
+
+    if isinstance(error, docker.errors.NotFound):
+        return True
+    # 409 "removal of container ... is already in progress": another ttsd process got there first
+    return isinstance(error, docker.errors.APIError) and error.status_code == 409 and "in progress" in str(error)
+
+
 def remove_leftovers(client, include_live_owners: bool = False, owner: str | None = None) -> int:
-    """Remove labelled containers whose ttsd process has ended (or `owner`'s, or all of them)."""
+    """Remove labelled containers whose ttsd process has ended (or `owner`'s, or all of them).
+
+    Other ttsd processes remove their own containers meanwhile, so a container may vanish between
+    the listing and its removal: that is not an error (it is not counted). The listing is the
+    engine's raw one (labels included), so nothing is inspected per container."""
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        container_owner = container.labels.get(OWNER_LABEL, "")
+    for entry in client.api.containers(all=True, filters={"label": LABEL}):
+        container_owner = (entry.get("Labels") or {}).get(OWNER_LABEL, "")
         if owner is not None:
             doomed = container_owner == owner
         else:
             doomed = include_live_owners or not _owner_alive(container_owner)
-        if doomed:
-            try:
-                container.remove(force=True)
-                removed += 1
-            except Exception:  # already gone
-                pass
+        if not doomed:
+            continue
+        try:
+            client.api.remove_container(entry["Id"], force=True)
+        except Exception as error:
+            if not _gone(error):  # best effort: a leftover that cannot go now is retried next start
+                logger.warning("could not remove leftover sandbox container %s: %s", entry["Id"][:12], error)
+            continue
+        removed += 1
     return removed
 
 
@@ -363,7 +383,7 @@ class DockerSandbox:
             worker.jobs += 1
             worker.channel.send(request)
             try:
-                line = worker.channel.read_line(time.monotonic() + job.time_limit_s + HOST_MARGIN_S)
+                line = worker.channel.read_line(time.monotonic() + wall_limit_s(job.time_limit_s) + HOST_MARGIN_S)
             except TimeoutError:
                 line = b"timeout"
             result, reusable = self._result(worker, line, start)
@@ -380,7 +400,7 @@ class DockerSandbox:
         wall = time.monotonic() - start
         if line == b"timeout":  # the runner did not answer in time: the host's kill
             self._kill(worker)
-            return ExecResult(exit_code=None, timed_out=True, wall_s=wall), False
+            return ExecResult(exit_code=None, timed_out=True, time_limit_hit="wall", wall_s=wall), False
         if line is None:  # the runner died: OOM kill of the whole container, or an engine failure
             if not self._oom_killed(worker):
                 stderr = worker.channel.stderr[-2000:].decode(errors="replace")
@@ -413,7 +433,14 @@ class DockerSandbox:
 
     def containers(self) -> list:
         """This sandbox's containers (docker SDK objects), running or not."""
-        return self.client.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={self.instance}"})
+        containers = []
+        for entry in self.client.api.containers(all=True, filters={"label": f"{INSTANCE_LABEL}={self.instance}"}):
+            try:
+                containers.append(self.client.containers.get(entry["Id"]))
+            except Exception as error:  # removed (a recycled pool container) since the listing
+                if not _gone(error):
+                    raise
+        return containers
 
     def warm_up(self) -> None:
         """Start the whole pool now (otherwise containers start on first use)."""

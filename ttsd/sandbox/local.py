@@ -13,9 +13,12 @@ Layers, outermost first (each one closes a hole the others leave open):
    is pid 2 of its own pid namespace, so when it exits or is killed every process it started
    (daemons included) is killed by the kernel.
 3. rlimits, applied with `prlimit` just before the program (so the sandbox machinery itself is not
-   limited): CPU seconds, address space, processes, file size, open files, no core dumps.
-4. The wall-clock limit and the output cap are enforced here: on either, the whole process group
-   is killed with SIGKILL (which takes the pid namespace down with it).
+   limited): CPU seconds (the job's time limit), address space, processes, file size, open files,
+   no core dumps. Without bubblewrap the program's CPU time is also measured when it is reaped
+   (`wait4`); inside bubblewrap's pid namespace it is reaped out of reach, and the rlimit alone rules.
+4. The wall-clock backstop (`supervisor.wall_limit_s`, a multiple of the CPU time limit) and the
+   output cap are enforced here: on either, the whole process group is killed with SIGKILL (which
+   takes the pid namespace down with it).
 
 The job's files and its stdin travel as memfds (`bwrap --file FD DEST`, stdin = a memfd), so
 nothing is written to the host's disk and nothing is left behind.
@@ -41,7 +44,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ttsd.sandbox.base import ExecResult, Job, SandboxUnavailable
-from ttsd.sandbox.supervisor import collect_output, is_memory_failure, memfd, rlimits, safe_relative
+from ttsd.sandbox.supervisor import (
+    collect_output,
+    is_memory_failure,
+    memfd,
+    rlimits,
+    safe_relative,
+    wait_with_cpu,
+    wall_limit_s,
+)
 
 WORK_DIR = "/work"  # the program's current directory inside the sandbox
 SANDBOX_UID = 1000  # the uid the program sees inside its user namespace
@@ -57,6 +68,15 @@ _FALLBACK_WARNING = (
 )
 _probe_lock = threading.Lock()
 _probe_cache: dict[tuple[str, int | None], str | None] = {}
+
+
+def missing_tools(as_root: bool | None = None) -> list[str]:
+    """What the local sandbox cannot run without, whether or not bubblewrap is there: `prlimit`
+    (the rlimits) always, `setpriv` (the dedicated uid) when ttsd runs as root. Empty when all is there."""
+    as_root = os.geteuid() == 0 if as_root is None else as_root
+    needed = ["prlimit", *(["setpriv"] if as_root else [])]
+    return [f"`{tool}` (util-linux) is missing: apt-get install util-linux" for tool in needed
+            if shutil.which(tool, path=SYSTEM_PATH) is None]
 
 
 class _UidPool:
@@ -138,12 +158,11 @@ class LocalSandbox:
         self.file_size_limit_mb = file_size_limit_mb
         self.as_root = os.geteuid() == 0
         self._uids = _uid_pool(uid_base) if self.as_root else None
+        missing = missing_tools(self.as_root)
+        if missing:
+            raise SandboxUnavailable("; ".join(missing))
         self.prlimit = shutil.which("prlimit", path=SYSTEM_PATH)
-        if self.prlimit is None:
-            raise SandboxUnavailable("`prlimit` (util-linux) is missing: apt-get install util-linux")
         self.setpriv = shutil.which("setpriv", path=SYSTEM_PATH)
-        if self.as_root and self.setpriv is None:
-            raise SandboxUnavailable("`setpriv` (util-linux) is missing: apt-get install util-linux")
         self.bwrap = bwrap if bwrap is not None else shutil.which("bwrap")
         problem = None if isolation == "rlimits" else self._probe_bwrap()
         if isolation == "bwrap" and problem:
@@ -310,13 +329,15 @@ class LocalSandbox:
         # Without a pid namespace an escaped daemon may hold the pipes open: once the program has
         # exited, its output gets this long to drain. With one, the pipes close when it ends.
         drain_s = 0.2 if isolation != "bwrap" else math.inf
-        collected = collect_output(proc, start + job.time_limit_s, job.output_limit_bytes, drain_s=drain_s)
+        collected = collect_output(proc, start + wall_limit_s(job.time_limit_s), job.output_limit_bytes, drain_s=drain_s)
         # Kill while the leader is a zombie at most, so its pid cannot be reused as a group id.
         _kill_group(proc)
-        exit_status = proc.wait()
+        exit_status, cpu_s = wait_with_cpu(proc)
+        if isolation == "bwrap":
+            cpu_s = None  # the program is reaped inside bwrap's pid namespace: its CPU time never reaches us
         for stream in (proc.stdout, proc.stderr):
             stream.close()
-        fields = collected.result(_program_exit_code(exit_status, isolation))
+        fields = collected.result(_program_exit_code(exit_status, isolation), cpu_s, job.time_limit_s)
         cpu_killed = fields["exit_code"] in (-signal.SIGXCPU, -signal.SIGKILL) and isolation == "bwrap"
         return ExecResult(
             **fields,

@@ -1,6 +1,7 @@
 """Supervising one untrusted program: what the local sandbox and the in-container runner share.
 
-- `rlimits`: the resource limits of a job (one rule for the CPU backstop, `cpu_limit_s`);
+- `rlimits`: the resource limits of a job; the time limit is CPU time (`cpu_limit_s`), with a
+  wall-clock backstop (`wall_limit_s`), and `time_limit_hit` says which one a job ran into;
 - `safe_relative`: a job file name as a path inside the work directory, or ValueError;
 - `memfd`: an in-memory file holding the job's stdin or a file;
 - `collect_output`: stdout and stderr of the running program until it exits, the wall clock runs
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -26,16 +28,50 @@ from dataclasses import dataclass
 MEMORY_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 
 
-def cpu_limit_s(time_limit_s: float) -> int:
-    """The CPU-seconds rlimit of a job with this wall-clock limit: a backstop, never the limit itself.
+WALL_BACKSTOP_FACTOR = 10  # the wall-clock backstop is this many times a job's CPU time limit
 
-    The wall clock is the limit the judge applies (and reports as a timeout). RLIMIT_CPU counts whole
-    seconds, so it is set a whole second past the wall limit, rounded up: a single-threaded program
-    (CPU time <= wall time) then always meets the exact wall-clock kill first, at every limit,
-    fractional or not. (`int(t) + 2`, the runner's old rule, gave integer limits a second more than
-    fractional ones for no reason.)
+
+def cpu_limit_s(time_limit_s: float) -> int:
+    """The RLIMIT_CPU soft limit (whole seconds) of a job whose CPU time limit is `time_limit_s`.
+
+    A job's time limit is CPU time, as competitive judges count it: what the program computed, not
+    how long it waited for a core, so a verdict does not depend on how many jobs run beside it.
+    RLIMIT_CPU counts whole seconds, so the limit in force is the time limit rounded up to a whole
+    second, in both sandboxes; where the CPU time is measured as well (the Docker runner, the local
+    sandbox without bubblewrap) it is compared with the same rounded limit (`time_limit_hit`), so
+    both sandboxes give one verdict.
     """
-    return math.ceil(time_limit_s) + 1
+    return max(1, math.ceil(time_limit_s))
+
+
+def wall_limit_s(time_limit_s: float) -> float:
+    """The wall-clock backstop of a job: WALL_BACKSTOP_FACTOR times its CPU time limit. It stops a
+    program that uses no CPU (sleeping, blocked) and bounds one whose processes each stay under the
+    per-process CPU rlimit. A program that computes for its whole limit meets the backstop only when
+    more than 10 runnable processes share its core (16 judges on 2 cores are 8 per core)."""
+    return WALL_BACKSTOP_FACTOR * time_limit_s
+
+
+def time_limit_hit(wall_timed_out: bool, exit_code: int | None, cpu_s: float | None, time_limit_s: float) -> str | None:
+    """Which time limit a job ran into: "cpu" (killed by the CPU rlimit's SIGXCPU, or measured past
+    it: a program that ignores SIGXCPU is SIGKILLed a second later), "wall" (the wall-clock
+    backstop), or None."""
+    if exit_code == -signal.SIGXCPU or (cpu_s is not None and cpu_s > cpu_limit_s(time_limit_s)):
+        return "cpu"
+    return "wall" if wall_timed_out else None
+
+
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of every child and descendant this process has reaped so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_with_cpu(proc: subprocess.Popen) -> tuple[int, float]:
+    """Reap `proc`: (its Popen-style return code, the CPU seconds of it and its reaped descendants)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def rlimits(
@@ -51,7 +87,7 @@ def rlimits(
     """
     cpu = cpu_limit_s(time_limit_s)
     limits = {
-        "cpu": (cpu, cpu + 1),  # SIGXCPU at the soft limit, SIGKILL a second later
+        "cpu": (cpu, cpu + 1),  # SIGXCPU at the soft limit, SIGKILL a second later (SIGXCPU ignored)
         "as": (memory_limit_mb << 20,) * 2,
         "fsize": (file_size_limit_mb << 20,) * 2,
         "nofile": (max_open_files,) * 2,
@@ -103,15 +139,18 @@ class Collected:
         """The supervisor ends the program: its exit status is not its own."""
         return self.timed_out or self.truncated
 
-    def result(self, exit_code: int | None) -> dict:
+    def result(self, exit_code: int | None, cpu_s: float | None = None, time_limit_s: float = math.inf) -> dict:
         """The common fields of a job's result (`ttsd.sandbox.base.ExecResult`); `exit_code` is the
-        program's (negative: killed by that signal). A program killed by the CPU rlimit timed out."""
+        program's (negative: killed by that signal), `cpu_s` the CPU time it used (None: unknown)."""
+        hit = time_limit_hit(self.timed_out, exit_code, cpu_s, time_limit_s)
         exit_code = None if self.killed else exit_code
         return {
             "stdout": self.stdout.decode("utf-8", errors="replace"),
             "stderr": self.stderr.decode("utf-8", errors="replace"),
             "exit_code": exit_code,
-            "timed_out": self.timed_out or exit_code == -signal.SIGXCPU,
+            "timed_out": hit is not None,
+            "time_limit_hit": hit,
+            "cpu_s": cpu_s,
             "output_truncated": self.truncated,
         }
 

@@ -169,12 +169,17 @@ def annotate_step(record: StepRecord, attempt_token_gaps: Sequence[Sequence[floa
 
 
 def token_gap_records(
-    ks: Sequence[int], step: int, token_ids: Sequence[Sequence[int]], gaps: Sequence[Sequence[float] | None],
-    decode: Callable[[Sequence[int]], str],
+    ks: Sequence[int], step: int, texts: Sequence[Sequence[str] | None], gaps: Sequence[Sequence[float] | None],
+    quoted: Sequence[Sequence[bool] | None] | None = None,
 ) -> list[TokenGapRecord]:
-    """token_gaps.jsonl lines for the attempts that have gaps (k, token ids and gaps aligned)."""
+    """token_gaps.jsonl lines for the attempts that have gaps (k, token texts (`token_texts`), gaps and
+    the quoted-token flags of ttsd.sdpo.copying aligned; a line keeps the quoted tokens' indices)."""
+    flags = quoted if quoted is not None else [None] * len(ks)
     return [
-        TokenGapRecord(k=k, step=step, tokens=token_texts(decode, ids), gaps=[compact(g) for g in attempt_gaps])
-        for k, ids, attempt_gaps in zip(ks, token_ids, gaps)
+        TokenGapRecord(
+            k=k, step=step, tokens=list(pieces), gaps=[compact(g) for g in attempt_gaps],
+            quoted=None if marks is None else [t for t, q in enumerate(marks) if q],
+        )
+        for k, pieces, attempt_gaps, marks in zip(ks, texts, gaps, flags)
         if attempt_gaps
     ]

@@ -136,6 +136,7 @@ def learn_from_batch(policy: Any, teacher: Any, optimizer: Any, batch: LearningB
     """
     import torch
 
+    from ttsd.engine.hardware import synchronize
     from ttsd.engine.scorer import micro_batches, score_tokens
     from ttsd.sdpo.loss import LossStats, importance_weights, sdpo_loss, token_level_loss
 
@@ -153,6 +154,7 @@ def learn_from_batch(policy: Any, teacher: Any, optimizer: Any, batch: LearningB
         optimizer.zero_grad(set_to_none=True)
         parts = []
         for group in groups:
+            synchronize(policy.device)  # the timers count finished GPU work, not kernel launches
             started = time.monotonic()
             responses = [batch.responses[i] for i in group]
             student = score_tokens(
@@ -164,6 +166,7 @@ def learn_from_batch(policy: Any, teacher: Any, optimizer: Any, batch: LearningB
                 policy, [batch.teacher_contexts[i] for i in group], responses,
                 temperature=settings.temperature, given_ids=student.topk_ids if logit_level else None,
             )
+            synchronize(policy.device)
             scored_at = time.monotonic()
             if optimizer_step == 0:
                 for row, i in enumerate(group):
@@ -187,12 +190,14 @@ def learn_from_batch(policy: Any, teacher: Any, optimizer: Any, batch: LearningB
                 )
             loss.backward()
             parts.append(stats)
+            synchronize(policy.device)
             time_score += scored_at - started
             time_train += time.monotonic() - scored_at
         started = time.monotonic()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), settings.grad_clip))
         optimizer.step()
         teacher.update()
+        synchronize(policy.device)
         time_train += time.monotonic() - started
     stats = LossStats.combine(parts)
     student_tokens = sum(len(p) + len(r) for p, r in zip(batch.student_prompts, batch.responses))

@@ -3,7 +3,8 @@
 Written for the trainer's accelerator (the engine sleeps during the step, see docs/gpu.md); the
 benchmark `benchmarks/bench_memory.py` prints it beside the measured peak. Notation: b bytes per
 element of the model's dtype; ℓ layers, H hidden, I intermediate, q = heads·head_dim,
-k = kv_heads·head_dim, V vocabulary, r LoRA rank, K the student's top-K; per attempt P prompt,
+k = kv_heads·head_dim, V vocabulary, r LoRA rank, a bytes per element of the adapter (4: PEFT
+keeps LoRA parameters in float32 on a bf16 or fp16 base), K the student's top-K; per attempt P prompt,
 F feedback and R response tokens; M = max_batch_tokens.
 
 Micro-batches (what `learn_from_batch` forms): g = clamp(⌊M / (P + R)⌋, 1, attempts) attempts at a
@@ -11,10 +12,14 @@ time. When g ≥ 2 their common prompt runs once (S = P − 1 prefix tokens), so
 has T = g·(P + R − S) row tokens plus S prefix tokens, and N = g·R response tokens. The teacher,
 on P + F + R tokens per attempt, forms its own micro-batches within the same g attempts.
 
-    peak = weights + adapter state + student graph + max(teacher pass, student backward)
+    peak = weights + adapter state + adapter gradients + optimizer moments
+           + student graph + max(teacher pass, student backward)
 
-    weights         = parameters · b
-    adapter state   = P_lora · (4b + 4)             parameter, gradient, AdamW's two moments, EMA copy in fp32
+    weights            = parameters · b
+    adapter state      = P_lora · (a + 4)        the parameters and the EMA teacher's float32 copy
+    adapter gradients  = P_lora · a              from the first backward on
+    optimizer moments  = P_lora · 2a             AdamW's two, made at the first step in the parameters' dtype
+                                                 (with a = 4: 20 bytes per LoRA parameter in all)
     student graph   = alive from the micro-batch's forward until its backward:
         with gradient checkpointing:   (ℓ + 3)·(T + S)·H·b       each layer's input, final norm, gathered states
         without:                       ℓ·(T + S)·A               every layer's activations
@@ -43,7 +48,7 @@ measures the step above a baseline there). No term is (attempts × R × V): the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, Field
 
@@ -107,13 +112,14 @@ class LearningShape(BaseModel):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     gradient_checkpointing: bool = True
     dtype_bytes: int = 2
+    adapter_dtype_bytes: int = 4  # PEFT casts LoRA weights to float32 on a bf16/fp16 base (autocast_adapter_dtype)
     device: str = "cuda"
     logit_chunk_bytes: int = LOGIT_CHUNK_BYTES
 
 
 class MemoryEstimate(BaseModel):
     total: int  # bytes at the peak
-    step: int  # what the step adds above weights and adapter state
+    step: int  # what a first step adds above what the trainer holds before it (weights, adapter, EMA copy)
     parts: dict[str, int]
 
 
@@ -154,27 +160,97 @@ def estimate_learning_peak(model: ModelShape, step: LearningShape) -> MemoryEsti
     teacher_tokens = teacher_rows * (p + f + n - teacher_shared)
     teacher = teacher_tokens * (3 * h * b + forward_only) + model.layers * teacher_shared * 2 * k * b + 3 * chunk
 
+    lora_parameters, a = model.lora_parameters(step.lora), step.adapter_dtype_bytes
     parts = {
         "weights": model.parameters() * b,
-        "adapter_state": model.lora_parameters(step.lora) * (4 * b + 4),
+        "adapter_state": lora_parameters * (a + 4),
+        "adapter_gradients": lora_parameters * a,
+        "optimizer_moments": lora_parameters * 2 * a,
         "student_graph": graph,
         "teacher_pass": teacher,
         "student_backward": backward,
     }
-    step_bytes = graph + max(teacher, backward)
+    step_bytes = parts["adapter_gradients"] + parts["optimizer_moments"] + graph + max(teacher, backward)
     return MemoryEstimate(total=parts["weights"] + parts["adapter_state"] + step_bytes, step=step_bytes, parts=parts)
+
+
+# ----- what fits ---------------------------------------------------------------------------------
+def largest_fitting(fits: Callable[[int], bool], low: int, high: int, segment_ends: Iterable[int] = ()) -> int | None:
+    """The largest n in [low, high] with fits(n), or None.
+
+    fits must be monotone (true, then false) on each segment [low, e₁], [e₁ + 1, e₂], …, [eₖ + 1, high]
+    between the given segment ends, not across them: the step's memory falls where a micro-batch
+    takes fewer attempts, so one binary search over the whole range can miss the longest length
+    that fits (a line through two measured rows even slopes the wrong way). Segments are tried from
+    the top: the first whose start fits holds the answer, found by bisection inside it."""
+    if high < low:
+        return None
+    ends = sorted({e for e in segment_ends if low <= e < high})
+    starts = [low, *(e + 1 for e in ends)]
+    stops = [*ends, high]
+    for start, stop in reversed(list(zip(starts, stops))):
+        if not fits(start):
+            continue
+        while start < stop:  # invariant: fits(start)
+            middle = (start + stop + 1) // 2
+            if fits(middle):
+                start = middle
+            else:
+                stop = middle - 1
+        return start
+    return None
+
+
+def micro_batch_changes(step: LearningShape) -> list[int]:
+    """Response lengths after which the micro-batch arrangement changes (fewer attempts per student
+    or teacher micro-batch, the shared prefix on or off): within the ranges between them every term
+    of the estimate grows with the response length."""
+    budget, p, f = step.max_batch_tokens, step.prompt_tokens, step.feedback_tokens
+    return sorted({budget // rows - p - extra for rows in range(2, step.attempts + 1) for extra in (0, f)})
+
+
+def longest_fitting_response(model: ModelShape, step: LearningShape, fit_bytes: float, limit: int,
+                             step_scale: float = 1.0) -> int | None:
+    """The longest response (≤ limit tokens) whose expected peak fits in fit_bytes, at `step`'s other
+    sizes; step_scale multiplies what the step adds (a correction measured rows give), or None."""
+
+    def fits(response_tokens: int) -> bool:
+        return _scaled_total(model, step.model_copy(update={"response_tokens": response_tokens}), step_scale) <= fit_bytes
+
+    return largest_fitting(fits, 1, limit, micro_batch_changes(step))
+
+
+def most_attempts_fitting(model: ModelShape, step: LearningShape, fit_bytes: float, limit: int,
+                          step_scale: float = 1.0) -> int | None:
+    """The most attempts per step (≤ limit) whose expected peak fits in fit_bytes, or None. The peak
+    grows with the attempts only until a micro-batch is full, so the answer is often the limit."""
+
+    def fits(attempts: int) -> bool:
+        return _scaled_total(model, step.model_copy(update={"attempts": attempts}), step_scale) <= fit_bytes
+
+    return largest_fitting(fits, 1, limit)
+
+
+def _scaled_total(model: ModelShape, step: LearningShape, step_scale: float) -> float:
+    estimate = estimate_learning_peak(model, step)
+    return estimate.total - estimate.step + step_scale * estimate.step
 
 
 def estimate_concurrent_peak(model: ModelShape, step: LearningShape, learners: int, sampled_rows: int, sampled_tokens: int) -> MemoryEstimate:
     """The peak of R runs on one engine (`ttsd bench --concurrent`): one base model, `learners`
-    adapters each with its gradient, AdamW moments and fp32 EMA copy, and the larger of one learning
-    step (runs learn one at a time, the sampler asleep) and the sampler's KV cache for
-    `sampled_rows` rows of `sampled_tokens` tokens (every run's batch in one call):
+    adapters each with what it keeps between steps (parameters, fp32 EMA copy, gradients, AdamW's
+    moments: each run has its own optimizer), and the larger of what one learning step adds on top
+    (runs learn one at a time, the sampler asleep) and the sampler's KV cache for `sampled_rows`
+    rows of `sampled_tokens` tokens (every run's batch in one call):
 
-        peak = weights + learners · adapter state + max(step, rows · tokens · ℓ · 2k · b)
+        peak = weights + learners · (adapter state + gradients + moments)
+               + max(step − gradients − moments, rows · tokens · ℓ · 2k · b)
     """
     one = estimate_learning_peak(model, step)
+    kept = one.parts["adapter_gradients"] + one.parts["optimizer_moments"]
+    per_learner = one.parts["adapter_state"] + kept
+    transient = one.step - kept  # the graph and the larger of teacher pass and backward
     kv_cache = sampled_rows * sampled_tokens * model.layers * 2 * model.kv_dim * step.dtype_bytes
-    adapters = learners * one.parts["adapter_state"]
-    parts = {"weights": one.parts["weights"], "adapter_states": adapters, "learning_step": one.step, "kv_cache": kv_cache}
-    return MemoryEstimate(total=parts["weights"] + adapters + max(one.step, kv_cache), step=max(one.step, kv_cache), parts=parts)
+    adapters = learners * per_learner
+    parts = {"weights": one.parts["weights"], "adapter_states": adapters, "learning_step": transient, "kv_cache": kv_cache}
+    return MemoryEstimate(total=parts["weights"] + adapters + max(transient, kv_cache), step=max(transient, kv_cache), parts=parts)

@@ -5,7 +5,8 @@ batch passed, "Correct solution:" and that attempt (thinking stripped); then, if
 failed with feedback, "The following is feedback from your unsuccessful earlier attempt:" and the
 feedback; then "Correctly solve the original question." The student's own response is scored under
 it. An attempt with neither a peer solution nor feedback gets no teacher context (None): it adds no
-loss. The wording is `PromptTemplates.reprompt`, `.solution` and `.feedback` (`ttsd.prompts`, where
+loss; neither does a truncated or format-error attempt when `skip_unrun` (SolveConfig.feedback_unrun
+= "skip": such an attempt never ran, so its feedback is a fixed text with nothing of the problem). The wording is `PromptTemplates.reprompt`, `.solution` and `.feedback` (`ttsd.prompts`, where
 the student's prompt and the defaults' sources are too).
 """
 
@@ -59,13 +60,20 @@ def teacher_contexts(
     templates: PromptTemplates = DEFAULT_TEMPLATES,
     use_feedback: bool = True,
     use_peer_solutions: bool = True,
+    skip_unrun: bool = False,
 ) -> list[Messages | None]:
-    """Teacher messages for every attempt of a batch (None where the attempt adds no loss)."""
+    """Teacher messages for every attempt of a batch (None where the attempt adds no loss).
+    `skip_unrun`: truncated and format-error attempts get None (left out of the learning batch)."""
+    from ttsd.judge import Verdict
+
     if len(responses) != len(judgements):
         raise ValueError(f"{len(responses)} responses but {len(judgements)} judgements")
     passed = [j.passed for j in judgements]
+    unrun = (Verdict.truncated, Verdict.format_error)
     return [
-        teacher_messages(
+        None
+        if skip_unrun and j.verdict in unrun
+        else teacher_messages(
             problem,
             feedback=j.feedback if use_feedback and not j.passed else None,
             peer_solution=peer_solution(i, responses, passed) if use_peer_solutions else None,

@@ -1,0 +1,1 @@
+def count_vowels(s: str) -> int:

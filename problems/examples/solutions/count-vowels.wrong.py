@@ -1,0 +1,2 @@
+def count_vowels(s: str) -> int:
+    return sum(1 for char in s if char in "aeiou")
