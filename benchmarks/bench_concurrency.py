@@ -10,8 +10,10 @@ with `concurrent = R` on one `SharedEngine` (made before the clock starts: the m
 timed). Timed: everything the bench does, sampling and judging (the local sandbox) and, for sdpo,
 learning. tokens/s counts the generated tokens of every attempt (attempts.jsonl `num_tokens`).
 
-Mean batch: prompts per sampler call (each prompt asks for `batch-size` samples).
-The last line is the ratio of attempts/s at the largest R to R = 1.
+Prints a markdown table, one row per R (mean batch: prompts per sampler call, each prompt asking
+for `batch-size` samples), then the ratio of attempts/s and tokens/s at the last R to the first.
+`--json` is rewritten after every row. The device check runs it at R = 1 and 16
+(scripts/device_check.py, section `concurrency`); the CPU figures are in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -83,27 +85,38 @@ def main() -> None:
 
     from ttsd.logs import quiet_terminal
 
-    rows = []
+    rows: list[dict] = []
+
+    def write_json(ratio: dict | None = None) -> None:
+        """After every row: a run cut short (the device check's time cap) keeps the rows it finished."""
+        if args.json is not None:
+            data = {"args": vars(args) | {"json": str(args.json)}, "rows": rows, "ratio": ratio}
+            args.json.write_text(json.dumps(data, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as scratch, quiet_terminal(Path(scratch) / "bench.log", fd=1) as console:
+        console.print(f"{args.model}, {args.backend}, {args.methods}: {args.runs} runs x {args.budget} attempts, "
+                      f"batch {args.batch_size}, max_tokens {args.max_tokens}", highlight=False)
+        console.print("| R | wall s | attempts | tokens | tokens/s | attempts/s | mean batch (prompts per call) | sampler calls |",
+                      highlight=False)
+        console.print("|---|---|---|---|---|---|---|---|", highlight=False)
         for r in (int(part) for part in args.rs.split(",")):
             rows.append(measure(args, r, Path(scratch) / f"R{r}"))
             row = rows[-1]
             console.print(
-                f"R={row['R']:<3} {row['wall_s']:7.1f} s  {row['attempts']:4d} attempts  {row['tokens']:6d} tokens  "
-                f"{row['tokens_per_s']:7.1f} tok/s  {row['attempts_per_s']:6.2f} attempts/s  "
-                f"mean batch {row['mean_batch']:.2f} prompts over {row['sampler_calls']} sampler calls",
+                f"| {row['R']} | {row['wall_s']:.1f} | {row['attempts']} | {row['tokens']} | {row['tokens_per_s']:.1f} | "
+                f"{row['attempts_per_s']:.2f} | {row['mean_batch']:.2f} | {row['sampler_calls']} |",
                 highlight=False,
             )
+            write_json()
         first, last = rows[0], rows[-1]
+        ratio = {"R": [first["R"], last["R"]], "attempts_per_s": last["attempts_per_s"] / first["attempts_per_s"],
+                 "tokens_per_s": last["tokens_per_s"] / first["tokens_per_s"]}
+        write_json(ratio)
         console.print(
-            f"ratio R={last['R']} / R={first['R']}: attempts/s {last['attempts_per_s'] / first['attempts_per_s']:.2f}x, "
-            f"tokens/s {last['tokens_per_s'] / first['tokens_per_s']:.2f}x  "
-            f"({args.model}, {args.backend}, {args.runs} runs x {args.budget} attempts, batch {args.batch_size}, "
-            f"max_tokens {args.max_tokens})",
+            f"ratio R={last['R']} / R={first['R']}: attempts/s {ratio['attempts_per_s']:.2f}x, "
+            f"tokens/s {ratio['tokens_per_s']:.2f}x",
             highlight=False,
         )
-    if args.json is not None:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from ttsd.bench import (
 from ttsd.cli import app
 from ttsd.problems import load_problem
 from ttsd.runs import PoolSummary, Summary
+from ttsd.variants import parse_variants
 
 PROBLEMS = ("reverse-string", "sum-two-numbers")
 METHODS = ("sdpo", "best-of-k", "multi-turn")
@@ -378,6 +379,46 @@ def test_bench_cli_concurrent_runs_share_one_engine(tiny_model_dir, examples_dir
     assert set(summaries) == {RunKey(problem_id="sum-two-numbers", method="best-of-k", seed=s) for s in (0, 1)}
     for key in summaries:
         assert "sharing an engine with up to 2 runs" in (run_dir_for(bench_dir, key) / "run.log").read_text()
+
+
+def test_a_concurrent_bench_with_a_pool_and_variants_equals_the_one_at_a_time_bench(tiny_model_dir, examples_dir, tmp_path):
+    """--concurrent 3 with a pool and variants (one of them with a LoRA rank of its own: an engine
+    of its own), float32: every run's attempts and steps as in the bench that runs one at a time;
+    the live table showed the runs that shared the engine together."""
+    variants = parse_variants("multi-turn,sdpo,sdpo-noquote=sdpo:--no-feedback-source-line,sdpo-r8=sdpo:--lora-rank=8")
+    problems = [load_problem(examples_dir / f"{p}.json") for p in PROBLEMS]
+    options = {**small_options(tiny_model_dir), "budget": 4, "dtype": "float32"}  # two steps: sdpo learns once
+    benches = {}
+    for concurrent in (1, 3):
+        board = BenchBoard([p.id for p in problems], [v.name for v in variants], [0], pool=3)
+        most_running = []
+
+        def update(key, state, summary, board=board, most_running=most_running):
+            board.update(key, state, summary)
+            most_running.append(len(board.running_rows()))
+
+        out = tmp_path / f"R{concurrent}"
+        result = run_bench(out, problems, split="two", methods=[v.name for v in variants], seeds=[0], solve_options=options,
+                           variants=variants, pool=3, concurrent=concurrent, on_update=update)
+        assert not result.failed, [o.error for o in result.failed]
+        assert len(result.outcomes) == len(PROBLEMS) * (len(variants) + 1)  # the runs and a pool each
+        benches[concurrent] = out, max(most_running)
+    (one, alone), (three, together) = benches[1], benches[3]
+    assert alone == 1 and together == 3  # the live table's "running now" held every run on the engine
+    assert load_summaries(one).keys() == load_summaries(three).keys()
+    for key in load_summaries(one):
+        for name in ("attempts.jsonl", "steps.jsonl"):
+            a, b = (
+                [{k: v for k, v in json.loads(line).items() if k not in ("cost", "time_step_s", "time_sample_s", "time_judge_s",
+                                                                       "time_score_s", "time_train_s", "time_sync_s")}
+                 for line in (run_dir_for(d, key) / name).read_text().splitlines()]
+                for d in (one, three)
+            )
+            assert a == b, (key, name)
+    for problem in PROBLEMS:
+        a, b = ([json.loads(line)["response"] for line in (pool_dir_for(d, problem) / "attempts.jsonl").read_text().splitlines()]
+                for d in (one, three))
+        assert a == b and len(a) == 3
 
 
 def test_bench_cli_refuses_concurrency_that_does_not_fit_or_mixes_with_workers(tiny_model_dir, examples_dir, tmp_path):

@@ -4,6 +4,7 @@ runs alone; a failing run fails alone; an interrupted concurrent bench resumes e
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -68,15 +69,24 @@ def test_runs_sharing_one_engine_get_what_they_get_alone(tiny_model_dir, problem
     # a run that cannot start (its attempts do not fit its max_model_len) fails alone
     broken = RunJob(("broken",), problems["sum-two-numbers"], _config(tiny_model_dir, "best-of-k", 9, max_model_len=256, max_tokens=300),
                     tmp_path / "broken")
+    # a run that crashes mid-run, after its first sampling (its pytest file cannot be collected
+    # when the judge first needs it) fails alone too
+    folder = tmp_path / "uncollectable"
+    shutil.copytree(REPO / "problems" / "examples" / "count-vowels", folder)
+    (folder / "test_visible.py").write_text('raise RuntimeError("no collecting this")\n\n\ndef test_never():\n    pass\n')
+    crashing = RunJob(("crashing",), load_problem(folder), _config(tiny_model_dir, "sdpo", 3), tmp_path / "crashing")
     updates = []
     scheduler = Scheduler(engine, concurrent=4, on_update=lambda key, state, summary: updates.append((key, state)), run_logs=True)
     try:
-        results = scheduler.run([broken, *_jobs(tiny_model_dir, problems, tmp_path / "together")])
+        results = scheduler.run([broken, crashing, *_jobs(tiny_model_dir, problems, tmp_path / "together")])
     finally:
         engine.close()
     by_key = {r.key: r for r in results}
     assert "max_model_len 256 cannot hold" in by_key[("broken",)].message
     assert "run failed" in (tmp_path / "broken" / "run.log").read_text()
+    assert "PytestCollectionError" in by_key[("crashing",)].message
+    assert (("crashing",), "failed") in updates and "run failed" in (tmp_path / "crashing" / "run.log").read_text()
+    assert (tmp_path / "crashing" / "config.json").exists() and not (tmp_path / "crashing" / "steps.jsonl").read_text()
     for key in _keys():
         assert by_key[key].error is None, by_key[key].message
         p, m, s = key

