@@ -94,18 +94,21 @@ def main() -> None:
             args.json.write_text(json.dumps(data, indent=2) + "\n")
 
     with tempfile.TemporaryDirectory() as scratch, quiet_terminal(Path(scratch) / "bench.log", fd=1) as console:
+        import torch
+
         console.print(f"{args.model}, {args.backend}, {args.methods}: {args.runs} runs x {args.budget} attempts, "
-                      f"batch {args.batch_size}, max_tokens {args.max_tokens}", highlight=False)
+                      f"batch {args.batch_size}, max_tokens {args.max_tokens}; torch threads {torch.get_num_threads()}",
+                      highlight=False, soft_wrap=True)
         console.print("| R | wall s | attempts | tokens | tokens/s | attempts/s | mean batch (prompts per call) | sampler calls |",
-                      highlight=False)
-        console.print("|---|---|---|---|---|---|---|---|", highlight=False)
+                      highlight=False, soft_wrap=True)
+        console.print("|---|---|---|---|---|---|---|---|", highlight=False, soft_wrap=True)
         for r in (int(part) for part in args.rs.split(",")):
             rows.append(measure(args, r, Path(scratch) / f"R{r}"))
             row = rows[-1]
             console.print(
                 f"| {row['R']} | {row['wall_s']:.1f} | {row['attempts']} | {row['tokens']} | {row['tokens_per_s']:.1f} | "
                 f"{row['attempts_per_s']:.2f} | {row['mean_batch']:.2f} | {row['sampler_calls']} |",
-                highlight=False,
+                highlight=False, soft_wrap=True,
             )
             write_json()
         first, last = rows[0], rows[-1]
@@ -115,7 +118,7 @@ def main() -> None:
         console.print(
             f"ratio R={last['R']} / R={first['R']}: attempts/s {ratio['attempts_per_s']:.2f}x, "
             f"tokens/s {ratio['tokens_per_s']:.2f}x",
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
 
 

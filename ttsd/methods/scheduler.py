@@ -1,6 +1,6 @@
 """Many runs, one engine: a scheduler that drives up to R runs at once in one process.
 
-Every run is a generator (`ttsd.methods.base.run_steps` around the method's `run_step`) that
+Every run is a generator (`ttsd.methods.run_loop.run_steps` around the method's `run_step`) that
 yields requests (`ttsd.methods.requests`). The scheduler holds ONE `SharedEngine` (one base model,
 one sampler, one judge pool) and, round after round, answers what the runs wait for:
 
