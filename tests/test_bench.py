@@ -406,15 +406,20 @@ def test_a_concurrent_bench_with_a_pool_and_variants_equals_the_one_at_a_time_be
     (one, alone), (three, together) = benches[1], benches[3]
     assert alone == 1 and together == 3  # the live table's "running now" held every run on the engine
     assert load_summaries(one).keys() == load_summaries(three).keys()
+    # Not compared: timings, and the stale-weights gap (the sampler's log-probs against the
+    # trainer's: a batch of other rows and padding moves the sampler's by float rounding, ~1e-7).
+    unshared = {"cost", "time_step_s", "time_sample_s", "time_judge_s", "time_score_s", "time_train_s", "time_sync_s",
+                "stale_weights_gap"}
     for key in load_summaries(one):
         for name in ("attempts.jsonl", "steps.jsonl"):
             a, b = (
-                [{k: v for k, v in json.loads(line).items() if k not in ("cost", "time_step_s", "time_sample_s", "time_judge_s",
-                                                                       "time_score_s", "time_train_s", "time_sync_s")}
+                [{k: v for k, v in json.loads(line).items() if k not in unshared}
                  for line in (run_dir_for(d, key) / name).read_text().splitlines()]
                 for d in (one, three)
             )
-            assert a == b, (key, name)
+            assert len(a) == len(b), (key, name)
+            for x, y in zip(a, b):
+                assert x == y, (key, name, {k: (x.get(k), y.get(k)) for k in set(x) | set(y) if x.get(k) != y.get(k)})
     for problem in PROBLEMS:
         a, b = ([json.loads(line)["response"] for line in (pool_dir_for(d, problem) / "attempts.jsonl").read_text().splitlines()]
                 for d in (one, three))

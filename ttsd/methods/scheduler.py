@@ -202,6 +202,12 @@ class SharedEngine:
             sampler.sync_adapter(self.policy.model, adapter)
         self._served = adapter
 
+    def decode_rows(self, rows: int) -> None:
+        """Let the HF sampler decode at least `rows` rows at once (its default, 64, would split the
+        batch of R runs × 16 attempts into calls of 64); vLLM schedules its own batches."""
+        if self.backend == "hf" and self.sampler.max_batch_size < rows:
+            self.sampler.max_batch_size = rows
+
     def mixes_adapters(self) -> bool:
         """Can one sampler call serve requests of different adapters (the HF sampler on the shared
         policy, off its fast path: PEFT's mixed-adapter batches)?"""
@@ -430,6 +436,8 @@ class Scheduler:
                     self.engine.require_context(context_needed(job, self.engine))
                 except Exception:  # e.g. a prompt too long for its max_model_len: that run fails at its setup, alone
                     pass
+        if waiting:  # every active run's attempts in one call (the memory check, ttsd.bench, counts on it)
+            self.engine.decode_rows(self.concurrent * max(job.config.batch_size for job in waiting))
         results: list[RunResult] = []
         active: list[_Active] = []
         with ThreadPoolExecutor(max_workers=self.concurrent, thread_name_prefix="ttsd-judge") as judges:
