@@ -216,7 +216,7 @@ def test_bench_on_local_ray(tiny_model_dir, examples_dir, tmp_path):
 
 
 def test_an_unfinished_summary_is_a_partial_run_not_a_result(tmp_path):
-    # run_method rewrites summary.json with finished=false after every step: a bench killed then
+    # run_steps rewrites summary.json with finished=false after every step: a bench killed then
     # must resume that run, and compare must not read it as a result
     key = RunKey(problem_id="reverse-string", method="best-of-k", seed=0)
     run_dir = run_dir_for(tmp_path, key)

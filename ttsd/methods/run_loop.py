@@ -68,7 +68,7 @@ class Attempt:
 @dataclass
 class StepOutcome:
     attempts: list[Attempt]
-    record: StepRecord  # timings and learning stats; attempts/verdicts are filled in by run_method
+    record: StepRecord  # timings and learning stats; attempts/verdicts are filled in by run_steps
     extra_files: dict[str, str] = field(default_factory=dict)
 
 
