@@ -21,13 +21,16 @@ the next section still runs), with the time each is expected to take on one H200
                    fits in 80 GiB by the estimate (validated against those rows)              ~100 s
     solve_speed    benchmarks/bench_solve.py: seconds per attempt, sdpo vs best-of-k, phase
                    split, with a random-weight Qwen2.5-1.5B-shaped model                     ~90 s
+    concurrency    benchmarks/bench_concurrency.py: tokens/s and attempts/s of 16 best-of-k
+                   runs at R = 1 and R = 16 on one engine (`ttsd bench --concurrent`), with a
+                   random-weight Qwen2.5-0.5B-shaped model, and the R = 16 / R = 1 ratio       ~60 s
     vllm           (--vllm, or on a GPU box where vllm imports) tests/test_vllm_other_process.py:
                    the engine in another process, adapters through files, sleep/wake, close
 
 A fast-path fallback to `generate` (the solve's sampler logs it) fails the solve section on a GPU.
 The benchmarks rewrite their JSON after every row, so a section cut short still reports its rows.
 
-Expected total ~6.7 min; the whole run stops at --deadline-s (default 470 s, under 8 minutes),
+Expected total ~7.7 min; the whole run stops at --deadline-s (default 470 s, under 8 minutes),
 each section capped so that the ones after it keep their expected time. `--cpu` runs the same
 sections on the CPU at tiny sizes (what tests/test_device_check.py runs in CI).
 
@@ -405,6 +408,35 @@ def section_solve_speed(check: Check, cap: float) -> dict:
     return result
 
 
+def section_concurrency(check: Check, cap: float) -> dict:
+    """benchmarks/bench_concurrency.py at R = 1 and 16 (on the CPU: 1 and 2 at tiny sizes): the same
+    best-of-k bench of 16 runs, one at a time and all on one engine, with a random-weight
+    Qwen2.5-0.5B-shaped model; attempts/s at R = 16 over R = 1 says whether the batching is real."""
+    started = time.monotonic()
+    check.require_sandbox(cap)
+    if check.cpu:
+        model = check.tiny_model(cap)
+        sizes = ["--runs", "2", "--rs", "1,2", "--budget", "4", "--batch-size", "2", "--max-tokens", "8"]
+    else:
+        model = check.work / "qwen2.5-0.5b-random"
+        if not model.exists():
+            done = check.python(["-c", RANDOM_MODEL.format(name="qwen2.5-0.5b", directory=str(model), tokenizer=str(check.tiny_model(cap)))],
+                                cap, "random model for concurrency")
+            if done.returncode != 0:
+                raise _failed(done, "saving a random qwen2.5-0.5b")
+        sizes = ["--runs", "16", "--rs", "1,16", "--budget", "16", "--batch-size", "16", "--max-tokens", "64"]
+    out = check.work / "concurrency.json"
+    args = ["benchmarks/bench_concurrency.py", "--model", str(model), "--backend", "hf", "--device", check.device,
+            "--methods", "best-of-k", *sizes, "--json", str(out)]
+    done = _run_keeping_rows(check, args, cap - (time.monotonic() - started), "concurrency", out)
+    if done.returncode != 0 or not out.exists():
+        raise _failed(done, "bench_concurrency.py")
+    result = json.loads(out.read_text())
+    result["model"] = "tiny (tests/tiny_model.py)" if check.cpu else "qwen2.5-0.5b shape, random weights, tiny tokenizer"
+    result["table"] = _table_lines(done.stdout)
+    return result
+
+
 # A random-weight model of a real shape in a model folder ttsd can load; the tests' tokenizer covers
 # the prompt (the ids it cannot decode are dropped from the text, which the judge then rejects).
 RANDOM_MODEL = """
@@ -443,6 +475,7 @@ SECTIONS = [
     Section("sampler_speed", 100, 200, 300, section_sampler_speed),
     Section("memory", 100, 150, 300, section_memory),
     Section("solve_speed", 90, 150, 300, section_solve_speed),
+    Section("concurrency", 60, 120, 300, section_concurrency),
 ]
 VLLM_SECTION = Section("vllm", 120, 240, 600, section_vllm)
 
@@ -521,6 +554,14 @@ def _summary(name: str, entry: dict) -> str:
         tokens = lambda n: "no length" if n is None else f"{n} tokens"
         return (f"fits {fits['fit_gib']:g} GiB up to {tokens(longest)} per response by the estimate, "
                 f"{tokens(corrected)} corrected by the measured rows; see the memory table")
+    if name == "concurrency":
+        ratio = result.get("ratio") or {}
+        rows = result.get("rows") or []
+        if not ratio or not rows:
+            return "see the concurrency table"
+        low, high = ratio["R"]
+        return (f"best-of-k, {rows[0]['attempts']} attempts: {rows[0]['attempts_per_s']:.2f} attempts/s at R={low}, "
+                f"{rows[-1]['attempts_per_s']:.2f} at R={high}: {ratio['attempts_per_s']:.2f}× ({result['model']})")
     if name == "vllm":
         return result.get("pytest", "")
     return ""

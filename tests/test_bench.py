@@ -25,6 +25,7 @@ from ttsd.bench import (
 from ttsd.cli import app
 from ttsd.problems import load_problem
 from ttsd.runs import PoolSummary, Summary
+from ttsd.variants import parse_variants
 
 PROBLEMS = ("reverse-string", "sum-two-numbers")
 METHODS = ("sdpo", "best-of-k", "multi-turn")
@@ -215,7 +216,7 @@ def test_bench_on_local_ray(tiny_model_dir, examples_dir, tmp_path):
 
 
 def test_an_unfinished_summary_is_a_partial_run_not_a_result(tmp_path):
-    # run_method rewrites summary.json with finished=false after every step: a bench killed then
+    # run_steps rewrites summary.json with finished=false after every step: a bench killed then
     # must resume that run, and compare must not read it as a result
     key = RunKey(problem_id="reverse-string", method="best-of-k", seed=0)
     run_dir = run_dir_for(tmp_path, key)
@@ -361,6 +362,82 @@ def test_a_pooled_bench_leaves_out_best_of_k_runs_records_its_pool_and_grows_it(
     assert load_pools(out)["reverse-string"].samples == 6 and load_manifest(out).pool == 6
     more = (pool_dir_for(out, "reverse-string") / "attempts.jsonl").read_text().splitlines()
     assert more[:4] == lines and len(more) == 6
+
+
+def test_bench_cli_concurrent_runs_share_one_engine(tiny_model_dir, examples_dir, tmp_path):
+    """--concurrent 2: both seeds' runs in this process on one engine, each with its run.log; the
+    same attempts as the one-at-a-time bench (tests/test_scheduler.py compares them in detail)."""
+    bench_dir = tmp_path / "bench"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "--split", str(examples_dir / "sum-two-numbers.json"), "--methods", "best-of-k", "--seeds", "2",
+         "--concurrent", "2", "--pool", "0", "--out", str(bench_dir), *cli_options(tiny_model_dir)],
+        terminal_width=200,
+    )
+    assert result.exit_code == 0, result.output
+    summaries = load_summaries(bench_dir)
+    assert set(summaries) == {RunKey(problem_id="sum-two-numbers", method="best-of-k", seed=s) for s in (0, 1)}
+    for key in summaries:
+        assert "sharing an engine with up to 2 runs" in (run_dir_for(bench_dir, key) / "run.log").read_text()
+
+
+def test_a_concurrent_bench_with_a_pool_and_variants_equals_the_one_at_a_time_bench(tiny_model_dir, examples_dir, tmp_path):
+    """--concurrent 3 with a pool and variants (one of them with a LoRA rank of its own: an engine
+    of its own), float32: every run's attempts and steps as in the bench that runs one at a time;
+    the live table showed the runs that shared the engine together."""
+    variants = parse_variants("multi-turn,sdpo,sdpo-noquote=sdpo:--no-feedback-source-line,sdpo-r8=sdpo:--lora-rank=8")
+    problems = [load_problem(examples_dir / f"{p}.json") for p in PROBLEMS]
+    options = {**small_options(tiny_model_dir), "budget": 4, "dtype": "float32"}  # two steps: sdpo learns once
+    benches = {}
+    for concurrent in (1, 3):
+        board = BenchBoard([p.id for p in problems], [v.name for v in variants], [0], pool=3)
+        most_running = []
+
+        def update(key, state, summary, board=board, most_running=most_running):
+            board.update(key, state, summary)
+            most_running.append(len(board.running_rows()))
+
+        out = tmp_path / f"R{concurrent}"
+        result = run_bench(out, problems, split="two", methods=[v.name for v in variants], seeds=[0], solve_options=options,
+                           variants=variants, pool=3, concurrent=concurrent, on_update=update)
+        assert not result.failed, [o.error for o in result.failed]
+        assert len(result.outcomes) == len(PROBLEMS) * (len(variants) + 1)  # the runs and a pool each
+        benches[concurrent] = out, max(most_running)
+    (one, alone), (three, together) = benches[1], benches[3]
+    assert alone == 1 and together == 3  # the live table's "running now" held every run on the engine
+    assert load_summaries(one).keys() == load_summaries(three).keys()
+    # Not compared: timings, and the stale-weights gap (the sampler's log-probs against the
+    # trainer's: a batch of other rows and padding moves the sampler's by float rounding, ~1e-7).
+    unshared = {"cost", "time_step_s", "time_sample_s", "time_judge_s", "time_score_s", "time_train_s", "time_sync_s",
+                "stale_weights_gap"}
+    for key in load_summaries(one):
+        for name in ("attempts.jsonl", "steps.jsonl"):
+            a, b = (
+                [{k: v for k, v in json.loads(line).items() if k not in unshared}
+                 for line in (run_dir_for(d, key) / name).read_text().splitlines()]
+                for d in (one, three)
+            )
+            assert len(a) == len(b), (key, name)
+            for x, y in zip(a, b):
+                assert x == y, (key, name, {k: (x.get(k), y.get(k)) for k in set(x) | set(y) if x.get(k) != y.get(k)})
+    for problem in PROBLEMS:
+        a, b = ([json.loads(line)["response"] for line in (pool_dir_for(d, problem) / "attempts.jsonl").read_text().splitlines()]
+                for d in (one, three))
+        assert a == b and len(a) == 3
+
+
+def test_bench_cli_refuses_concurrency_that_does_not_fit_or_mixes_with_workers(tiny_model_dir, examples_dir, tmp_path):
+    split = str(examples_dir / "sum-two-numbers.json")
+    mixed = CliRunner().invoke(app, ["bench", "--split", split, "--concurrent", "2", "--workers", "2", "--out", str(tmp_path / "a")])
+    assert mixed.exit_code == 2 and "without --workers" in mixed.output
+    # a billion runs' KV caches fit no machine: refused before anything starts, naming what does fit
+    huge = CliRunner().invoke(
+        app, ["bench", "--split", split, "--concurrent", str(10**9), "--out", str(tmp_path / "b"), *cli_options(tiny_model_dir)],
+        terminal_width=300,
+    )
+    assert huge.exit_code == 2, huge.output
+    assert "expected peak" in huge.output and "use --concurrent" in huge.output
+    assert not (tmp_path / "b" / "runs").exists()
 
 
 @pytest.mark.parametrize("variants, message", [

@@ -18,7 +18,7 @@ spec = importlib.util.spec_from_file_location("device_check", REPO / "scripts" /
 device_check = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(device_check)
 
-SECTIONS = {"env", "tests", "solve", "sampler_speed", "memory", "solve_speed"}
+SECTIONS = {"env", "tests", "solve", "sampler_speed", "memory", "solve_speed", "concurrency"}
 
 
 def _positive_numbers(value, key_part: str) -> list[float]:
@@ -79,6 +79,13 @@ def test_device_check_on_cpu_fills_every_section(tmp_path):
     assert per_attempt["sdpo"]["total"] > 0 and per_attempt["best-of-k"]["total"] > 0 and solve_speed["ratio"] > 0
     assert per_attempt["sdpo"]["train"] > 0 and per_attempt["best-of-k"]["train"] == 0
 
+    concurrency = sections["concurrency"]["result"]
+    assert [row["R"] for row in concurrency["rows"]] == [1, 2]
+    for row in concurrency["rows"]:  # the same fixed bench at each R
+        assert row["attempts"] == 2 * 4 and row["tokens_per_s"] > 0 and row["attempts_per_s"] > 0
+    assert concurrency["rows"][1]["mean_batch"] > concurrency["rows"][0]["mean_batch"] == 1  # R = 2 batched two runs
+    assert concurrency["ratio"]["attempts_per_s"] > 0 and len(concurrency["table"]) == 4
+
     table = (tmp_path / "device-check.md").read_text()
     assert all(f"| {name} | ok |" in table for name in SECTIONS)
     assert table in done.stdout  # printed at the end
@@ -92,7 +99,7 @@ def test_the_solve_sections_say_the_sandbox_is_unavailable_before_running(tmp_pa
     """Where the env section found prlimit/setpriv missing, the solve rows name that, not a crash."""
     check = _check(tmp_path)
     check.report["machine"] = {"sandbox_missing": ["`prlimit` (util-linux) is missing: apt-get install util-linux"]}
-    for section in (device_check.section_solve, device_check.section_solve_speed):
+    for section in (device_check.section_solve, device_check.section_solve_speed, device_check.section_concurrency):
         with pytest.raises(device_check.SectionFailed, match=r"^sandbox unavailable: `prlimit` \(util-linux\) is missing"):
             section(check, 60)
     check.report["machine"] = {"sandbox_missing": []}

@@ -10,6 +10,7 @@ import math
 
 import pytest
 
+from ttsd.methods.scheduler import fulfil
 from ttsd.runs import StepRecord
 from ttsd.sdpo import diagnostics
 from tests.conftest import REPO
@@ -133,7 +134,7 @@ def test_discovery_likelihood_is_zero_gain_before_training_and_theta_0_is_the_ba
     plain = score_tokens(base, [sdpo.prompt_ids], [passing.token_ids], top_k=0)
     assert before.initial_nats == pytest.approx(float(plain.response_logprobs[0].double().sum()), abs=1e-4)
 
-    outcome = sdpo.run_step(0, 2)  # the tiny model fails: feedback, a teacher, one update
+    outcome = fulfil(sdpo.engine, sdpo.run_step(0, 2))  # the tiny model fails: feedback, a teacher, one update
     assert not any(a.judgement.passed for a in outcome.attempts) and outcome.record.loss is not None
     after = sdpo.discovery_likelihood([outcome.attempts[0], passing])
     assert after.updates_before == 1
@@ -143,7 +144,7 @@ def test_discovery_likelihood_is_zero_gain_before_training_and_theta_0_is_the_ba
 
 
 def test_failed_attempts_carry_teacher_gaps_that_match_the_scorer(sdpo):
-    outcome = sdpo.run_step(0, 2)
+    outcome = fulfil(sdpo.engine, sdpo.run_step(0, 2))
     for attempt in outcome.attempts:
         assert attempt.teacher_gaps is not None and len(attempt.teacher_gaps) == len(attempt.token_ids)
         assert any(g != 0.0 for g in attempt.teacher_gaps)  # the feedback context changes the view

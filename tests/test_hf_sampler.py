@@ -172,3 +172,62 @@ def test_smollm2_writes_code_and_follows_its_adapter(tmp_path):
     updated = sampler.sample([prompt], n=8, settings=SamplingSettings(temperature=1.0, max_tokens=24, seed=0))[0]
     assert [s.token_ids[:24] for s in updated] != [s.token_ids[:24] for s in base]
     _assert_logprobs_match_scorer(policy, [prompt], [updated], 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("decode", ["generate", "static"])
+def test_a_prompts_samples_do_not_depend_on_who_shares_its_batch(policy, decode):
+    """What the scheduler relies on: sample j of a prompt draws from its own seeded stream, so the
+    same prompt and seed give the same tokens alone, batched with other (longer, shorter) prompts,
+    or split over several calls."""
+    from ttsd.engine.types import SamplingSettings
+
+    _perturb(policy, seed=3)
+    sampler = policy.sampler(decode=decode)
+    prompts = _prompts(policy.tokenizer)
+    longer = chat_prompt_ids(policy.tokenizer, [{"role": "user", "content": "Read n numbers and print their sum, please."}])
+    settings = SamplingSettings(temperature=1.0, max_tokens=16)
+    alone = sampler.sample([prompts[1]], n=3, settings=settings, seeds=[11])[0]
+    batched = sampler.sample([longer, prompts[1], prompts[0]], n=3, settings=settings, seeds=[5, 11, 11])
+    assert _tokens([alone]) == _tokens([batched[1]])
+    torch.testing.assert_close(torch.tensor([s.logprobs for s in alone]), torch.tensor([s.logprobs for s in batched[1]]))
+    # one call of n = 3 is three calls of n = 1 with consecutive seeds, and a settings seed is seed + i * n
+    singles = [sampler.sample([prompts[1]], n=1, settings=settings, seeds=[11 + j])[0][0] for j in range(3)]
+    assert [s.token_ids for s in singles] == [s.token_ids for s in alone]
+    seeded = settings.model_copy(update={"seed": 8})
+    assert _tokens(sampler.sample([longer, prompts[1]], n=3, settings=seeded))[1] == _tokens([alone])[0]
+    # rows in different chunks of max_batch_size draw what they draw in one chunk
+    sampler.max_batch_size = 2
+    assert _tokens(sampler.sample([longer, prompts[1], prompts[0]], n=3, settings=settings, seeds=[5, 11, 11])) == _tokens(batched)
+    # different seeds do give different samples (the test above can fail)
+    assert _tokens(sampler.sample([prompts[1]], n=3, settings=settings, seeds=[12])) != _tokens([alone])
+
+
+def test_one_call_mixes_the_adapters_of_several_students(tiny_model_dir):
+    """`sample(adapters=)`: each prompt's rows compute with its own student's adapter (PEFT's mixed
+    batches), drawing what that student draws served alone; None is the base weights."""
+    from ttsd.engine.types import SamplingSettings
+
+    torch.manual_seed(0)
+    shared = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu", dtype="float32")
+    students = [shared.add_student(f"run{i}", seed=i) for i in range(2)]
+    for i, student in enumerate(students):
+        student.activate()
+        _perturb(student, scale=0.3, seed=10 + i)
+    sampler = shared.sampler(decode="generate")
+    assert sampler.can_mix_adapters() and not shared.sampler(decode="static").can_mix_adapters()
+    prompt = _prompts(shared.tokenizer)[1]
+    settings = SamplingSettings(temperature=1.0, max_tokens=16)
+    mixed = sampler.sample([prompt] * 3, n=2, settings=settings, seeds=[4, 4, 4], adapters=["run0", None, "run1"])
+    alone = []
+    for adapter in ("run0", None, "run1"):
+        if adapter is None:
+            sampler.load_adapter(None)
+        else:
+            sampler.use_policy_adapter(adapter)
+        alone.append(sampler.sample([prompt], n=2, settings=settings, seeds=[4])[0])
+    assert _tokens(mixed) == _tokens(alone)
+    for got, want in zip(mixed, alone):
+        torch.testing.assert_close(torch.tensor([s.logprobs for s in got]), torch.tensor([s.logprobs for s in want]))
+    assert len({tuple(map(tuple, row)) for row in _tokens(alone)}) == 3  # the adapters do differ (the test can fail)
+    with pytest.raises(ValueError, match="one adapter per call"):
+        shared.sampler(decode="static").sample([prompt], n=1, settings=settings, seeds=[0], adapters=["run0"])

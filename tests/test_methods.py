@@ -203,11 +203,11 @@ def test_sdpo_sleeps_the_sampler_while_it_learns(tiny_model_dir, problem, tmp_pa
     """Each step: sample, sleep the engine, learn, the trainer gives back its cached memory, wake,
     send the new adapter — through the Sampler protocol, the same calls for either backend."""
     from ttsd.engine.policy import Policy
-    from ttsd.methods.run_loop import Method
+    from ttsd.methods.scheduler import SharedEngine
 
     calls: list[str] = []
-    make_sampler, release = Method.make_sampler, Policy.release_cached_memory
-    monkeypatch.setattr(Method, "make_sampler", lambda self, **kw: RecordingSampler(make_sampler(self, **kw), calls))
+    make_sampler, release = SharedEngine.make_sampler, Policy.release_cached_memory
+    monkeypatch.setattr(SharedEngine, "make_sampler", lambda self: RecordingSampler(make_sampler(self), calls))
     monkeypatch.setattr(Policy, "release_cached_memory", lambda self: calls.append("release") or release(self))
     summary = solve(problem, _config(tiny_model_dir, backend=backend), tmp_path / "run")
     assert summary.attempts_used == 4 and not summary.discovered
@@ -235,13 +235,13 @@ def test_the_sampler_gets_the_prompt_plus_max_tokens_or_the_run_is_refused(tiny_
 
     from ttsd.config import ContextTooLong
     from ttsd.engine.chat import chat_prompt_ids
-    from ttsd.methods.run_loop import Method
+    from ttsd.methods.scheduler import SharedEngine
     from ttsd.prompts import student_messages
 
     prompt = len(chat_prompt_ids(AutoTokenizer.from_pretrained(tiny_model_dir), student_messages(problem)))
     samplers = []
-    make_sampler = Method.make_sampler
-    monkeypatch.setattr(Method, "make_sampler", lambda self, **kw: samplers.append(make_sampler(self, **kw)) or samplers[-1])
+    make_sampler = SharedEngine.make_sampler
+    monkeypatch.setattr(SharedEngine, "make_sampler", lambda self: samplers.append(make_sampler(self)) or samplers[-1])
     config = _config(tiny_model_dir, method="best-of-k", backend=backend, budget=2)
     assert solve(problem, config, tmp_path / "fits").attempts_used == 2
     if backend == "vllm":

@@ -82,3 +82,34 @@ def test_state_round_trip_and_missing_keys(policy):
     policy.load_adapter_state(state)
     with pytest.raises(KeyError):
         policy.load_adapter_state({})
+
+
+def test_students_on_one_base_model_are_seeded_and_independent(tiny_model_dir):
+    """`add_student`: A from the given seed whatever ran before, B = 0; only the active student
+    computes and trains; changing one student leaves another's outputs alone."""
+    torch.manual_seed(0)
+    shared = Policy(tiny_model_dir, lora=LoraSettings(rank=4, alpha=8), device="cpu", dtype="float32")
+    first = shared.add_student("run0", seed=7)
+    torch.rand(100)  # whatever else draws from torch's generator in between
+    second = shared.add_student("run1", seed=7)
+    other = shared.add_student("run2", seed=8)
+    for a, b in zip(first.adapter_state().values(), second.adapter_state().values()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, c) for a, c in zip(first.adapter_state().values(), other.adapter_state().values()))
+    assert all(not v.any() for k, v in first.adapter_state().items() if "lora_B" in k)
+    ids = [5, 9, 14, 3]
+    with shared.base_weights() as model:
+        base = _logits(model, ids)
+    with torch.no_grad():
+        for p in first.trainable_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    second.activate()
+    assert torch.equal(_logits(shared.model, ids), base)  # B = 0: the base weights, exactly
+    trainable = {n for n, p in shared.model.named_parameters() if p.requires_grad}
+    assert trainable and all(".run1." in n for n in trainable)
+    first.activate()
+    assert not torch.equal(_logits(shared.model, ids), base)
+    with pytest.raises(ValueError, match="already has"):
+        shared.add_student("run0", seed=1)
+    first.remove_student()
+    assert "run0" not in shared.model.peft_config

@@ -32,20 +32,20 @@ BUDGET, BATCH = 4, 2
 DEADLINE_S = 240  # per process: a stuck bench fails the test instead of hanging it
 
 
-def _command(tiny_model_dir: Path, out: Path) -> list[str]:
+def _command(tiny_model_dir: Path, out: Path, extra: tuple[str, ...] = ()) -> list[str]:
     return [
         sys.executable, "-m", "ttsd", "bench", "--split", PROBLEM, "--methods", "best-of-k,sdpo", "--seeds", "1",
         "--model", str(tiny_model_dir), "--backend", "hf", "--budget", str(BUDGET), "--batch-size", str(BATCH),
-        "--max-tokens", "24", "--learning-rate", "0.01", "--lora-rank", "4", "--pool", "0", "--out", str(out),
+        "--max-tokens", "24", "--learning-rate", "0.01", "--lora-rank", "4", "--pool", "0", "--out", str(out), *extra,
     ]
 
 
-def _start(tiny_model_dir: Path, out: Path, stop_at: str = "") -> subprocess.Popen:
+def _start(tiny_model_dir: Path, out: Path, stop_at: str = "", extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """`ttsd bench` in a session (and process group) of its own; its output goes to OUT.<n>.log."""
     env = {**os.environ, "TTSD_STOP_AT": stop_at}
     log = out.with_name(f"{out.name}.{len(list(out.parent.glob(out.name + '.*.log')))}.log")
     with log.open("w") as handle:
-        process = subprocess.Popen(_command(tiny_model_dir, out), cwd=REPO, env=env, start_new_session=True,
+        process = subprocess.Popen(_command(tiny_model_dir, out, extra), cwd=REPO, env=env, start_new_session=True,
                                    stdout=handle, stderr=subprocess.STDOUT, text=True)
     process.log = log
     return process
@@ -81,8 +81,8 @@ def _kill_when(process: subprocess.Popen, moment) -> None:
     process.wait(timeout=30)
 
 
-def _finish(tiny_model_dir: Path, out: Path) -> str:
-    done = subprocess.run(_command(tiny_model_dir, out), cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S)
+def _finish(tiny_model_dir: Path, out: Path, extra: tuple[str, ...] = ()) -> str:
+    done = subprocess.run(_command(tiny_model_dir, out, extra), cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return " ".join(done.stdout.split())
 
@@ -136,3 +136,38 @@ def test_sigkill_at_every_moment_loses_and_doubles_nothing(tiny_model_dir, tmp_p
         assert summary["finished"] and summary["attempts_used"] == expected, method
         assert [x["response"] for x in attempts] == [x["response"] for x in _lines(ref / "attempts.jsonl")], method
         assert [x["verdict"] for x in attempts] == [x["verdict"] for x in _lines(ref / "attempts.jsonl")], method
+
+
+def test_sigkill_of_a_concurrent_bench_resumes_every_run_exactly(tiny_model_dir, tmp_path):
+    """`--concurrent 2`: both runs share one engine and are killed together, mid-way through their
+    steps, twice; the rerun finishes both with the attempts of the one-at-a-time bench."""
+    exact = ("--dtype", "float32")  # the same numbers whatever the batch's shape
+    concurrent = ("--concurrent", "2", *exact)
+    reference_dir, bench = tmp_path / "reference", tmp_path / "bench"
+    reference = _start(tiny_model_dir, reference_dir, extra=exact)  # one run after another, never interrupted
+    runs = [bench / "runs" / PROBLEM / method / "seed-0" for method in ("best-of-k", "sdpo")]
+
+    # a step record is written (one run's), its summary not yet; the other run is mid-step
+    process = _start(tiny_model_dir, bench, "step-recorded", concurrent)
+    _kill_when(process, lambda: _stopped(process))
+    assert sum(len(_lines(run / "steps.jsonl")) for run in runs) == 1
+    assert all(run_state(run) == "partial" for run in runs)
+    # a batch of attempts is written, its step record not
+    process = _start(tiny_model_dir, bench, "attempts-written", concurrent)
+    _kill_when(process, lambda: _stopped(process))
+    assert not any((_summary(run) or {}).get("finished") for run in runs)
+
+    assert re.search(r"\b2 runs done, (0 pools drawn, )?0 already finished, 0 failed", _finish(tiny_model_dir, bench, concurrent))
+    assert reference.wait(timeout=DEADLINE_S) == 0, reference.log.read_text()[-3000:]
+    for run in runs:
+        ref = reference_dir / run.relative_to(bench)
+        attempts = _lines(run / "attempts.jsonl")
+        summary = _summary(run)
+        expected = summary["discovery_k"] if summary["discovered"] else BUDGET
+        assert [x["k"] for x in attempts] == list(range(1, expected + 1)), run
+        untimed = lambda s: {k: v for k, v in s.items() if not k.endswith("_s")}  # noqa: E731
+        assert summary["finished"] and untimed(summary) == untimed(_summary(ref)), run
+        for field in ("response", "verdict", "tests_passed"):
+            assert [x[field] for x in attempts] == [x[field] for x in _lines(ref / "attempts.jsonl")], (run, field)
+        assert [(s["step"], s["loss"]) for s in _lines(run / "steps.jsonl")] == [
+            (s["step"], s["loss"]) for s in _lines(ref / "steps.jsonl")], run

@@ -90,6 +90,25 @@ def test_an_8b_adapter_outgrows_dockers_default_shared_memory():
     assert 86e6 < QWEN3_8B.lora_parameters(LoraSettings()) * 2 < 88e6
 
 
+def test_concurrent_runs_add_an_adapter_state_each_and_the_kv_cache_of_every_batch():
+    """Qwen3-8B, rank 16 on all seven projections: 36 · 16 · 75,776 = 43,646,976 LoRA parameters,
+    20 bytes each kept per run (fp32 parameter, gradient and two AdamW moments, fp32 EMA copy); the
+    KV cache of 16 rows of 1024 + 8192 tokens is 16 · 9216 · 36 layers · 2 · 1024 · 2 bytes."""
+    from ttsd.sdpo.memory import estimate_concurrent_peak
+
+    one = estimate_concurrent_peak(QWEN3_8B, _shape(), learners=1, sampled_rows=16, sampled_tokens=9216)
+    assert one.parts["adapter_states"] == 43_646_976 * 20 == 872_939_520
+    assert one.parts["kv_cache"] == 21_743_271_936
+    assert one.total == one.parts["weights"] + 872_939_520 + max(one.parts["learning_step"], 21_743_271_936)
+    alone = estimate_learning_peak(QWEN3_8B, _shape())
+    # what a step adds beyond the gradients and moments a run keeps: one step at a time
+    assert one.parts["learning_step"] == alone.step - 43_646_976 * 12
+    assert alone.total == one.parts["weights"] + one.parts["adapter_states"] + one.parts["learning_step"]
+    many = estimate_concurrent_peak(QWEN3_8B, _shape(), learners=8, sampled_rows=8 * 16, sampled_tokens=9216)
+    assert many.parts["adapter_states"] == 8 * 872_939_520 and many.parts["kv_cache"] == 8 * 21_743_271_936
+    assert many.total == many.parts["weights"] + 8 * 872_939_520 + 8 * 21_743_271_936
+
+
 def test_largest_fitting_searches_each_segment_from_the_top():
     """A sawtooth (falls after 10 and after 30): the answer is in the top segment that fits at its start."""
     memory = {n: (n if n <= 10 else n - 8 if n <= 30 else n - 25) for n in range(1, 41)}

@@ -28,6 +28,12 @@ others that have a run directory (`solve(..., resume=True)`). Runs are independe
   Ray workers write their run directories straight into BENCH_DIR, so BENCH_DIR must be on a
   filesystem every Ray node sees at the same path (NFS or similar) — the shared-filesystem assumption.
 
+- `concurrent > 1`: up to that many runs at once in this process on ONE engine
+  (`ttsd.methods.scheduler`): one base model, one sampler whose calls batch the waiting runs'
+  requests, one judge pool, a LoRA adapter per sdpo run. A run's attempts are the same as alone.
+  Each run's ttsd messages and failure go to its run.log; the engines' own output to bench.log.
+  Pools are drawn first, one after another (a pool's calls are large batches already).
+
 This module imports nothing heavy at import time (torch, vllm, ray stay inside functions).
 """
 
@@ -324,6 +330,7 @@ def run_bench(
     variants: Sequence[Variant] = (),
     pool: int = 0,
     pool_batch: int | None = None,
+    concurrent: int = 1,
 ) -> BenchResult:
     """Run every missing problem × method × seed, and first each problem's best-of-k pool of `pool`
     attempts (0: none; `pool_batch` attempts per sampler call, None: ttsd.pool's default);
@@ -333,7 +340,10 @@ def run_bench(
     nothing) when BENCH_DIR was started with other solve options, TooManyWorkers when `workers`
     exceeds the GPUs of a GPU machine. `verbose`: each run's log lines also go to this process's
     output (they always go to the run's run.log). `variants`: the named variants among `methods`
-    (ttsd.variants; a label of `methods` that names none is a method as it is)."""
+    (ttsd.variants; a label of `methods` that names none is a method as it is). `concurrent`: runs
+    at once on one shared engine (see the module docstring); with `workers` or `ray_address` it must be 1."""
+    if concurrent > 1 and (workers > 1 or ray_address):
+        raise ValueError("concurrent runs share one engine in this process: not with workers or Ray")
     named = {v.name: v for v in variants if not v.plain}
     manifest = BenchManifest(
         split=split,
@@ -380,7 +390,12 @@ def run_bench(
                 variant=named.get(key.method),
             )
         )
-    if ray_address:
+    if concurrent > 1:
+        pools_first = [task for task in tasks if task.pool_target is not None]
+        outcomes = _run_one_by_one(pools_first, notify)
+        runs = [task for task in tasks if task.pool_target is None]
+        outcomes += _run_concurrently(runs, concurrent, notify)
+    elif ray_address:
         outcomes = _run_on_ray(tasks, ray_address, notify)
     elif workers > 1:
         from ttsd.engine.hardware import gpu_count
@@ -388,14 +403,151 @@ def run_bench(
         devices = worker_devices(workers, gpu_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
         outcomes = _run_in_processes(tasks, devices, notify)
     else:
-        outcomes = []
-        for task in tasks:
-            notify(task.key, "running", None)
-            outcome = execute(task, on_pool_batch=lambda summary, key=task.key: notify(key, "running", summary))
-            outcomes.append(outcome)
-            notify(task.key, "failed" if outcome.error else "done", outcome.summary or outcome.pool)
-            stop_point("between-runs")
+        outcomes = _run_one_by_one(tasks, notify)
     return BenchResult(skipped=skipped, outcomes=outcomes)
+
+
+def _run_one_by_one(tasks: list[RunTask], notify) -> list[RunOutcome]:
+    outcomes = []
+    for task in tasks:
+        notify(task.key, "running", None)
+        outcome = execute(task, on_pool_batch=lambda summary, key=task.key: notify(key, "running", summary))
+        outcomes.append(outcome)
+        notify(task.key, "failed" if outcome.error else "done", outcome.summary or outcome.pool)
+        stop_point("between-runs")
+    return outcomes
+
+
+class ConcurrencyDoesNotFit(ValueError):
+    """--concurrent R whose expected peak memory exceeds the device's."""
+
+
+def device_memory_bytes(device: str) -> int:
+    """What the device holds: a GPU's total memory, or the memory a CPU machine has available now."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_properties(torch.device(device).index or 0).total_memory
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def concurrent_memory(run_options: Sequence[dict[str, Any]], problems: Sequence[Problem], concurrent: int) -> Any:
+    """The expected peak (`ttsd.sdpo.memory.estimate_concurrent_peak`) of `concurrent` runs of this
+    bench on one engine, and the device: `run_options` holds the SolveConfig fields of each method
+    or variant (`Variant.run_options`); the estimate takes their largest batch_size and max_tokens,
+    the bench's longest student prompt, and an adapter per run when any of them learns (sdpo). The
+    feedback in a teacher context is taken as long as the prompt."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ttsd.config import SolveConfig
+    from ttsd.engine.chat import chat_prompt_ids
+    from ttsd.engine.models import resolve_model
+    from ttsd.methods import resolve_hardware
+    from ttsd.prompts import student_messages
+    from ttsd.sdpo.memory import LearningShape, ModelShape, estimate_concurrent_peak
+
+    configs = [resolve_hardware(SolveConfig.model_validate({**options, "seed": 0})) for options in run_options]
+    config = configs[0]
+    path = resolve_model(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompt = max(len(chat_prompt_ids(tokenizer, student_messages(p, c.templates))) for p in problems for c in configs)
+    batch = max(c.batch_size for c in configs)
+    max_tokens = max(c.max_tokens for c in configs)
+    step = LearningShape(
+        attempts=batch, prompt_tokens=prompt, feedback_tokens=prompt, response_tokens=max_tokens,
+        top_k=max(c.top_k for c in configs), lora=config.lora_settings(), gradient_checkpointing=config.gradient_checkpointing,
+        dtype_bytes=4 if config.dtype == "float32" else 2, device=config.device,
+    )
+    learners = concurrent if any(c.learns for c in configs) else 0
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(path))
+    return estimate_concurrent_peak(shape, step, learners, concurrent * batch, prompt + max_tokens), config.device
+
+
+def check_concurrent_memory(run_options: Sequence[dict[str, Any]], problems: Sequence[Problem], concurrent: int) -> None:
+    """Raise ConcurrencyDoesNotFit, with the estimate's parts and the largest R that fits, when
+    `concurrent` runs would not fit the device (`concurrent_memory`)."""
+    estimate, device = concurrent_memory(run_options, problems, concurrent)
+    available = device_memory_bytes(device)
+    if estimate.total <= available:
+        return
+    # Linear in R but for the max: the largest R that fits, from R = 1's parts.
+    single, _ = concurrent_memory(run_options, problems, 1)
+    one = single.parts
+
+    def total(r: int) -> int:
+        return one["weights"] + r * one["adapter_states"] + max(one["learning_step"], r * one["kv_cache"])
+
+    low, high = 1, concurrent  # total(r) grows with r: the largest r that fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if total(middle) <= available else (low, middle - 1)
+    fits = low
+    gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
+    parts = estimate.parts
+    advice = f"use --concurrent {fits} or fewer" if total(fits) <= available else "even one run does not fit"
+    raise ConcurrencyDoesNotFit(
+        f"--concurrent {concurrent}: the expected peak is {gib(estimate.total)} (the base model {gib(parts['weights'])}, "
+        f"adapters with optimizer and EMA states {gib(parts['adapter_states'])}, and the larger of one learning step "
+        f"{gib(parts['learning_step'])} and the batch's KV cache {gib(parts['kv_cache'])}), more than the {device}'s "
+        f"{gib(available)}; {advice}, or lower --batch-size / --max-tokens"
+    )
+
+
+# What runs sharing one engine must agree on (the rest is each run's own: method, seed, budget,
+# sampling, learning, feedback, prompts). Runs of variants that differ here get engines of their own.
+ENGINE_FIELDS = (
+    "model", "backend", "sandbox", "device", "dtype", "lora_rank", "lora_alpha", "lora_target_modules",
+    "gradient_checkpointing", "judge_workers", "gpu_memory_utilization", "top_k",
+)
+
+
+def engine_groups(configs: Sequence[Any]) -> list[list[int]]:
+    """Indices of `configs` (SolveConfigs) grouped by their ENGINE_FIELDS, in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for index, config in enumerate(configs):
+        key = tuple(repr(getattr(config, name)) for name in ENGINE_FIELDS)
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
+def _run_concurrently(tasks: list[RunTask], concurrent: int, notify) -> list[RunOutcome]:
+    """Every task on a `SharedEngine`, up to `concurrent` at a time (`ttsd.methods.scheduler`); one
+    engine after another when variants differ in ENGINE_FIELDS."""
+    if not tasks:
+        return []
+    from ttsd.engine.models import resolve_model
+    from ttsd.methods import resolve_hardware
+    from ttsd.methods.scheduler import RunJob, Scheduler, SharedEngine
+
+    jobs = [
+        RunJob(task.key, task.problem, solve_config(task.solve_options, task.key.method, task.key.seed, task.variant),
+               Path(task.run_dir), task.resume)
+        for task in tasks
+    ]
+    outcomes: list[RunOutcome] = []
+    for group in engine_groups([job.config for job in jobs]):
+        members = [jobs[i] for i in group]
+        try:
+            shared = resolve_hardware(members[0].config)
+            engine = SharedEngine(shared, resolve_model(shared.model), learns=any(job.config.learns for job in members))
+        except Exception as error:  # no engine, no run: each is reported failed (and rerun next time)
+            detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+            for job in members:
+                notify(job.key, "failed", None)
+                outcomes.append(RunOutcome(key=job.key, error=f"the shared engine could not start: {detail}"))
+            continue
+        try:
+            results = Scheduler(engine, concurrent, on_update=notify, run_logs=True).run(members)
+        finally:
+            engine.close()
+        outcomes += [RunOutcome(key=result.key, summary=result.summary, error=result.message) for result in results]
+    return outcomes
 
 
 def _run_in_processes(tasks: list[RunTask], devices: list[str | None], notify) -> list[RunOutcome]:
@@ -508,7 +660,36 @@ class BenchBoard:
             text += f" ![red]{failed} failed[/red]"
         return text
 
+    def running_rows(self) -> list[tuple[str, str, str, str]]:
+        """(problem, method, seed, progress) of every run now running: attempts used of the budget,
+        ✓k once discovered."""
+        rows = []
+        for key, state in self.state.items():
+            if state != "running" or key.method == POOL:  # a pool has its own column
+                continue
+            summary = self.summary.get(key)
+            progress = "starting" if summary is None else f"{summary.attempts_used}/{summary.budget}"
+            if summary is not None and summary.discovered:
+                progress += f" ✓{summary.discovery_k}"
+            rows.append((key.problem_id, key.method, str(key.seed), progress))
+        return rows
+
     def render(self):
+        from rich.console import Group
+        from rich.table import Table
+
+        table = self.render_cells()
+        running = self.running_rows()
+        if not running:
+            return table
+        live = Table(title=f"running now ({len(running)})")
+        for column in ("problem", "method", "seed", "attempts"):
+            live.add_column(column)
+        for row in running:
+            live.add_row(*row)
+        return Group(table, live)
+
+    def render_cells(self):
         from rich.table import Table
 
         elapsed = time.monotonic() - self.started

@@ -95,6 +95,7 @@ def run_pool(
     from ttsd.methods import resolve_hardware
     from ttsd.methods.run_loop import attempt_records
     from ttsd.methods.best_of_k import BestOfK
+    from ttsd.methods.scheduler import SharedEngine, fulfil
     from ttsd.runs import StepRecord
 
     pool_dir = Path(pool_dir)
@@ -116,16 +117,17 @@ def run_pool(
         write_json_atomic(pool_dir / POOL_SUMMARY, summary().model_dump(mode="json"))
         return summary()
     config = resolve_hardware(config.model_copy(update={"method": "best-of-k"}))
-    method = BestOfK(problem, config, run=None, model_path=resolve_model(config.model))  # type: ignore[arg-type]
+    engine = SharedEngine(config, resolve_model(config.model), learns=False)
+    method = BestOfK(problem, config, run=None, model_path=engine.model_path, engine=engine)
     try:
         method.setup()
-        batch = batch or method.sampler.concurrent_sequences(len(method.prompt_ids) + config.max_tokens)
+        batch = batch or engine.sampler.concurrent_sequences(len(method.prompt_ids) + config.max_tokens)
         while len(attempts) < target:
             started = time.monotonic()
             first = len(attempts)
             count = min(batch, target - first)
             step = attempts[-1].step + 1 if attempts else 0  # the batch's number
-            drawn, _, _ = method.sample_and_judge(method.prompt_ids, step, count, seed=seed + first)
+            drawn, _, _ = fulfil(engine, method.sample_and_judge(method.prompt_ids, step, count, seed=seed + first))
             record = StepRecord(step=step, attempts=first + count, time_step_s=time.monotonic() - started)
             records = attempt_records(drawn, step, first + 1, record)
             append_jsonl(pool_dir / POOL_ATTEMPTS, records)
@@ -136,4 +138,5 @@ def run_pool(
                 on_batch(current)
     finally:
         method.close()
+        engine.close()
     return summary()

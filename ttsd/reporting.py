@@ -83,12 +83,9 @@ class TensorBoardReporter:
     """Writes every step's scalars as TensorBoard event files under RUN_DIR/tensorboard."""
 
     def __init__(self, run_dir: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as error:
-            raise ReportingUnavailable(
-                f"--report-to tensorboard needs the tensorboard package ({error}): pip install 'ttsd[tensorboard]'"
-            ) from None
+        require_reporter("tensorboard")
+        from torch.utils.tensorboard import SummaryWriter
+
         self.log_dir = Path(run_dir) / TENSORBOARD_DIR
         self._writer = SummaryWriter(log_dir=str(self.log_dir))
 
@@ -102,6 +99,17 @@ class TensorBoardReporter:
 
 
 Progress = Callable[[StepRecord, Summary], None]
+
+
+def require_reporter(report_to: str) -> None:
+    """Raise ReportingUnavailable now, before anything slow, when `report_to`'s package is missing."""
+    if report_to == "tensorboard":
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError as error:
+            raise ReportingUnavailable(
+                f"--report-to tensorboard needs the tensorboard package ({error}): pip install 'ttsd[tensorboard]'"
+            ) from None
 
 
 def make_reporter(report_to: str, run_dir: Path) -> TensorBoardReporter | None:

@@ -6,8 +6,8 @@ it sends itself SIGSTOP; tests/test_reliability_kill.py sees the stopped process
 hit by polling the run directory's files (a few microseconds between two writes). Without the
 variable (always, outside that test) `stop_point` does nothing.
 
-    attempts-written   ttsd.methods.base.run_method: a step's attempts are in attempts.jsonl, its step record is not
-    step-recorded      ttsd.methods.base.run_method: the step record is in steps.jsonl, the summary not yet rewritten
+    attempts-written   ttsd.methods.run_loop.run_steps: a step's attempts are in attempts.jsonl, its step record is not
+    step-recorded      ttsd.methods.run_loop.run_steps: the step record is in steps.jsonl, the summary not yet rewritten
     between-runs       ttsd.bench.run_bench: a run has finished (summary written), the next has not started
 """
 

@@ -79,6 +79,7 @@ def _bench_command(
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per problem and method (seeds seed-start .. seed-start+seeds-1).")] = 5,
     seed_start: Annotated[int, typer.Option(min=0, help="First seed.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Runs in parallel on this machine (separate processes, each loads the model).")] = 1,
+    concurrent: Annotated[int, typer.Option(min=1, help="Runs at once in this process on ONE engine: one base model, sampler calls that batch every waiting run, one judge pool, a LoRA adapter per sdpo run. A run's attempts are the same as alone.")] = 1,
     out: Annotated[Path, typer.Option("--out", help="The bench directory; rerunning with the same one skips finished runs and resumes unfinished ones.")] = Path("bench"),
     ray: Annotated[str | None, typer.Option("--ray", help="Submit each run as a Ray task to this cluster: an address, 'auto' (a running cluster) or 'local' (start one here). One GPU per run when the cluster has GPUs. --out must be on a filesystem every node sees at the same path.")] = None,
     pool: Annotated[int | None, typer.Option("--pool", min=0, show_default=False, help=escape(f"best-of-k from a pool: this many i.i.d. attempts per problem from the base model, all judged (no stop at a pass), with the runs' sampler and settings; resumable. 0: no pool (then best-of-k needs seeded runs). [default: {POOL_PER_BUDGET} × --budget, or what the bench directory recorded]"))] = None,
@@ -102,6 +103,8 @@ def _bench_command(
 
     if ray and workers > 1:
         fail("use either --workers or --ray, not both (Ray schedules runs over its own workers)")
+    if concurrent > 1 and (ray or workers > 1):
+        fail("--concurrent runs share one engine in this process: use it without --workers and --ray")
     if workers > 1:
         import os
 
@@ -157,6 +160,14 @@ def _bench_command(
             load_config(None, {**variant.run_options(options), "seed": seed_start})
         except ConfigError as error:
             fail(str(error) if variant.plain else f"variant {variant.name!r}: {error}")
+    if concurrent > 1:
+        from ttsd.bench import ConcurrencyDoesNotFit, check_concurrent_memory
+        from ttsd.engine.models import ModelNotFound
+
+        try:
+            check_concurrent_memory([v.run_options(options) for v in variant_list], problems, concurrent)
+        except (ConcurrencyDoesNotFit, ModelNotFound) as error:
+            fail(str(error))
     seed_list = list(range(seed_start, seed_start + seeds))
     try:  # before the live table: a mismatch is bad input, reported alone
         check_solve_options(out, options, recorded)
@@ -173,7 +184,7 @@ def _bench_command(
             result = run_bench(
                 out, problems, split=split_name, methods=method_list, seeds=seed_list, solve_options=options,
                 workers=workers, ray_address=ray, problem_files=files, on_update=on_update, verbose=verbose,
-                variants=variant_list, pool=pool, pool_batch=pool_batch,
+                variants=variant_list, pool=pool, pool_batch=pool_batch, concurrent=concurrent,
             )
             live.update(board.render())
         drawn = sum(o.pool is not None for o in result.outcomes)

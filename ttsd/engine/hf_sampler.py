@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, Sequence
 
 from ttsd.engine.lora import STUDENT, write_adapter
 from ttsd.engine.logprob_recorder import LogprobRecorder
@@ -140,15 +140,16 @@ class HFSampler:
                     self._peft.set_adapter(name)
                 self._peft.delete_adapter(previous)
 
-    def sync_adapter(self, model: Any) -> None:
-        """Serve `model`'s adapter: free when it is the shared policy's model, else a copy via disk."""
+    def sync_adapter(self, model: Any, adapter_name: str = STUDENT) -> None:
+        """Serve `model`'s adapter `adapter_name`: free when it is the shared policy's model, else a
+        copy via disk."""
         if self.policy is not None and model is self.policy.model:
-            self.use_policy_adapter()
+            self.use_policy_adapter(adapter_name)
             return
         import tempfile
 
         with tempfile.TemporaryDirectory() as directory:
-            self.load_adapter(write_adapter(model, Path(directory) / "adapter", STUDENT))
+            self.load_adapter(write_adapter(model, Path(directory) / "adapter", adapter_name))
 
     def sleep(self) -> None:
         """Free what the fast path keeps between calls (KV caches, CUDA graphs: `static_decode`),
@@ -172,13 +173,15 @@ class HFSampler:
         self._active = name
 
     @contextmanager
-    def _serving(self) -> Iterator[Any]:
+    def _serving(self, mixed: bool = False) -> Iterator[Any]:
+        """The model to sample from, computing with the served adapter; `mixed`: with every adapter
+        on (each row names its own, `sample(adapters=)`)."""
         model = self._peft if self._peft is not None else self._base
         was_training = model.training
-        model.eval()  # eval: no gradient checkpointing, so the KV cache is used
+        model.eval()  # eval: no gradient checkpointing, so the KV cache is used (and PEFT allows mixed batches)
         try:
             with _keep_requires_grad(model):
-                if self._peft is None:
+                if self._peft is None or mixed:
                     yield model
                 elif self._active is None:
                     with self._peft.disable_adapter():
@@ -198,27 +201,53 @@ class HFSampler:
         """Rows decoded at once: `max_batch_size` (a call of more runs them in turn)."""
         return self.max_batch_size
 
-    def sample(self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings()) -> list[list[Sample]]:
-        """For each prompt, n samples (rows batched up to max_batch_size). Same seed => same samples:
-        the call draws from one torch stream seeded with `settings.seed`."""
+    def can_mix_adapters(self) -> bool:
+        """Can one call give each prompt its own adapter of the shared policy (`sample(adapters=)`)?
+        On the `generate` path, by PEFT's mixed-adapter batches; the static-cache fast path
+        (CUDA) computes one dense adapter per call, so there the caller groups by adapter."""
+        return self.policy is not None and self._fast_path() is None
+
+    def sample(
+        self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings(),
+        seeds: Sequence[int] | None = None, adapters: Sequence[str | None] | None = None,
+    ) -> list[list[Sample]]:
+        """For each prompt, n samples (rows batched up to max_batch_size). Same seed => same samples.
+
+        Sample j of prompt i draws from its own generator seeded `settings.seed + i * n + j`
+        (vLLM's seeds), or `seeds[i] + j` when `seeds` (one base seed per prompt: what the
+        scheduler sends when it batches requests of several runs) is given. A sample therefore
+        depends on its prompt and seed only, not on the other rows of its batch
+        (tests/test_hf_sampler.py). No seed at all: one stream from torch's global generator.
+
+        `adapters` (only where `can_mix_adapters()`): prompt i's rows compute with the shared
+        policy's adapter `adapters[i]` (None: the base weights), whatever adapter is served."""
         import torch
 
         check_sample_request(prompts, n)
+        if adapters is not None:
+            if len(adapters) != len(prompts):
+                raise ValueError(f"{len(adapters)} adapters for {len(prompts)} prompts")
+            if not self.can_mix_adapters():
+                raise ValueError("this sampler serves one adapter per call (no shared policy, or the fast decode path)")
         rows = [index for index in range(len(prompts)) for _ in range(n)]
+        row_seeds = _row_seeds(settings.seed if seeds is None else list(seeds), len(prompts), n)
         results: list[list[Sample]] = [[] for _ in prompts]
         devices = [torch.cuda.current_device()] if self.device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad(), self._serving() as model:
-            if settings.seed is not None:
-                torch.manual_seed(settings.seed)
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), self._serving(mixed=adapters is not None) as model:
             for start in range(0, len(rows), self.max_batch_size):
                 batch = rows[start : start + self.max_batch_size]
+                batch_seeds = None if row_seeds is None else row_seeds[start : start + self.max_batch_size]
+                names = None if adapters is None else [adapters[i] or BASE_ROWS for i in batch]
                 for index, sample in zip(
-                    batch, self._generate(model, [prompts[i] for i in batch], settings)
+                    batch, self._generate(model, [prompts[i] for i in batch], settings, batch_seeds, names)
                 ):
                     results[index].append(sample)
         return results
 
-    def _generate(self, model: Any, prompts: list[list[int]], settings: SamplingSettings) -> list[Sample]:
+    def _generate(
+        self, model: Any, prompts: list[list[int]], settings: SamplingSettings, seeds: list[int] | None = None,
+        adapter_names: list[str] | None = None,
+    ) -> list[Sample]:
         import torch
 
         width = max(len(p) for p in prompts)
@@ -228,8 +257,18 @@ class HFSampler:
             input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
             attention_mask[row, width - len(prompt) :] = 1
         max_tokens = settings.max_tokens
-        options = dict(temperature=settings.temperature, top_p=settings.top_p, max_tokens=max_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id)
-        new_tokens, logprobs = self._decode_batch(model, input_ids.to(self.device), attention_mask.to(self.device), options)
+        generators = None if seeds is None else [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+        options = dict(
+            temperature=settings.temperature, top_p=settings.top_p, max_tokens=max_tokens, eos_ids=self.eos_ids,
+            pad_id=self.pad_id, generators=generators,
+        )
+        if adapter_names is not None:  # PEFT's mixed batch: generate only (see `can_mix_adapters`)
+            new_tokens, logprobs = generate_with_logprobs(
+                model, input_ids.to(self.device), attention_mask.to(self.device), adapter_names=adapter_names, **options
+            )
+            self.last_decode = {"path": "generate", "mixed_adapters": len(set(adapter_names))}
+        else:
+            new_tokens, logprobs = self._decode_batch(model, input_ids.to(self.device), attention_mask.to(self.device), options)
         stops = set(self.eos_ids)
         samples = []
         for row in range(len(prompts)):
@@ -296,14 +335,29 @@ class HFSampler:
         self.policy = None
 
 
+BASE_ROWS = "__base__"  # PEFT's name for rows of a mixed batch that use no adapter
+
+
+def _row_seeds(seed: int | list[int] | None, prompts: int, n: int) -> list[int] | None:
+    """The seed of every row (prompt i's sample j at row i * n + j); see `HFSampler.sample`."""
+    if seed is None:
+        return None
+    bases = [seed + i * n for i in range(prompts)] if isinstance(seed, int) else list(seed)
+    if len(bases) != prompts:
+        raise ValueError(f"{len(bases)} seeds for {prompts} prompts")
+    return [base + j for base in bases for j in range(n)]
+
+
 def generate_with_logprobs(
     model: Any, input_ids: Any, attention_mask: Any, *, temperature: float, top_p: float, max_tokens: int,
-    eos_ids: list[int], pad_id: int,
+    eos_ids: list[int], pad_id: int, generators: list[Any] | None = None, adapter_names: list[str] | None = None,
 ) -> tuple[Any, Any]:
-    """transformers `generate` on a left-padded batch; (new tokens, log-probs) as (rows, steps) CPU tensors."""
+    """transformers `generate` on a left-padded batch; (new tokens, log-probs) as (rows, steps) CPU tensors.
+    `generators`: one per row, each row's tokens drawn from its own (see `LogprobRecorder`).
+    `adapter_names`: one PEFT adapter per row (`BASE_ROWS`: the base weights), a mixed batch."""
     from transformers import GenerationConfig, LogitsProcessorList
 
-    recorder = LogprobRecorder(temperature, top_p)
+    recorder = LogprobRecorder(temperature, top_p, generators)
     config = GenerationConfig(
         do_sample=temperature > 0,
         temperature=1.0,  # applied by the recorder, which is the only logits processor
@@ -322,6 +376,7 @@ def generate_with_logprobs(
         attention_mask=attention_mask,
         generation_config=config,
         logits_processor=LogitsProcessorList([recorder]),
+        **({} if adapter_names is None else {"adapter_names": adapter_names}),
     )
     width = input_ids.shape[1]
     return output[:, width:].cpu(), recorder.finish(output[:, -1]).cpu()

@@ -31,11 +31,17 @@ class LogprobRecorder:
 
     At step t it sees the token sampled at step t-1 as input_ids[:, -1], so it keeps only one (B, V)
     log-prob matrix alive, never the full (steps, B, V) history.
+
+    With `generators` (one seeded `torch.Generator` per row) it also draws each row's token from
+    its own stream and hands the caller a distribution with all its mass on that token, so the
+    caller's multinomial (generate's, or static_decode's) picks it: a row's samples then depend on
+    its seed alone, not on which other rows share the batch (`ttsd.methods.scheduler` batches runs).
     """
 
-    def __init__(self, temperature: float, top_p: float) -> None:
+    def __init__(self, temperature: float, top_p: float, generators: list[Any] | None = None) -> None:
         self.temperature = temperature if temperature > 0 else 1.0
         self.top_p = top_p
+        self.generators = generators if temperature > 0 else None
         self.pending = None
         self.collected: list[Any] = []
 
@@ -48,7 +54,21 @@ class LogprobRecorder:
         self.pending = torch.log_softmax(scaled, dim=-1)
         if self.top_p < 1.0:
             scaled = top_p_mask(scaled, self.top_p)
-        return scaled
+        if self.generators is None:
+            return scaled
+        return self._per_row_choice(scaled)
+
+    def _per_row_choice(self, scaled: Any) -> Any:
+        """0 at the token each row draws from softmax(scaled) with its own generator, -inf elsewhere."""
+        import torch
+
+        if scaled.shape[0] != len(self.generators):
+            raise ValueError(f"{scaled.shape[0]} rows but {len(self.generators)} generators")
+        probs = torch.softmax(scaled, dim=-1)
+        chosen = torch.stack([
+            torch.multinomial(probs[row], 1, generator=generator) for row, generator in enumerate(self.generators)
+        ])
+        return torch.full_like(scaled, float("-inf")).scatter_(1, chosen, 0.0)
 
     def finish(self, last_tokens: Any) -> Any:
         import torch

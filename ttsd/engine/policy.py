@@ -11,6 +11,12 @@ trust-region teacher's reference).
 
 A policy loads from a model folder (`Policy(path, ...)`) or wraps a model already in memory
 (`Policy.from_model(model)`: benchmarks build random-weight models with real shapes).
+
+Several students on one base model (`ttsd.methods.scheduler`, concurrent sdpo runs):
+`add_student(name, seed)` adds another adapter to the same PEFT model and returns a Policy whose
+adapter it is (every method above then reads and writes that adapter); `activate()` makes it the
+one the model's forward uses (the trainer and scorer run whichever is active); `remove_student()`
+deletes it. The first adapter, `STUDENT`, stays (untrained when only added students learn).
 """
 
 from __future__ import annotations
@@ -75,11 +81,47 @@ class Policy:
         )
         self.model = get_peft_model(base, self.lora_config, adapter_name=STUDENT)
         self.model.eval()
+        self.adapter = STUDENT
+
+    # ----- several students on one base model -------------------------------------------------
+    def add_student(self, name: str, seed: int) -> "Policy":
+        """A new adapter `name` on this base model, LoRA's A drawn from torch's generator seeded
+        `seed` (B = 0), as a Policy whose adapter it is. Its initial weights depend on `seed` only,
+        not on what ran before (torch's global generator is left as it was)."""
+        import copy
+
+        import torch
+
+        if name in self.model.peft_config:
+            raise ValueError(f"the model already has an adapter named {name!r}")
+        devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            self.model.add_adapter(name, copy.deepcopy(self.lora_config))
+        student = copy.copy(self)
+        student.adapter = name
+        student.activate()
+        return student
+
+    def activate(self) -> None:
+        """Make this policy's adapter the one the model computes with (and the trainable one)."""
+        if self.model.active_adapter != self.adapter:
+            self.model.set_adapter(self.adapter)
+        for parameter in self.adapter_parameters().values():
+            parameter.requires_grad_(True)
+
+    def remove_student(self) -> None:
+        """Delete this policy's adapter from the model (an added student; not `STUDENT`)."""
+        if self.adapter == STUDENT:
+            raise ValueError(f"the first adapter {STUDENT!r} stays")
+        if self.model.active_adapter == self.adapter:
+            self.model.set_adapter(STUDENT)
+        self.model.delete_adapter(self.adapter)
 
     # ----- the adapter ------------------------------------------------------------------------
     def adapter_parameters(self) -> dict[str, Any]:
         """The student's live LoRA parameters (keys: `ttsd.engine.lora`)."""
-        return adapter_parameters(self.model, STUDENT)
+        return adapter_parameters(self.model, self.adapter)
 
     def trainable_parameters(self) -> list[Any]:
         """The student's LoRA parameters: what the optimizer updates."""
@@ -118,7 +160,7 @@ class Policy:
     def save_adapter(self, directory: str | Path) -> Path:
         """Write the student's adapter as a PEFT folder (what PeftModel.from_pretrained and vLLM load),
         atomically (`ttsd.engine.lora.write_adapter`)."""
-        return write_adapter(self.model, directory, STUDENT, base_model=str(self.model_path or ""))
+        return write_adapter(self.model, directory, self.adapter, base_model=str(self.model_path or ""))
 
     # ----- memory and sampling ----------------------------------------------------------------
     def release_cached_memory(self) -> None:

@@ -130,6 +130,7 @@ def static_decode(
     cuda_graphs: bool,
     smallest_window: int = SMALLEST_WINDOW,
     keep: bool | None = None,
+    generators: list[Any] | None = None,
 ) -> tuple[Any, Any, DecodeStats]:
     """Sample up to max_tokens tokens for each left-padded row of input_ids.
 
@@ -137,6 +138,7 @@ def static_decode(
     same contents `generate` gives (pad after a row's stop token), the log-prob convention of
     `ttsd.engine.hf_sampler`. Raises FastPathUnavailable when the model cannot take this path.
     keep: reuse and keep the session (cache, graphs) on the model; default: with CUDA graphs.
+    `generators`: one seeded generator per row, each row's tokens drawn from its own stream.
     """
     import torch
 
@@ -151,7 +153,7 @@ def static_decode(
     total_length = prompt_length + max_tokens
     keep = cuda_graphs if keep is None else keep
     stats = DecodeStats()
-    recorder = LogprobRecorder(temperature, top_p)
+    recorder = LogprobRecorder(temperature, top_p, generators)
     do_sample = temperature > 0
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     session, stats.kept_session = _session_for(inner, model, rows, total_length, smallest_window, keep, device)

@@ -44,9 +44,14 @@ class Sample(BaseModel):
 class Sampler(Protocol):
     backend: str  # "vllm" or "hf"
 
-    def sample(self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings()) -> list[list[Sample]]:
+    def sample(
+        self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings(),
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Sample]]:
         """For each prompt (token ids), n samples drawn as `settings` say. Same seed + same weights =>
-        same samples."""
+        same samples. Sample j of prompt i draws with seed `settings.seed + i * n + j`, or
+        `seeds[i] + j` when `seeds` is given (the scheduler batching runs): a sample depends on its
+        prompt, seed and weights only, not on the rest of the call."""
         ...
 
     def concurrent_sequences(self, sequence_tokens: int) -> int:
@@ -58,8 +63,8 @@ class Sampler(Protocol):
         """Serve the PEFT LoRA adapter saved in adapter_dir from now on (None: base weights)."""
         ...
 
-    def sync_adapter(self, model: Any) -> None:
-        """A weight update: serve the trainer's PEFT model's current adapter from the next call on."""
+    def sync_adapter(self, model: Any, adapter_name: str = "default") -> None:
+        """A weight update: serve the trainer's PEFT model's adapter `adapter_name` from the next call on."""
         ...
 
     def sleep(self) -> None:

@@ -56,7 +56,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ttsd.engine.lora import (
     ADAPTER_CONFIG,
@@ -366,18 +366,25 @@ class VLLMSampler:
         held = (config.cache_config.num_gpu_blocks or 0) * config.cache_config.block_size // max(sequence_tokens, 1)
         return max(1, min(held, config.scheduler_config.max_num_seqs))
 
-    def sample(self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings()) -> list[list[Sample]]:
+    def sample(
+        self, prompts: list[list[int]], n: int, settings: SamplingSettings = SamplingSettings(),
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Sample]]:
         """For each prompt (token ids), n samples with the log-prob of every sampled token.
 
         Prompt i draws with seed ``settings.seed + i * n`` (vLLM gives its j-th child ``+ j``), so
         the same seed and weights reproduce the same samples, and no two attempts share a stream.
+        `seeds` gives each prompt its own base seed instead (``seeds[i] + j``; the scheduler batching runs).
         """
         from vllm import SamplingParams, TokensPrompt
 
         check_sample_request(prompts, n)
         if not prompts:
             return []
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
         seed = settings.seed
+        bases = list(seeds) if seeds is not None else None if seed is None else [seed + i * n for i in range(len(prompts))]
         results: list[list[Sample]] = [[] for _ in prompts]
         tokenizer = self.llm.get_tokenizer()
         for call in prefill_calls([len(p) for p in prompts], n, self._prefill_budget):
@@ -389,7 +396,7 @@ class VLLMSampler:
                     max_tokens=settings.max_tokens,
                     # Child j of a request draws with seed + j: a piece starting at sample `first`
                     # gets the seeds the whole request would have given those samples.
-                    seed=None if seed is None else seed + i * n + first,
+                    seed=None if bases is None else bases[i] + first,
                     logprobs=0,
                     # Decoded below in one go: vLLM's incremental detokenizer holds back a trailing
                     # partial UTF-8 character, so its text would disagree with the token ids.

@@ -23,9 +23,10 @@ def resolve_hardware(config: SolveConfig) -> SolveConfig:
 
 
 def solve(problem: Problem, config: SolveConfig, run_dir: Path, resume: bool = False, progress=None) -> Summary:
-    """Run `config.method` on `problem` into `run_dir` (continuing it when `resume`)."""
+    """Run `config.method` on `problem` into `run_dir` (continuing it when `resume`): one run on an
+    engine of its own, through the same scheduler as `ttsd bench --concurrent` (R = 1)."""
     from ttsd.engine.models import resolve_model
-    from ttsd.methods.run_loop import run_method
+    from ttsd.methods.scheduler import RunJob, SharedEngine, run_one
 
     model_path = resolve_model(config.model)
     if resume:
@@ -39,21 +40,11 @@ def solve(problem: Problem, config: SolveConfig, run_dir: Path, resume: bool = F
             k: saved[k] for k in ("device", "dtype") if getattr(config, k) == "auto" and saved.get(k, "auto") != "auto"
         })
     config = resolve_hardware(config)
-    if not resume:
-        run = RunDir.create(run_dir, config, problem, model_path=str(model_path))
-    if config.method == "sdpo":
-        from ttsd.methods.sdpo import Sdpo as cls
-    elif config.method == "best-of-k":
-        from ttsd.methods.best_of_k import BestOfK as cls
-    else:
-        from ttsd.methods.multi_turn import MultiTurn as cls
-    from ttsd.reporting import make_reporter, reporting
+    from ttsd.reporting import require_reporter
 
-    reporter = make_reporter(config.report_to, run_dir)  # before the model loads: a missing package fails fast
+    require_reporter(config.report_to)  # before the model loads: a missing package fails fast
+    engine = SharedEngine(config, model_path, learns=config.learns)
     try:
-        method = cls(problem, config, run, model_path)
-        method.setup()
-        return run_method(method, resume=resume, progress=reporting(reporter, progress))
+        return run_one(RunJob(None, problem, config, Path(run_dir), resume=resume, progress=progress), engine)
     finally:
-        if reporter is not None:
-            reporter.close()
+        engine.close()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ttsd.engine.chat import Messages, Role
 from ttsd.methods.run_loop import Method, StepOutcome
+from ttsd.methods.requests import Step
 from ttsd.prompts import DEFAULT_TEMPLATES, PromptTemplates, chat_messages, strip_thinking, student_messages, task_prompt
 from ttsd.runs import AttemptRecord, StepRecord
 
@@ -140,10 +141,8 @@ def fit_chat_turn_messages(
 
 
 class MultiTurn(Method):
-    def setup(self) -> None:
-        self.make_judge()
+    def prepare(self) -> None:
         self.history: list[tuple[str, str]] = []  # (response, feedback) of earlier failed turns
-        self.sampler = self.make_sampler()
 
     def context_length(self) -> int:
         """The prompt grows with feedback up to context_limit tokens, or up to what max_model_len (by
@@ -183,9 +182,9 @@ class MultiTurn(Method):
             fitted = fit_multi_turn_messages(self.problem, [f for _, f in self.history], limit, count, templates)
         return chat_prompt_ids(tokenizer, fitted.messages), fitted.dropped
 
-    def run_step(self, step: int, num_attempts: int, last_batch: bool = False) -> StepOutcome:
+    def run_step(self, step: int, num_attempts: int, last_batch: bool = False) -> Step[StepOutcome]:
         prompt_ids, dropped = self.prompt()
-        attempts, time_sample, time_judge = self.sample_and_judge(prompt_ids, step, num_attempts)
+        attempts, time_sample, time_judge = yield from self.sample_and_judge(prompt_ids, step, num_attempts)
         for attempt in attempts:
             if not attempt.judgement.passed:
                 self.history.append((attempt.response, attempt.judgement.feedback))

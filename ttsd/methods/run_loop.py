@@ -1,10 +1,17 @@
 """The run loop every method shares: the run directory, the judge, attempt records, the step loop's
 bookkeeping (budget, discovery, resume) and the progress callback.
 
-A method implements `Method.run_step(step, num_attempts, last_batch) -> StepOutcome`; `run_method`
-drives it: it numbers attempts (k = 1, 2, ... in order within a batch), stops at discovery (unless
-`continue_after_discovery`) or when the budget is spent, writes attempts before the step record,
-and calls `save_state` before the step record so that a completed step can always be resumed.
+A method implements `Method.run_step(step, num_attempts, last_batch)`, a generator that yields
+requests (`ttsd.methods.requests`: sample, judge, learn) and returns a `StepOutcome`; `run_steps`
+is the run's loop, a generator too, which a scheduler (`ttsd.methods.scheduler`) drives, alone for
+`ttsd solve` or beside other runs for `ttsd bench --concurrent`. The loop numbers attempts
+(k = 1, 2, ... in order within a batch), stops at discovery (unless `continue_after_discovery`) or
+when the budget is spent, writes attempts before the step record, and calls `save_state` before
+the step record so that a completed step can always be resumed.
+
+What a method holds on the engine (sampler, judge pool, base model) belongs to the `engine` it was
+given (`ttsd.methods.scheduler.SharedEngine`); what is its own (prompt, history, adapter,
+optimizer, teacher, RNG) lives on the method, so runs sharing an engine do not see each other.
 What a method measures beyond that (sdpo's teacher gaps) it adds through `record_attempts`,
 `annotate_step` and `summary_diagnostics`.
 
@@ -15,6 +22,7 @@ Costs: every attempt record carries its `AttemptCost` (ttsd.runs): its own sampl
 tokens, and an even share of its step's wall seconds (sampling, judging, learning, sync: the
 `time_step_s` of its StepRecord) and of the step's scored and trained tokens, which the method
 reports on the StepRecord. Summed over a step's attempts they give the step's numbers exactly.
+With runs sharing an engine, a step's wall seconds include its wait for the batches it shared.
 
 Random streams: step s samples with seed `step_seed(config.seed, s)`, a pure function of the run's
 seed and the step number, so a resumed run redoes an interrupted step exactly.
@@ -32,6 +40,7 @@ from typing import Any, Callable
 from ttsd.config import SolveConfig
 from ttsd.engine.types import SamplingSettings
 from ttsd.judge import Judgement
+from ttsd.methods.requests import JudgeRequest, SampleRequest, Step
 from ttsd.problems import Problem
 from ttsd.runs import AttemptRecord, RunDir, StepRecord, Summary, attempt_costs
 from ttsd.stop_points import stop_point
@@ -59,35 +68,48 @@ class Attempt:
 @dataclass
 class StepOutcome:
     attempts: list[Attempt]
-    record: StepRecord  # timings and learning stats; attempts/verdicts are filled in by run_method
+    record: StepRecord  # timings and learning stats; attempts/verdicts are filled in by run_steps
     extra_files: dict[str, str] = field(default_factory=dict)
 
 
 class Method:
-    """A method's life cycle: `setup(resume_state)`, then `run_step` per step, `save_state`, `close`."""
+    """A method's life cycle: `setup()`, `restore(...)`, then `run_step` per step, `save_state`, `close`.
 
-    def __init__(self, problem: Problem, config: SolveConfig, run: RunDir, model_path: Path) -> None:
+    `engine`: what the method samples, judges and learns with (shared with other runs); None makes
+    one of its own at `setup` (closed by `close`)."""
+
+    def __init__(self, problem: Problem, config: SolveConfig, run: RunDir | None, model_path: Path, engine: Any = None) -> None:
         self.problem = problem
         self.config = config
         self.run = run
         self.model_path = model_path
+        self.engine = engine
+        self._own_engine = False
         self.judge = None
 
-    def make_judge(self) -> Any:
-        from ttsd.judge import Judge
-        from ttsd.sandbox import make_sandbox
+    def attach_engine(self) -> Any:
+        """The engine (made here when none was given) and its judge for this run's feedback options, for `setup`."""
+        if self.engine is None:
+            from ttsd.methods.scheduler import SharedEngine
 
-        self.judge = Judge(
-            make_sandbox(self.config.sandbox), max_workers=self.config.judge_workers, feedback=self.config.feedback_options()
-        )
-        return self.judge
+            self.engine = SharedEngine(self.config, self.model_path, learns=self.config.learns)
+            self._own_engine = True
+        self.judge = self.engine.judge_for(self.config.feedback_options())
+        self._tokenizer = self.engine.tokenizer
+        return self.engine
 
-    def judge_samples(self, prompts: list[list[int]], samples: list[Any]) -> list[Attempt]:
-        judgements = self.judge.judge_many(self.problem, [s.text for s in samples], [s.finish_reason for s in samples])
-        return [
-            Attempt(s.text, list(s.token_ids), list(s.logprobs), s.finish_reason, list(p), j)
-            for p, s, j in zip(prompts, samples, judgements)
-        ]
+    def setup(self) -> None:
+        """Take the engine and tokenize the prompt (`prepare`); sdpo adds its adapter and trainer."""
+        self.attach_engine()
+        self.prepare()
+        self.engine.require_context(self.max_model_len)
+
+    def prepare(self) -> None:
+        """Set `self.prompt_ids` (what `context_length` measures); needs only the tokenizer."""
+        from ttsd.engine.chat import chat_prompt_ids
+        from ttsd.prompts import student_messages
+
+        self.prompt_ids = chat_prompt_ids(self.tokenizer, student_messages(self.problem, self.config.templates))
 
     @property
     def tokenizer(self) -> Any:
@@ -108,7 +130,7 @@ class Method:
 
     def context_length(self) -> int:
         """What the sampler must hold per attempt: this method's prompt (`self.prompt_ids`, set by
-        setup before the sampler) + max_tokens; see `ttsd.config.context_length`."""
+        `prepare` before the sampler) + max_tokens; see `ttsd.config.context_length`."""
         from ttsd.config import context_length
 
         return context_length(len(self.prompt_ids), self.config.max_tokens, self.config.max_model_len, self.model_limit())
@@ -118,34 +140,19 @@ class Method:
         """`context_length()`, worked out once (it reads the model's config)."""
         return self.context_length()
 
-    def make_sampler(self, policy: Any = None) -> Any:
-        """The sampler: HF generate on the trainer's own model when there is one (no weight copies),
-        else the configured backend on the base weights."""
-        from ttsd.engine.samplers import make_sampler, pick_backend
+    def sampling_settings(self) -> SamplingSettings:
+        """How this run samples; the seed is per request (`SampleRequest.seed`)."""
+        config = self.config
+        return SamplingSettings(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens)
 
-        backend = pick_backend(self.config.backend)
-        max_model_len = self.max_model_len  # checked for either backend: both must judge whole attempts
-        if backend == "hf":
-            if policy is not None:
-                return policy.sampler()
-            return make_sampler("hf", self.model_path, device=self.config.device, dtype=self.config.dtype)
-        # Serve in the trainer's dtype (solve resolved 'auto' already) so the trainer-vs-sampler
-        # log-prob gap measures staleness only.
-        options: dict[str, Any] = {
-            "max_model_len": max_model_len,
-            "gpu_memory_utilization": self.config.gpu_memory_utilization,
-            "seed": self.config.seed,
-            "dtype": self.config.dtype,
-            "max_logprobs": max(20, self.config.top_k),
-        }
-        if policy is not None:
-            options["max_lora_rank"] = self.config.lora_rank
-        return make_sampler("vllm", self.model_path, **options)
+    def adapter(self) -> str | None:
+        """The LoRA adapter this run samples from (None: the base weights)."""
+        return None
 
     def restore(self, attempts: list[AttemptRecord], steps: list[StepRecord]) -> None:
         """Bring the method's state to the end of the completed steps (default: nothing to do)."""
 
-    def run_step(self, step: int, num_attempts: int, last_batch: bool = False) -> StepOutcome:
+    def run_step(self, step: int, num_attempts: int, last_batch: bool = False) -> Step[StepOutcome]:
         raise NotImplementedError
 
     def on_discovery(self) -> None:
@@ -167,26 +174,30 @@ class Method:
 
     def sample_and_judge(
         self, prompt_ids: list[int], step: int, num_attempts: int, seed: int | None = None
-    ) -> tuple[list[Attempt], float, float]:
-        """Draw this step's attempts (seeded by `step_seed`, or `seed` when given) from
-        `self.sampler` and judge them. Returns the attempts and the seconds spent sampling and judging."""
-        config = self.config
+    ) -> Step[tuple[list[Attempt], float, float]]:
+        """Draw this step's attempts (seeded by `step_seed`, or `seed` when given) and judge them.
+        Returns the attempts and the seconds spent waiting for the samples and the verdicts (with
+        other runs sharing the engine, that includes their share of the batch)."""
         t0 = time.monotonic()
-        settings = SamplingSettings(
-            temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
-            seed=step_seed(config.seed, step) if seed is None else seed,
+        samples = yield SampleRequest(
+            list(prompt_ids), n=num_attempts, seed=step_seed(self.config.seed, step) if seed is None else seed,
+            settings=self.sampling_settings(), adapter=self.adapter(),
         )
-        samples = self.sampler.sample([prompt_ids], n=num_attempts, settings=settings)[0]
         t1 = time.monotonic()
-        attempts = self.judge_samples([prompt_ids] * len(samples), samples)
+        judgements = yield JudgeRequest(
+            self.problem, [s.text for s in samples], [s.finish_reason for s in samples], feedback=self.config.feedback_options()
+        )
+        attempts = [
+            Attempt(s.text, list(s.token_ids), list(s.logprobs), s.finish_reason, list(prompt_ids), j)
+            for s, j in zip(samples, judgements)
+        ]
         return attempts, t1 - t0, time.monotonic() - t1
 
     def close(self) -> None:
-        if self.judge is not None:
-            self.judge.close()
-        sampler = getattr(self, "sampler", None)
-        if sampler is not None:
-            sampler.close()
+        """Give back what is this run's own; an engine made by `setup` is closed too."""
+        if self._own_engine and self.engine is not None:
+            self.engine.close()
+            self.engine = None
 
 
 def attempt_records(attempts: list[Attempt], step: int, first_k: int, record: StepRecord | None = None) -> list[AttemptRecord]:
@@ -214,7 +225,9 @@ def attempt_records(attempts: list[Attempt], step: int, first_k: int, record: St
     ]
 
 
-def run_method(method: Method, resume: bool, progress: Progress | None = None) -> Summary:
+def run_steps(method: Method, resume: bool, progress: Progress | None = None) -> Step[Summary]:
+    """The run's loop as a generator of requests (see the module docstring); returns the final
+    summary. `method` is set up; it is closed when the loop ends, however it ends."""
     config, run, problem = method.config, method.run, method.problem
     started = time.monotonic()
     previous_wall = 0.0
@@ -254,7 +267,7 @@ def run_method(method: Method, resume: bool, progress: Progress | None = None) -
             step_started = time.monotonic()
             was_discovered = any(a.passed for a in attempts)
             num = min(method.batch_size(), config.budget - len(attempts))
-            outcome = method.run_step(step, num, last_batch=len(attempts) + num >= config.budget)
+            outcome = yield from method.run_step(step, num, last_batch=len(attempts) + num >= config.budget)
             record = outcome.record
             record.time_step_s = time.monotonic() - step_started
             record.sampled_tokens = sum(len(a.token_ids) for a in outcome.attempts)

@@ -4,7 +4,7 @@ Each step:
   1. sample n attempts from the current student (seeded per step),
   2. judge them in parallel; a passing one is discovery (solution.py, adapter_at_discovery/),
   3. teacher contexts: question + optional peer solution + this attempt's feedback,
-  4. the sampler sleeps (on a GPU its memory goes to the trainer), then `learn_from_batch`
+  4. a `LearnRequest`: the engine's sampler sleeps (on a GPU its memory goes to the trainer), then `learn_from_batch`
      (ttsd.sdpo.learn): student log-probs with gradient under the plain prompt, teacher log-probs
      (EMA, frozen or trust-region, ttsd.sdpo.teacher) of the same tokens under the teacher context,
      the SDPO loss, backward per micro-batch, AdamW with gradient clipping, the teacher's update,
@@ -20,10 +20,9 @@ that sampled the last batch. Resume stays exact: the skip depends only on the at
 from __future__ import annotations
 
 import logging
-import random
-import time
 from typing import TYPE_CHECKING, Any
 
+from ttsd.methods.requests import LearnRequest, Step
 from ttsd.methods.run_loop import Attempt, Method, StepOutcome
 from ttsd.runs import AttemptRecord, StepRecord
 from ttsd.sdpo import copying, diagnostics
@@ -35,34 +34,42 @@ log = logging.getLogger(__name__)
 
 
 class Sdpo(Method):
+    """One sdpo run: its own adapter on the engine's base model (`Policy.add_student`), teacher,
+    optimizer and torch random stream; it learns through `LearnRequest`s (one run at a time)."""
+
     copy_alarm_given = False  # the copy alarm (ttsd.sdpo.copying) rings once per run
 
     def setup(self) -> None:
         import torch
 
-        from ttsd.engine.chat import chat_prompt_ids
-        from ttsd.engine.policy import Policy
-        from ttsd.prompts import student_messages
         from ttsd.sdpo.learn import LearnSettings
         from ttsd.sdpo.teacher import make_teacher
 
         config = self.config
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
-        self.make_judge()
-        self.policy = Policy(
-            self.model_path, lora=config.lora_settings(), device=config.device, dtype=config.dtype,
-            gradient_checkpointing=config.gradient_checkpointing,
-        )
-        self._tokenizer = self.policy.tokenizer
+        engine = self.attach_engine()
+        self.prepare()
+        engine.require_context(self.max_model_len)
+        self.policy = engine.new_student(seed=config.seed)
         self.teacher = make_teacher(config.teacher, self.policy, config.ema_rate, config.trust_region_alpha)
         self.optimizer = torch.optim.AdamW(
             self.policy.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.learn_settings = LearnSettings.from_config(config)
-        self.prompt_ids = chat_prompt_ids(self.tokenizer, student_messages(self.problem, config.templates))
-        self.sampler = self.make_sampler(policy=self.policy)
+        # This run's own random stream (what dropout would draw from), kept apart from other runs'.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.torch_rng = torch.get_rng_state()
         self.copy_gaps: list = []  # each completed step's CopyGap, for the run's copy alarm
+
+    def adapter(self) -> str | None:
+        return self.policy.adapter
+
+    def close(self) -> None:
+        policy = getattr(self, "policy", None)
+        if policy is not None and self.engine is not None:
+            self.engine.drop_student(policy)
+            self.policy = None
+        super().close()
 
     # ----- resume ----------------------------------------------------------------------------
     def save_state(self, step: int) -> None:
@@ -75,7 +82,7 @@ class Sdpo(Method):
             "adapter": {k: v.cpu() for k, v in self.policy.adapter_state().items()},
             "optimizer": self.optimizer.state_dict(),
             "teacher": self.teacher.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": self.torch_rng,
         }
         # One file per step: a crash between this file and the step's record resumes from the
         # previous step's file, which matches the result files.
@@ -101,8 +108,8 @@ class Sdpo(Method):
         self.optimizer.load_state_dict(state["optimizer"])
         if state["teacher"] is not None:
             self.teacher.load_state_dict(state["teacher"])
-        torch.set_rng_state(state["torch_rng"])
-        self.sampler.sync_adapter(self.policy.model)
+        self.torch_rng = state["torch_rng"]
+        self.engine.adapter_updated(self.policy)
 
     def on_discovery(self) -> None:
         self.policy.save_adapter(self.run.discovery_adapter_dir)
@@ -131,11 +138,10 @@ class Sdpo(Method):
             sampler_logprobs=[attempts[i].logprobs for i in chosen],
         )
 
-    def run_step(self, step: int, num_attempts: int, last_batch: bool = False) -> StepOutcome:
-        from ttsd.sdpo.learn import learn_from_batch
+    def run_step(self, step: int, num_attempts: int, last_batch: bool = False) -> Step[StepOutcome]:
         from ttsd.sdpo.teacher import EmaTeacher
 
-        attempts, time_sample, time_judge = self.sample_and_judge(self.prompt_ids, step, num_attempts)
+        attempts, time_sample, time_judge = yield from self.sample_and_judge(self.prompt_ids, step, num_attempts)
         record = StepRecord(step=step, attempts=0, time_sample_s=time_sample, time_judge_s=time_judge)
         record.discovery_likelihood = self.discovery_likelihood(attempts)  # diagnostics: before any update on this batch
         if any(a.judgement.passed for a in attempts) and not self.config.continue_after_discovery:
@@ -148,15 +154,10 @@ class Sdpo(Method):
             return StepOutcome(attempts, record)
         rows, batch = chosen
 
-        self.sampler.sleep()  # on a GPU the engine's memory goes to the trainer for this step
-        try:
-            result = learn_from_batch(self.policy, self.teacher, self.optimizer, batch, self.learn_settings)
-        finally:
-            synced = time.monotonic()
-            self.policy.release_cached_memory()  # before wake: the engine takes its memory back
-            self.sampler.wake()
-        self.sampler.sync_adapter(self.policy.model)
-        record.time_sync_s = time.monotonic() - synced  # memory release, wake and adapter update
+        # The engine sleeps around it (on a GPU its memory goes to the trainer) and then serves the new adapter.
+        answer = yield LearnRequest(lambda: self.learn(batch), adapter=self.policy.adapter)
+        result = answer.result
+        record.time_sync_s = answer.time_sync_s  # memory release, wake and adapter update
         self.note_teacher_gaps(attempts, rows, result.teacher_logprobs, result.student_logprobs)  # diagnostics
         record.time_score_s, record.time_train_s = result.time_score_s, result.time_train_s
         record.loss, record.mean_reverse_kl, record.grad_norm = result.loss, result.mean_reverse_kl, result.grad_norm
@@ -166,6 +167,19 @@ class Sdpo(Method):
         if isinstance(self.teacher, EmaTeacher):  # 0 would mean the teacher is just the student again
             record.extra["ema_weight_distance"] = self.teacher.max_abs_difference()
         return StepOutcome(attempts, record)
+
+    def learn(self, batch: LearningBatch) -> Any:
+        """One learning step on this run's adapter, drawing from this run's random stream."""
+        import torch
+
+        from ttsd.sdpo.learn import learn_from_batch
+
+        self.policy.activate()
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.torch_rng)
+            result = learn_from_batch(self.policy, self.teacher, self.optimizer, batch, self.learn_settings)
+            self.torch_rng = torch.get_rng_state()
+        return result
 
     # ----- learning diagnostics (equations: ttsd.sdpo.diagnostics) ----------------------------
     def record_attempts(self, records: list[AttemptRecord], attempts: list[Attempt]) -> None:
@@ -240,6 +254,7 @@ class Sdpo(Method):
         passing = next((a for a in attempts if a.judgement.passed and a.token_ids), None)
         if passing is None:
             return None
+        self.policy.activate()
         options = dict(temperature=self.config.temperature, top_k=0, grad=False)
         length = len(passing.token_ids)
         found = score_tokens(self.policy.model, [self.prompt_ids], [passing.token_ids], **options)

@@ -234,3 +234,23 @@ def most_attempts_fitting(model: ModelShape, step: LearningShape, fit_bytes: flo
 def _scaled_total(model: ModelShape, step: LearningShape, step_scale: float) -> float:
     estimate = estimate_learning_peak(model, step)
     return estimate.total - estimate.step + step_scale * estimate.step
+
+
+def estimate_concurrent_peak(model: ModelShape, step: LearningShape, learners: int, sampled_rows: int, sampled_tokens: int) -> MemoryEstimate:
+    """The peak of R runs on one engine (`ttsd bench --concurrent`): one base model, `learners`
+    adapters each with what it keeps between steps (parameters, fp32 EMA copy, gradients, AdamW's
+    moments: each run has its own optimizer), and the larger of what one learning step adds on top
+    (runs learn one at a time, the sampler asleep) and the sampler's KV cache for `sampled_rows`
+    rows of `sampled_tokens` tokens (every run's batch in one call):
+
+        peak = weights + learners · (adapter state + gradients + moments)
+               + max(step − gradients − moments, rows · tokens · ℓ · 2k · b)
+    """
+    one = estimate_learning_peak(model, step)
+    kept = one.parts["adapter_gradients"] + one.parts["optimizer_moments"]
+    per_learner = one.parts["adapter_state"] + kept
+    transient = one.step - kept  # the graph and the larger of teacher pass and backward
+    kv_cache = sampled_rows * sampled_tokens * model.layers * 2 * model.kv_dim * step.dtype_bytes
+    adapters = learners * per_learner
+    parts = {"weights": one.parts["weights"], "adapter_states": adapters, "learning_step": transient, "kv_cache": kv_cache}
+    return MemoryEstimate(total=parts["weights"] + adapters + max(transient, kv_cache), step=max(transient, kv_cache), parts=parts)

@@ -102,11 +102,11 @@ class EmaTeacher:
 
     forward_passes = 1
 
-    def __init__(self, model: torch.nn.Module, rate: float = 0.01):
+    def __init__(self, model: torch.nn.Module, rate: float = 0.01, adapter_name: str = "default"):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"EMA rate must be in [0, 1], got {rate}")
         self.rate = rate
-        self._student = adapter_parameters(model)
+        self._student = adapter_parameters(model, adapter_name)
         self._teacher = {name: p.detach().to(torch.float32).clone() for name, p in self._student.items()}
 
     def scores(self, policy: Any, contexts: Any, responses: Any, *, temperature: float, given_ids: Any = None) -> Any:
@@ -206,5 +206,5 @@ def make_teacher(kind: TeacherKind, policy: Any, ema_rate: float = 0.01, trust_r
     if kind == "frozen" or ema_rate == 0:
         return FrozenTeacher()
     if kind == "ema":
-        return EmaTeacher(policy.model, rate=ema_rate)
+        return EmaTeacher(policy.model, rate=ema_rate, adapter_name=getattr(policy, "adapter", "default"))
     raise ValueError(f"unknown teacher {kind!r}: use ema, frozen or trust-region")
