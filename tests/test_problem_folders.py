@@ -148,3 +148,15 @@ def test_a_folder_file_that_is_not_a_regular_file_is_refused(tmp_path):
     with pytest.raises(ProblemFileError, match="not a regular file") as caught:
         load_problem_folder(folder)
     assert "statement.md" in str(caught.value)
+
+
+def test_bench_reports_a_test_file_that_does_not_collect_before_any_run(tmp_path):
+    problems = tmp_path / "problems"
+    folder = problems / "p"
+    scaffold_folder(folder)
+    (folder / "test_visible.py").write_text("from solution import encode\nimport missing_helper_module\n\ndef test_x():\n    pass\n")
+    out = tmp_path / "bench"
+    result = runner.invoke(app, ["bench", "--split", str(problems), "--methods", "best-of-k", "--pool", "0", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "test_visible.py: test_file: pytest could not collect" in result.output
+    assert not (out / "runs").exists()  # no run was started on the broken problem

@@ -160,6 +160,10 @@ def _bench_command(
             load_config(None, {**variant.run_options(options), "seed": seed_start})
         except ConfigError as error:
             fail(str(error) if variant.plain else f"variant {variant.name!r}: {error}")
+    from ttsd.cli.problems import check_pytest_files_or_exit
+
+    # a pytest file that does not collect is the problem's error, reported now (exit 2), not a failed run
+    check_pytest_files_or_exit([(p, files.get(p.id, p.id)) for p in problems], load_config(None, {**options, "seed": seed_start}).sandbox)
     if concurrent > 1:
         from ttsd.bench import ConcurrencyDoesNotFit, check_concurrent_memory
         from ttsd.engine.models import ModelNotFound

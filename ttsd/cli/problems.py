@@ -76,6 +76,30 @@ def collect_pytest_or_exit(judge, problem: Problem, source: str | Path) -> None:
         fail(str(ProblemFileError(where, [(error.field, error.message)])))
 
 
+def check_pytest_files_or_exit(problems: list[tuple[Problem, str | Path]], sandbox_name: str) -> None:
+    """Every pytest problem of (problem, where it came from) must collect in the sandbox before any
+    attempt (`collect_pytest_or_exit`): exit 2 at the first that does not. One sandbox for all;
+    nothing is started when no problem is of the pytest kind."""
+    pytest_problems = [(problem, source) for problem, source in problems if problem.kind == "pytest"]
+    if not pytest_problems:
+        return
+    from ttsd.judge import Judge
+    from ttsd.sandbox import make_sandbox
+    from ttsd.sandbox.base import SandboxUnavailable
+
+    try:
+        box = make_sandbox(sandbox_name)
+    except SandboxUnavailable as error:
+        fail(str(error))
+    try:
+        for problem, source in pytest_problems:
+            collect_pytest_or_exit(Judge(box, max_workers=1), problem, source)
+    except SandboxUnavailable as error:
+        fail(str(error))
+    finally:
+        box.close()
+
+
 def _tests_summary(problem: Problem) -> str:
     if problem.kind == "pytest":
         return "visible test file" + (" + hidden test file" if problem.hidden_test_file else "")

@@ -97,7 +97,9 @@ def solve_command(
         fail(str(error))
     except ProblemFileError as error:
         fail(str(error))
-    _check_pytest_files(loaded, problem if resume is None else resume, config.sandbox)
+    from ttsd.cli.problems import check_pytest_files_or_exit
+
+    check_pytest_files_or_exit([(loaded, problem if resume is None else resume)], config.sandbox)
 
     from ttsd.engine.models import ModelNotFound
     from ttsd.engine.samplers import SamplerUnavailable
@@ -127,27 +129,6 @@ def solve_command(
     except (ModelNotFound, SamplerUnavailable, SandboxUnavailable, ConfigError, ReportingUnavailable) as error:
         fail(str(error))
     raise typer.Exit(EXIT_DISCOVERED if summary.discovered else EXIT_BUDGET_SPENT)
-
-
-def _check_pytest_files(loaded, source, sandbox_name: str) -> None:
-    """A pytest problem's test files must collect (in the sandbox) before any attempt: exit 2 if not."""
-    if loaded.kind != "pytest":
-        return
-    from ttsd.cli.problems import collect_pytest_or_exit
-    from ttsd.judge import Judge
-    from ttsd.sandbox import make_sandbox
-    from ttsd.sandbox.base import SandboxUnavailable
-
-    try:
-        box = make_sandbox(sandbox_name)
-    except SandboxUnavailable as error:
-        fail(str(error))
-    try:
-        collect_pytest_or_exit(Judge(box, max_workers=1), loaded, source)
-    except SandboxUnavailable as error:
-        fail(str(error))
-    finally:
-        box.close()
 
 
 app.command(name="solve")(with_config_options(solve_command, "solve"))
