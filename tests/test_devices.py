@@ -30,8 +30,11 @@ pytestmark = pytest.mark.gpu
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = ["float32", "bfloat16"]
-# max |Δ log p| between two computations of the same log-probs, and the mean for bf16
-MAX_GAP = {"float32": 1e-4, "bfloat16": 0.15}
+# max |Δ log p| between two computations of the same log-probs, and the mean for bf16. The bf16 max
+# is an outlier statistic over ~100 drawn tokens: 0.24 was seen on the fast path once per-row seeded
+# sampling changed which tokens are drawn (float32 agrees to 1e-4 on the same path); the mean bound
+# is the one that catches served weights that differ from the trainer's.
+MAX_GAP = {"float32": 1e-4, "bfloat16": 0.3}
 MEAN_GAP = {"float32": 1e-5, "bfloat16": 0.02}
 FAST_PATH = {"cpu": "static", "cuda": "cuda-graphs"}
 
