@@ -333,10 +333,7 @@ def section_sampler_speed(check: Check, cap: float) -> dict:
              ["--configs", "qwen3-8b,smollm2-135m,qwen2.5-0.5b,qwen2.5-1.5b", "--batches", "16,64", "--prompt-tokens", "128",
               "--generate-tokens", "32", "--fast-tokens", "256"])
     done = _run_keeping_rows(check, ["benchmarks/bench_hf_sampler.py", *sizes, "--json", str(out)], cap, "sampler_speed", out)
-    if done.returncode != 0 or not out.exists():
-        raise _failed(done, "bench_hf_sampler.py")
-    result = json.loads(out.read_text())
-    result["table"] = _table_lines(done.stdout)
+    result = _benchmark_result(done, out, "bench_hf_sampler.py")
     failed = [r for r in result["rows"] if "error" in r]
     if failed:
         raise SectionFailed("; ".join(f"{r['config']} b{r['batch']} {r['path']} FAILED: {r['error']}" for r in failed),
@@ -400,12 +397,7 @@ def section_solve_speed(check: Check, cap: float) -> dict:
     done = check.python(["benchmarks/bench_solve.py", "--model", str(model), "--backend", "hf", "--device", check.device,
                          "--problem", "reverse-string", *sizes, "--json", str(out)],
                         cap - (time.monotonic() - started), "solve_speed")
-    if done.returncode != 0 or not out.exists():
-        raise _failed(done, "bench_solve.py")
-    result = json.loads(out.read_text())
-    result["model"] = "tiny (tests/tiny_model.py)" if check.cpu else "qwen2.5-1.5b shape, random weights, tiny tokenizer"
-    result["table"] = _table_lines(done.stdout)
-    return result
+    return _benchmark_result(done, out, "bench_solve.py", "tiny (tests/tiny_model.py)" if check.cpu else "qwen2.5-1.5b shape, random weights, tiny tokenizer")
 
 
 def section_concurrency(check: Check, cap: float) -> dict:
@@ -429,12 +421,7 @@ def section_concurrency(check: Check, cap: float) -> dict:
     args = ["benchmarks/bench_concurrency.py", "--model", str(model), "--backend", "hf", "--device", check.device,
             "--methods", "best-of-k", *sizes, "--json", str(out)]
     done = _run_keeping_rows(check, args, cap - (time.monotonic() - started), "concurrency", out)
-    if done.returncode != 0 or not out.exists():
-        raise _failed(done, "bench_concurrency.py")
-    result = json.loads(out.read_text())
-    result["model"] = "tiny (tests/tiny_model.py)" if check.cpu else "qwen2.5-0.5b shape, random weights, tiny tokenizer"
-    result["table"] = _table_lines(done.stdout)
-    return result
+    return _benchmark_result(done, out, "bench_concurrency.py", "tiny (tests/tiny_model.py)" if check.cpu else "qwen2.5-0.5b shape, random weights, tiny tokenizer")
 
 
 # A random-weight model of a real shape in a model folder ttsd can load; the tests' tokenizer covers
@@ -483,6 +470,18 @@ VLLM_SECTION = Section("vllm", 120, 240, 600, section_vllm)
 # ----- the report -------------------------------------------------------------------------------
 def _table_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith("|")]
+
+
+def _benchmark_result(done, out: Path, script: str, model: str | None = None) -> dict:
+    """A benchmark script's JSON output with its printed table (and the model it ran), or the
+    section's failure when the script failed or wrote nothing."""
+    if done.returncode != 0 or not out.exists():
+        raise _failed(done, script)
+    result = json.loads(out.read_text())
+    if model is not None:
+        result["model"] = model
+    result["table"] = _table_lines(done.stdout)
+    return result
 
 
 def markdown(report: dict) -> str:
