@@ -83,10 +83,9 @@ def main() -> None:
         scores = score_tokens(model, [prompt], [response], temperature=1.0, top_k=1)
         return scores.response_logprobs[0, : len(response)].float().tolist()
 
-    items = []
+    items, seen = [], set()
     for run_dir in sorted(glob.glob(os.path.join(args.runs, "*", args.method, "seed-*"))):
         problem = load_problem(Path(run_dir) / "problem.json")
-        seen = {r for _, r, _ in items}
         for line in open(Path(run_dir) / "attempts.jsonl"):
             row = json.loads(line)
             if row["verdict"] == "runtime_error" and row["response"] not in seen:
@@ -112,29 +111,28 @@ def main() -> None:
             gaps = diagnostics.token_gaps(teacher, student)
             split = copying.split_gaps(gaps, quoted)  # Q and O from the default feedback, for both teachers
             own = copying.split_gaps(gaps, copying.quoted_tokens(texts, judgement.feedback))
-            row[name] = {"on_Q": split.quoted_gap, "on_O": split.other_gap, "own": own.model_dump()}
+            row[name] = {"on_Q_and_O": split.model_dump(), "own": own.model_dump()}
         rows.append(row)
         if (index + 1) % 20 == 0:
             print(f"  {index + 1}/{len(items)} scored")
 
-    def pooled(name: str, side: str, weight: str) -> float | None:
-        pairs = [(r[name][side], r[weight] if weight == "quoted_tokens" else r["tokens"] - r["quoted_tokens"]) for r in rows]
-        pairs = [(g, n) for g, n in pairs if g is not None and n]
-        total = sum(n for _, n in pairs)
-        return math.fsum(g * n for g, n in pairs) / total if total else None
+    def pooled(name: str, part: str) -> copying.CopyGap | None:
+        """Token means over the attempts (copying.pool) of one teacher's split."""
+        return copying.pool([copying.CopyGap(**r[name][part]) for r in rows])
 
     def fmt(value: float | None) -> str:
         return "–" if value is None else f"{value:+.3f}"
 
     quoted_total = sum(r["quoted_tokens"] for r in rows)
     other_total = sum(r["tokens"] - r["quoted_tokens"] for r in rows)
-    own_noquote = copying.pool([copying.CopyGap(**r["no quote"]["own"]) for r in rows])
+    own_noquote = pooled("no quote", "own")
     print(f"\n{len(rows)} attempts, {quoted_total} tokens quoted by the default feedback (Q), {other_total} others (O)\n")
     print("| teacher's feedback | gap on Q (nats/token) | gap on O | excess Q − O |")
     print("| --- | --- | --- | --- |")
     summary = {"attempts": len(rows), "Q_tokens": quoted_total, "O_tokens": other_total}
     for name in judges:
-        on_q, on_o = pooled(name, "on_Q", "quoted_tokens"), pooled(name, "on_O", "other")
+        both = pooled(name, "on_Q_and_O")
+        on_q, on_o = both.quoted_gap, both.other_gap
         summary[name] = {"on_Q": on_q, "on_O": on_o}
         excess = None if on_q is None or on_o is None else on_q - on_o
         print(f"| {'default (quotes the line)' if name == 'quote' else '--no-feedback-source-line'} | {fmt(on_q)} | {fmt(on_o)} | {fmt(excess)} |")
@@ -142,8 +140,9 @@ def main() -> None:
           f"gap {fmt(own_noquote.quoted_gap)} vs {fmt(own_noquote.other_gap)} on the rest")
     summary["no quote own"] = own_noquote.model_dump()
 
-    for side, label in (("on_Q", "gap on Q"), ("on_O", "gap on O")):
-        pairs = [(r["quote"][side], r["no quote"][side]) for r in rows if r["quote"][side] is not None and r["no quote"][side] is not None]
+    for side, label in (("quoted_gap", "gap on Q"), ("other_gap", "gap on O")):
+        pairs = [(r["quote"]["on_Q_and_O"][side], r["no quote"]["on_Q_and_O"][side]) for r in rows]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
         lower = sum(1 for a, b in pairs if b < a)
         ties = sum(1 for a, b in pairs if b == a)
         trials = len(pairs) - ties
@@ -151,7 +150,7 @@ def main() -> None:
         diffs = sorted(b - a for a, b in pairs)
         median = diffs[len(diffs) // 2] if diffs else None
         p = sign_test_p(lower, trials)
-        summary[f"sign test {side}"] = {"lower_without_quote": lower, "attempts": trials, "ci90": [low, high], "p": p, "median_change": median}
+        summary[f"sign test {label}"] = {"lower_without_quote": lower, "attempts": trials, "ci90": [low, high], "p": p, "median_change": median}
         print(f"{label}: lower without the quote in {lower} of {trials} attempts ({lower / trials:.0%}, 90% CP [{low:.2f}, {high:.2f}], "
               f"sign test p = {p:.2g}); median per-attempt change {fmt(median)} nats/token" if trials else f"{label}: no attempts")
     if args.json:

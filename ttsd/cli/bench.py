@@ -128,11 +128,11 @@ def _bench_command(
     if recorded is not None:  # a restarted bench: what it was started with, unless given again
         options = {**recorded.solve_options, **options}
     try:
-        budget = load_config(None, {**options, "seed": seed_start}).budget
+        base_config = load_config(None, {**options, "seed": seed_start})
     except ConfigError as error:
         fail(str(error))
     if pool is None:
-        pool = recorded.pool if recorded is not None else default_pool_size(budget)
+        pool = recorded.pool if recorded is not None else default_pool_size(base_config.budget)
     if pool_batch is None and recorded is not None:
         pool_batch = recorded.pool_batch
     from ttsd.variants import Variant, VariantError, parse_variants
@@ -163,7 +163,7 @@ def _bench_command(
     from ttsd.cli.problems import check_pytest_files_or_exit
 
     # a pytest file that does not collect is the problem's error, reported now (exit 2), not a failed run
-    check_pytest_files_or_exit([(p, files.get(p.id, p.id)) for p in problems], load_config(None, {**options, "seed": seed_start}).sandbox)
+    check_pytest_files_or_exit([(p, files.get(p.id, p.id)) for p in problems], base_config.sandbox)
     if concurrent > 1:
         from ttsd.bench import ConcurrencyDoesNotFit, check_concurrent_memory
         from ttsd.engine.models import ModelNotFound
