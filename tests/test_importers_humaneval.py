@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+
 from typer.testing import CliRunner
 
 from ttsd.cli import app
-from ttsd.importers.humaneval import import_humaneval, iter_humaneval_problems
+from ttsd.importers.humaneval import humaneval_data_path, import_humaneval, iter_humaneval_problems
 from ttsd.problems import load_problem
 
 runner = CliRunner()
@@ -26,3 +29,39 @@ def test_cli_import_humaneval(tmp_path):
     assert result.exit_code == 0 and "wrote 164 problems" in result.stdout
     result = runner.invoke(app, ["problems", "import", "humaneval", "--out", str(tmp_path / "he2"), "--data", str(tmp_path / "none.jsonl")])
     assert result.exit_code == 2 and "none.jsonl: no such file" in result.stderr
+
+
+def test_the_test_code_uses_the_starter_helpers_not_the_programs(tmp_path):
+    """HumanEval/38 checks decode_cyclic(encode_cyclic(s)) == s with the namespace's encode_cyclic:
+    a program that makes encode_cyclic the identity and decodes with it used to pass."""
+    from ttsd.judge import Judge
+    from ttsd.sandbox import make_sandbox
+
+    problems = {p.id: p for p in iter_humaneval_problems()}
+    before_check = {pid: p.tests[0].input.split("METADATA")[0] for pid, p in problems.items()}
+    assert "def poly(" in before_check["humaneval-32"] and before_check["humaneval-32"].startswith("import math")
+    assert before_check["humaneval-38"].startswith("def encode_cyclic(")
+    assert before_check["humaneval-50"].startswith("def encode_shift(")
+    with gzip.open(humaneval_data_path(), "rt", encoding="utf-8") as lines:
+        raw = {json.loads(line)["task_id"].replace("HumanEval/", "humaneval-"): json.loads(line)["test"] for line in lines}
+    changed = sorted(pid for pid, p in problems.items() if p.tests[0].input != raw[pid])
+    assert changed == ["humaneval-32", "humaneval-38", "humaneval-50"]
+    assert all(problems[pid].tests[0].input.endswith(raw[pid]) for pid in changed)
+
+    cheat = (
+        "def encode_cyclic(s: str):\n    return s\n\n\n"
+        "def decode_cyclic(s: str):\n    return encode_cyclic(s)\n"
+    )
+    honest = problems["humaneval-38"].starter_code + "    return encode_cyclic(encode_cyclic(s))\n"
+    cheat_poly = (  # humaneval-32: a poly that is 0 everywhere makes any root "correct"
+        "def poly(xs, x):\n    return 0.0\n\n\ndef find_zero(xs):\n    return 0.0\n"
+    )
+    sandbox = make_sandbox("local")
+    judge = Judge(sandbox, max_workers=2)
+    try:
+        assert not judge.judge_program(problems["humaneval-38"], cheat).passed
+        assert judge.judge_program(problems["humaneval-38"], honest).passed
+        assert not judge.judge_program(problems["humaneval-32"], cheat_poly).passed
+    finally:
+        judge.close()
+        sandbox.close()

