@@ -1,0 +1,57 @@
+def move_one_ball(arr):
+    """We have an array 'arr' of N integers arr[1], arr[2], ..., arr[N].The
+    numbers in the array will be randomly ordered. Your task is to determine if
+    it is possible to get an array sorted in non-decreasing order by performing 
+    right shift operations:
+        You are allowed to perform right shift operation any number of times.
+    
+    One right shift operation means shifting all elements of the array by one
+    position in the right direction. The last element of the array will be moved to
+    the starting position in the array i.e. 0th index. 
+
+    If it is possible to obtain the sorted array by performing the above operation
+    then return True else return False.
+    If the given array is empty then return True.
+
+    Note: The given list is guaranteed to have unique elements.
+
+    For Example:
+    
+    move_one_ball([3, 4, 5, 1, 2])==>True
+    Explanation: By performin 2 right shift operations, non-decreasing order can
+                 be achieved for the given array.
+    move_one_ball([3, 5, 4, 1, 2])==>False
+    Explanation: It is not possible to get non-decreasing order for the given
+                array by performing any number of right shift operations.
+                
+    """
+    if not arr:
+        return True
+
+    n = len(arr)
+    # If the array is already sorted, return True
+    if all(arr[i] <= arr[i + 1] for i in range(n - 1)):
+        return True
+
+    # Try to find the minimum element to shift
+    min_target = arr[0]
+    for num in arr:
+        if num < min_target:
+            min_target = num
+
+    # Try to perform right shift
+    for _ in range(n):
+        arr.insert(0, arr.pop())
+
+        # Check if the array is sorted
+        if all(arr[i] <= arr[i + 1] for i in range(n - 1)):
+            return True
+
+    # If no rotation result in a sorted array, return False
+    return False
+
+# Example usage
+print(move_one_ball([3, 4, 5, 1, 2]))  # True
+print(move_one_ball([3, 5, 4, 1, 2]))  # False
+print(move_one_ball([4, 3, 1, 2]))  # True
+print(move_one_ball([3, 4, 5, 1, 2]))  # True
