@@ -31,7 +31,7 @@ def test_cli_import_humaneval(tmp_path):
     assert result.exit_code == 2 and "none.jsonl: no such file" in result.stderr
 
 
-def test_the_test_code_uses_the_starter_helpers_not_the_programs(tmp_path):
+def test_the_test_code_uses_the_starter_helpers_not_the_programs():
     """HumanEval/38 checks decode_cyclic(encode_cyclic(s)) == s with the namespace's encode_cyclic:
     a program that makes encode_cyclic the identity and decodes with it used to pass."""
     from ttsd.judge import Judge
@@ -43,7 +43,8 @@ def test_the_test_code_uses_the_starter_helpers_not_the_programs(tmp_path):
     assert before_check["humaneval-38"].startswith("def encode_cyclic(")
     assert before_check["humaneval-50"].startswith("def encode_shift(")
     with gzip.open(humaneval_data_path(), "rt", encoding="utf-8") as lines:
-        raw = {json.loads(line)["task_id"].replace("HumanEval/", "humaneval-"): json.loads(line)["test"] for line in lines}
+        records = [json.loads(line) for line in lines]
+    raw = {r["task_id"].replace("HumanEval/", "humaneval-"): r["test"] for r in records}
     changed = sorted(pid for pid, p in problems.items() if p.tests[0].input != raw[pid])
     assert changed == ["humaneval-32", "humaneval-38", "humaneval-50"]
     assert all(problems[pid].tests[0].input.endswith(raw[pid]) for pid in changed)
