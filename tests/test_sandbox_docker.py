@@ -211,3 +211,36 @@ def test_a_container_that_vanishes_during_leftover_removal_is_not_an_error():
                 client.api.remove_container(cid, force=True)
             except Exception:
                 pass
+
+
+def test_other_sandbox_images_are_kept_until_asked_and_then_only_they_go(monkeypatch):
+    """Builds keep the images of other sandbox/ files (another checkout on the same engine may use
+    one); `ttsd sandbox cleanup --images` removes them and never the current one. A repository of this test's
+    own keeps the developer's real ttsd-sandbox images out of it."""
+    from ttsd.sandbox import image
+
+    client = connect()
+    real = client.images.get(image.image_tag())
+    monkeypatch.setattr(image, "REPOSITORY", f"ttsd-sandbox-test-{os.getpid()}")
+    current = image.image_tag()
+    repository, version = current.split(":")
+    try:
+        for name in (version, "older-a", "older-b"):
+            real.tag(repository, name)
+        assert image.other_images(client) == [f"{repository}:older-a", f"{repository}:older-b"]
+        from typer.testing import CliRunner
+
+        from ttsd.cli import app
+
+        status = CliRunner().invoke(app, ["sandbox", "status"], env={"COLUMNS": "300"})
+        assert "2 other ttsd-sandbox image(s)" in status.output, status.output
+        cleanup = CliRunner().invoke(app, ["sandbox", "cleanup", "--images"], env={"COLUMNS": "300"})
+        assert cleanup.exit_code == 0, cleanup.output
+        assert f"removed 2 other ttsd-sandbox image(s): {repository}:older-a, {repository}:older-b" in cleanup.output
+        assert image.other_images(client) == [] and image.image_exists(client, current)
+        assert image.image_exists(client, real.tags[0])  # the real image is untouched
+    finally:
+        for stale in client.images.list(name=repository):
+            for tag in stale.tags:
+                if tag.startswith(f"{repository}:"):  # the image also carries the real tag
+                    client.images.remove(tag)

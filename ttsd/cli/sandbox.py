@@ -69,15 +69,17 @@ def status() -> None:
         table.add_row("local", "[red]unavailable[/red]", str(exc))
     try:
         from ttsd.sandbox.docker import LABEL, connect
-        from ttsd.sandbox.image import image_exists, image_tag
+        from ttsd.sandbox.image import image_exists, image_tag, other_images
 
         client = connect()
         tag = image_tag()
         leftovers = client.containers.list(all=True, filters={"label": LABEL})
+        others = other_images(client, tag)
         state = "[green]ok[/green]" if image_exists(client, tag) else "[yellow]no image[/yellow]"
         table.add_row("docker", state, f"engine {client.version().get('Version')}, image {tag}"
                       f"{'' if 'ok' in state else ' missing: run ttsd sandbox build'}, "
-                      f"{len(leftovers)} ttsd container(s)")
+                      f"{len(leftovers)} ttsd container(s), {len(others)} other ttsd-sandbox image(s)"
+                      f"{' (ttsd sandbox cleanup --images removes them)' if others else ''}")
     except SandboxUnavailable as exc:
         table.add_row("docker", "[red]unavailable[/red]", str(exc))
     Console().print(table)
@@ -88,11 +90,23 @@ def cleanup(
     all_owners: bool = typer.Option(
         False, "--all", help="Also remove containers of ttsd processes that are still running."
     ),
+    images: bool = typer.Option(
+        False, "--images", help="Also remove the ttsd-sandbox images of other sandbox/ files than this "
+        "checkout's (builds keep them, since other checkouts sharing the engine may use them).",
+    ),
 ) -> None:
     """Remove leftover sandbox containers (found by their label) of ttsd processes that have ended."""
     from rich.console import Console
 
     from ttsd.sandbox.docker import remove_leftovers
+    from ttsd.sandbox.image import remove_other_images
 
-    removed = remove_leftovers(_client_or_exit(), include_live_owners=all_owners)
-    Console().print(f"removed {removed} container(s)")
+    console = Console()
+    client = _client_or_exit()
+    removed = remove_leftovers(client, include_live_owners=all_owners)
+    console.print(f"removed {removed} container(s)")
+    if images:
+        gone, kept = remove_other_images(client)
+        console.print(f"removed {len(gone)} other ttsd-sandbox image(s){': ' + ', '.join(gone) if gone else ''}")
+        if kept:
+            console.print(f"[yellow]kept {len(kept)} still used by a container:[/yellow] {', '.join(kept)}")

@@ -7,7 +7,9 @@
     → tagged ttsd-sandbox:<hash of the files in sandbox/ and of supervisor.py>
 
 The tag changes whenever a file in `sandbox/` or the supervisor changes, so a stale image is never
-used and `build(if_missing=True)` is instant when the current one exists.
+used and `build(if_missing=True)` is instant when the current one exists. A build leaves the images
+of other `sandbox/` files alone (checkouts at other versions may share the engine);
+`remove_other_images` (`ttsd sandbox cleanup --images`) removes them.
 """
 
 from __future__ import annotations
@@ -128,13 +130,33 @@ def build(client, if_missing: bool = False, log=print) -> tuple[str, bool]:
             client.api.import_image(src=f, repository=repository, tag=version, changes=changes)
     if not image_exists(client, tag):
         raise SandboxUnavailable(f"docker import did not produce {tag}")
-    for old in client.images.list(name=REPOSITORY):  # images of earlier sandbox/ files
-        if tag not in old.tags:
-            try:
-                client.images.remove(old.id)
-            except Exception:  # still used by a container: leave it
-                pass
+    # Images of other sandbox/ files stay: another checkout sharing this engine may use one
+    # (`remove_other_images` removes them on request).
     return tag, True
+
+
+def other_images(client, current: str | None = None) -> list[str]:
+    """The ttsd-sandbox tags on this engine other than `current` (default: this checkout's)."""
+    current = current or image_tag()
+    ours = f"{REPOSITORY}:"  # an image listed here may carry other repositories' tags too
+    return sorted({t for image in client.images.list(name=REPOSITORY) for t in image.tags
+                   if t.startswith(ours) and t != current})
+
+
+def remove_other_images(client, current: str | None = None) -> tuple[list[str], list[str]]:
+    """Remove every ttsd-sandbox tag but `current`; returns (removed, kept: still used by a container)."""
+    import docker.errors
+
+    removed, kept = [], []
+    for tag in other_images(client, current):
+        try:
+            client.images.remove(tag)
+            removed.append(tag)
+        except docker.errors.APIError as error:
+            if getattr(error, "status_code", None) == 404:
+                continue  # another process removed it meanwhile
+            kept.append(tag)  # 409: a container (perhaps of another checkout) still uses it
+    return removed, kept
 
 
 def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
