@@ -122,3 +122,14 @@ def test_bad_input_that_once_gave_a_traceback_or_an_unbounded_read_exits_2_namin
         result = check(str(problem), str(solution))
         assert result.exit_code == 2 and named in result.stderr and says in result.stderr, result.output
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+
+
+def test_every_verdict_has_its_headline_style():
+    from ttsd.cli.check import verdict_style
+    from ttsd.judge.records import Verdict
+
+    styles = {verdict: verdict_style(verdict) for verdict in Verdict}  # a missing one raises KeyError
+    assert styles[Verdict.accepted] == "bold green"
+    assert {styles[Verdict.format_error], styles[Verdict.truncated]} == {"bold yellow"}
+    assert all(style == "bold red" for verdict, style in styles.items()
+               if verdict not in (Verdict.accepted, Verdict.format_error, Verdict.truncated))

@@ -42,7 +42,24 @@ def _read_solution(path: Path) -> str:
     raise AssertionError("unreachable")
 
 
-_VERDICT_STYLE = {"accepted": "bold green", "wrong_answer": "bold red", "format_error": "bold yellow", "truncated": "bold yellow"}
+
+def verdict_style(verdict) -> str:
+    """The headline's style per `Verdict`: green for a pass, yellow where no program ran to the end
+    of its tests because of the response's form (no code block, cut at the token limit), red else.
+    Every verdict has an entry, so a new one fails here (and in its test) instead of silently red."""
+    from ttsd.judge.records import Verdict
+
+    styles = {
+        Verdict.accepted: "bold green",
+        Verdict.wrong_answer: "bold red",
+        Verdict.runtime_error: "bold red",
+        Verdict.time_limit: "bold red",
+        Verdict.memory_limit: "bold red",
+        Verdict.output_limit: "bold red",
+        Verdict.format_error: "bold yellow",
+        Verdict.truncated: "bold yellow",
+    }
+    return styles[Verdict(verdict)]
 
 
 @app.command()
@@ -124,7 +141,7 @@ def _print_judgement(problem_id: str, solution: Path, judgement) -> None:
 
     console = Console(highlight=False)
     verdict = judgement.verdict.value
-    style = _VERDICT_STYLE.get(verdict, "bold red")
+    style = verdict_style(judgement.verdict)
     headline = Text.assemble(
         (verdict.replace("_", " ").upper(), style),
         f"   {judgement.tests_passed}/{judgement.tests_total} tests passed   {judgement.wall_s:.2f} s",
