@@ -4,7 +4,7 @@
 
 Why: HumanEval's tests are few (humaneval-109 has five asserts), so a wrong program can pass them.
 sdpo seed 0's discovery on humaneval-109 counts the array's descents and ignores the wrap-around
-(it answers True for [2, 3, 1, 4]) and still passes. Every method is judged by the same tests, so the
+(it answers True for [10, -16, -15, 23]) and still passes. Every method is judged by the same tests, so the
 bench's comparison stays fair on the oracle "passes HumanEval's tests"; this audit says how often
 that oracle agrees with the task. Each accepted program (every passing pool sample, every run's
 discovery) runs again in the local sandbox, on the problem's tests plus one differential test: the
@@ -26,8 +26,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from ttsd.judge.judge import Judge
+from ttsd.pool import pool_attempts
 from ttsd.problems.loading import load_problem
 from ttsd.problems.model import TestCase
+from ttsd.runs import AttemptRecord, read_jsonl
 from ttsd.sandbox.local import LocalSandbox
 
 STUDY = Path(__file__).resolve().parent
@@ -87,9 +89,8 @@ def canonical_programs() -> dict[str, tuple[str, str]]:
     }
 
 
-def differential_test(problem_id: str, cases: int) -> TestCase:
+def differential_test(problem_id: str, reference: str, entry_point: str, cases: int) -> TestCase:
     """An assert-kind test: `check(candidate)` compares the candidate with the canonical solution."""
-    reference, entry_point = canonical_programs()[problem_id]
     body = (
         "def check(candidate):\n"
         "    import copy, random\n"
@@ -108,20 +109,12 @@ def differential_test(problem_id: str, cases: int) -> TestCase:
 
 
 def accepted_programs(problem_id: str) -> list[tuple[str, str]]:
-    """(where, code) of every accepted program on a problem: pool samples and runs' discoveries."""
-    found = []
-    pool = BENCH / "pool" / problem_id / "attempts.jsonl"
-    if pool.is_file():
-        for line in pool.open():
-            row = json.loads(line)
-            if row.get("verdict") == "accepted":
-                found.append(("best-of-k (pool)", row["code"]))
+    """(where, code) of every accepted program on a problem: pool samples (those pool.json counts)
+    and runs' discoveries."""
+    found = [("best-of-k (pool)", a.code) for a in pool_attempts(BENCH / "pool" / problem_id) if a.passed]
     for attempts in sorted((BENCH / "runs" / problem_id).glob("*/seed-*/attempts.jsonl")):
-        method = attempts.parent.parent.name
-        for line in attempts.open():
-            row = json.loads(line)
-            if row.get("verdict") == "accepted":
-                found.append((f"{method} {attempts.parent.name}", row["code"]))
+        where = f"{attempts.parent.parent.name} {attempts.parent.name}"
+        found += [(where, a.code) for a in read_jsonl(attempts, AttemptRecord) if a.passed]
     return found
 
 
@@ -131,16 +124,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=STUDY / "audit.json")
     args = parser.parse_args()
     report = {"cases": args.cases, "problems": {}}
+    canonical = canonical_programs()
     with Judge(LocalSandbox(), max_workers=2) as judge:
         for problem_id in GENERATORS:
             programs = accepted_programs(problem_id)
             if not programs:
                 continue
             problem = load_problem(next(BENCH.glob(f"runs/{problem_id}/*/seed-*/problem.json")))
-            strict = problem.model_copy(update={"tests": [*problem.tests, differential_test(problem_id, args.cases)]})
-            reference, _ = canonical_programs()[problem_id]
+            reference, entry_point = canonical[problem_id]
+            audit_test = differential_test(problem_id, reference, entry_point, args.cases)
+            strict = problem.model_copy(update={"tests": [*problem.tests, audit_test]})
             sanity = judge.judge_code(strict, reference)
-            if sanity.verdict.value != "accepted":  # a generator outside the reference's domain
+            if not sanity.passed:  # a generator outside the reference's domain
                 raise SystemExit(f"{problem_id}: the canonical solution fails the audit: {sanity.feedback[-400:]}")
             counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
             failures = []
@@ -148,7 +143,7 @@ def main() -> None:
                 method = where.split(" ")[0]
                 judgement = judge.judge_code(strict, code)
                 counts[method][1] += 1
-                if judgement.verdict.value == "accepted":
+                if judgement.passed:
                     counts[method][0] += 1
                 else:
                     failures.append({"where": where, "verdict": judgement.verdict.value,

@@ -42,7 +42,6 @@ def _read_solution(path: Path) -> str:
     raise AssertionError("unreachable")
 
 
-
 def verdict_style(verdict) -> str:
     """The headline's style per `Verdict`: green for a pass, yellow where no program ran to the end
     of its tests because of the response's form (no code block, cut at the token limit), red else.

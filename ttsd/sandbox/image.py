@@ -152,9 +152,9 @@ def remove_other_images(client, current: str | None = None) -> tuple[list[str], 
         try:
             client.images.remove(tag)
             removed.append(tag)
-        except docker.errors.APIError as error:
-            if getattr(error, "status_code", None) == 404:
-                continue  # another process removed it meanwhile
+        except docker.errors.NotFound:
+            continue  # another process removed it meanwhile
+        except docker.errors.APIError:
             kept.append(tag)  # 409: a container (perhaps of another checkout) still uses it
     return removed, kept
 
