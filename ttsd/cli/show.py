@@ -174,7 +174,7 @@ def render(view: AttemptView) -> None:
     from rich.panel import Panel
     from rich.text import Text
 
-    from ttsd.cli.check import _VERDICT_STYLE
+    from ttsd.cli.check import verdict_style
 
     console = Console(highlight=False)
     a = view.attempt
@@ -187,7 +187,7 @@ def render(view: AttemptView) -> None:
         from ttsd.cli.solve import describe_copy_gap
 
         facts += f"   quoted | other: {describe_copy_gap(a.copy_gap)}"
-    console.print(Text.assemble((a.verdict.value.replace("_", " ").upper(), _VERDICT_STYLE.get(a.verdict.value, "bold red")), facts))
+    console.print(Text.assemble((a.verdict.value.replace("_", " ").upper(), verdict_style(a.verdict)), facts))
     if view.discovery_likelihood is not None:
         from ttsd.sdpo.diagnostics import describe_discovery
 
